@@ -1,0 +1,3 @@
+from hmls.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,374 @@
+"""The embedded local environment: real kube-apiservers for a hub, spokes and an ingress
+cluster, sharing one etcd (a distinct ``--etcd-prefix`` each), plus the MLService simulator.
+
+``up`` leaves every process running in the background and records pids, ports and log
+files in ``DIR/state.json``; ``down`` stops exactly those processes.  Tests use the same
+code with ``die_with_parent=True`` so that a crashed test run leaves no orphans.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import yaml
+
+from hmls.devenv import binaries
+from hmls.devenv.pki import CertificateAuthority, KeyPair, service_account_keys
+
+MANIFESTS = binaries.REPO_ROOT / "manifests"
+CRDS_BY_ROLE = {"hub": "hub", "spoke": "spoke", "ingress": "ingress"}
+STATE_FILE = "state.json"
+READY_TIMEOUT = 180.0
+
+
+class DevEnvError(RuntimeError):
+    """The local environment could not be started or used; the message says why."""
+
+
+@dataclass
+class ClusterState:
+    name: str
+    role: str
+    port: int
+    pid: int = 0
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+
+@dataclass
+class State:
+    etcd_port: int
+    etcd_peer_port: int
+    etcd_pid: int = 0
+    simulator_pid: int = 0
+    cluster_domain: str = "{cluster}.t9kcloud.cn"
+    clusters: dict[str, ClusterState] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path) -> State:
+        raw = json.loads(path.read_text())
+        clusters = {k: ClusterState(**v) for k, v in raw.pop("clusters").items()}
+        return cls(**raw, clusters=clusters)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2))
+        tmp.replace(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def _alive(pid: int, marker: str) -> bool:
+    """True if pid runs and its command line mentions marker (guards against pid reuse)."""
+    if pid <= 0:
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return marker in cmdline and stat.split(") ", 1)[-1][:1] != "Z"
+
+
+def _stop_pid(pid: int, marker: str, *, timeout: float = 15.0) -> None:
+    if not _alive(pid, marker):
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _alive(pid, marker):
+        time.sleep(0.1)
+    if _alive(pid, marker):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # reap if it is our child; harmless otherwise
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+class Environment:
+    """Handle on one local environment rooted at ``directory``."""
+
+    def __init__(self, directory: Path, *, die_with_parent: bool = False,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.dir = directory.resolve()
+        self.die_with_parent = die_with_parent
+        self._log = log or (lambda text: print(f"[hmls dev] {text}", file=sys.stderr, flush=True))
+        self._marker = str(self.dir)
+        self._children: list[subprocess.Popen[bytes]] = []
+
+    # ----- paths -------------------------------------------------------------------
+    @property
+    def state_path(self) -> Path:
+        return self.dir / STATE_FILE
+
+    def kubeconfig(self, cluster: str) -> Path:
+        return self.dir / f"{cluster}.kubeconfig"
+
+    def log_path(self, name: str) -> Path:
+        return self.dir / "logs" / f"{name}.log"
+
+    @property
+    def pki(self) -> Path:
+        return self.dir / "pki"
+
+    def state(self) -> State:
+        if not self.state_path.exists():
+            raise DevEnvError(f"no environment in {self.dir} (run: hmls dev up --dir {self.dir})")
+        return State.load(self.state_path)
+
+    def spokes(self) -> list[str]:
+        return [c.name for c in self.state().clusters.values() if c.role == "spoke"]
+
+    def running(self) -> bool:
+        if not self.state_path.exists():
+            return False
+        st = self.state()
+        pids = [st.etcd_pid, st.simulator_pid, *(c.pid for c in st.clusters.values())]
+        return all(_alive(p, self._marker) for p in pids)
+
+    # ----- lifecycle ---------------------------------------------------------------
+    def up(self, *, spokes: int = 2, cluster_domain: str = "{cluster}.t9kcloud.cn") -> State:
+        if self.state_path.exists():
+            if self.running():
+                self._log(f"environment in {self.dir} is already running; nothing to do")
+                return self.state()
+            self._log(f"environment in {self.dir} is partly stopped; restarting it from scratch")
+            self.down()
+        started = time.monotonic()
+        tools = binaries.ensure_all()
+        if shutil.which("kubectl") is None:
+            raise DevEnvError("kubectl is not on PATH; it installs the CRDs")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "logs").mkdir(exist_ok=True)
+        names = ["hub", *(f"spoke{i}" for i in range(1, spokes + 1)), "ingress"]
+        st = State(etcd_port=_free_port(), etcd_peer_port=_free_port(),
+                   cluster_domain=cluster_domain)
+        for name in names:
+            role = name if name in ("hub", "ingress") else "spoke"
+            st.clusters[name] = ClusterState(name=name, role=role, port=_free_port())
+        st.save(self.state_path)
+        try:
+            self._make_pki(names)
+            st.etcd_pid = self._start_etcd(tools["etcd"], st)
+            st.save(self.state_path)
+            self._wait_etcd(st)
+            for c in st.clusters.values():
+                c.pid = self._start_apiserver(tools["kube-apiserver"], st, c)
+                st.save(self.state_path)
+            for c in st.clusters.values():
+                self._wait_ready(c)
+                self._write_kubeconfig(c)
+            for c in st.clusters.values():
+                self._install_crds(c)
+            st.simulator_pid = self._start_simulator()
+            st.save(self.state_path)
+        except BaseException:
+            self.down()
+            raise
+        self._log(f"environment up in {time.monotonic() - started:.1f}s: {', '.join(names)}")
+        return st
+
+    def down(self) -> None:
+        if not self.state_path.exists():
+            self._log(f"no environment recorded in {self.dir}; nothing to stop")
+            return
+        st = self.state()
+        _stop_pid(st.simulator_pid, self._marker)
+        for c in st.clusters.values():
+            _stop_pid(c.pid, self._marker)
+        _stop_pid(st.etcd_pid, self._marker)
+        for child in self._children:
+            with contextlib.suppress(Exception):
+                child.wait(timeout=1)
+        self._children.clear()
+        self.state_path.unlink(missing_ok=True)
+        shutil.rmtree(self.dir / "etcd-data", ignore_errors=True)
+        self._log(f"environment in {self.dir} stopped")
+
+    def stop_cluster(self, name: str) -> None:
+        """Stop one API server (fault tests); its port and certificates are kept."""
+        st = self.state()
+        _stop_pid(st.clusters[name].pid, self._marker)
+
+    def kill_cluster(self, name: str) -> None:
+        st = self.state()
+        pid = st.clusters[name].pid
+        if _alive(pid, self._marker):
+            os.kill(pid, signal.SIGKILL)
+        _stop_pid(pid, self._marker)
+
+    def start_cluster(self, name: str) -> None:
+        st = self.state()
+        c = st.clusters[name]
+        if not _alive(c.pid, self._marker):
+            c.pid = self._start_apiserver(binaries.ensure(binaries.KUBE_APISERVER), st, c)
+            st.save(self.state_path)
+        self._wait_ready(c)
+
+    # ----- pieces ------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> int:
+        logf = self.log_path(name).open("ab")
+        proc = subprocess.Popen(
+            argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=self.dir, start_new_session=True,
+            preexec_fn=_set_pdeathsig if self.die_with_parent else None,
+        )
+        logf.close()
+        self._children.append(proc)
+        return proc.pid
+
+    def _make_pki(self, names: list[str]) -> None:
+        ca = CertificateAuthority.create(self.pki)
+        service_account_keys(self.pki)
+        for name in names:
+            ca.serving(KeyPair(self.pki / name / "serving.crt", self.pki / name / "serving.key"))
+        ca.client(KeyPair(self.pki / "admin.crt", self.pki / "admin.key"),
+                  user="hmls-admin", groups=("system:masters",))
+
+    def _start_etcd(self, binary: Path, st: State) -> int:
+        data = self.dir / "etcd-data"
+        peer = f"http://127.0.0.1:{st.etcd_peer_port}"
+        client = f"http://127.0.0.1:{st.etcd_port}"
+        return self._spawn("etcd", [
+            str(binary), "--name", "hmls-dev", "--data-dir", str(data),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"hmls-dev={peer}",
+            "--unsafe-no-fsync", "--log-level", "warn",
+        ])
+
+    def _wait_etcd(self, st: State) -> None:
+        url = f"http://127.0.0.1:{st.etcd_port}/health"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310
+                    if b'"true"' in resp.read():
+                        return
+            if not _alive(st.etcd_pid, self._marker):
+                break
+            time.sleep(0.2)
+        raise DevEnvError(f"etcd did not become healthy; see {self.log_path('etcd')}")
+
+    def _start_apiserver(self, binary: Path, st: State, c: ClusterState) -> int:
+        pki = self.pki
+        return self._spawn(c.name, [
+            str(binary),
+            f"--etcd-servers=http://127.0.0.1:{st.etcd_port}",
+            f"--etcd-prefix=/hmls/{c.name}",
+            f"--cert-dir={self.dir / c.name}",
+            f"--tls-cert-file={pki / c.name / 'serving.crt'}",
+            f"--tls-private-key-file={pki / c.name / 'serving.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+            f"--secure-port={c.port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--authorization-mode=RBAC",
+            "--disable-admission-plugins=ServiceAccount",
+            "--service-cluster-ip-range=10.96.0.0/16",
+            f"--service-account-issuer=https://{c.name}.hmls.local",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            "--endpoint-reconciler-type=none",
+            "--v=1",
+        ])
+
+    def _ssl(self) -> ssl.SSLContext:
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
+        return ctx
+
+    def _wait_ready(self, c: ClusterState) -> None:
+        ctx = self._ssl()
+        deadline = time.monotonic() + READY_TIMEOUT
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"{c.server}/readyz", context=ctx, timeout=3) as r:  # noqa: S310
+                    if r.status == 200:
+                        return
+            except OSError as exc:
+                last = str(exc)
+            if not _alive(c.pid, self._marker):
+                raise DevEnvError(
+                    f"kube-apiserver for {c.name} exited; see {self.log_path(c.name)}")
+            time.sleep(0.25)
+        raise DevEnvError(
+            f"kube-apiserver for {c.name} not ready after {READY_TIMEOUT:.0f}s ({last}); "
+            f"see {self.log_path(c.name)}")
+
+    def _write_kubeconfig(self, c: ClusterState) -> None:
+        def b64(path: Path) -> str:
+            return base64.b64encode(path.read_bytes()).decode()
+
+        cfg = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": c.name, "cluster": {
+                "server": c.server, "certificate-authority-data": b64(self.pki / "ca.crt")}}],
+            "users": [{"name": f"{c.name}-admin", "user": {
+                "client-certificate-data": b64(self.pki / "admin.crt"),
+                "client-key-data": b64(self.pki / "admin.key")}}],
+            "contexts": [{"name": c.name, "context": {
+                "cluster": c.name, "user": f"{c.name}-admin"}}],
+            "current-context": c.name,
+        }
+        path = self.kubeconfig(c.name)
+        path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+        path.chmod(0o600)
+
+    def _install_crds(self, c: ClusterState) -> None:
+        folder = MANIFESTS / CRDS_BY_ROLE[c.role]
+        kc = str(self.kubeconfig(c.name))
+        for cmd in (
+            ["kubectl", "--kubeconfig", kc, "apply", "--server-side", "-f", str(folder)],
+            ["kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established",
+             "--timeout=60s", "-f", str(folder)],
+        ):
+            res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                raise DevEnvError(
+                    f"installing CRDs on {c.name} failed: {' '.join(cmd)}\n{res.stderr}")
+
+    def _start_simulator(self) -> int:
+        return self._spawn("simulator", [
+            sys.executable, "-m", "hmls", "dev", "simulate", "--dir", str(self.dir)])
+
+
+@contextlib.contextmanager
+def running(directory: Path, *, spokes: int = 2) -> Iterator[Environment]:
+    """Start an environment that dies with this process, and stop it on exit."""
+    env = Environment(directory, die_with_parent=True)
+    env.down()
+    env.up(spokes=spokes)
+    try:
+        yield env
+    finally:
+        env.down()

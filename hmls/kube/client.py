@@ -1,0 +1,237 @@
+"""ClusterClient: the one I/O seam to a Kubernetes API server.
+
+One instance per cluster, owning one aiohttp session and TLS context (built from an
+already-vetted kubeconfig, see ``hmls.domain.kubeconfig``).  Bodies are raw dicts end to end:
+no model classes on the hot path.  Every failure leaves this module as a
+``hmls.kube.errors.KubeError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, cast
+
+import aiohttp
+from kubernetes_asyncio import config as k8s_config
+from kubernetes_asyncio.client import ApiClient
+
+from hmls.kube import errors
+
+Obj = dict[str, Any]
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+DISCOVERY_TTL = 30.0
+
+
+@dataclass(frozen=True)
+class Resource:
+    """Where a kind is served: ``/apis/<group>/<version>/[namespaces/<ns>/]<plural>``."""
+
+    api_version: str
+    kind: str
+    plural: str
+    namespaced: bool
+
+    def path(self, namespace: str | None = None, name: str | None = None,
+             subresource: str | None = None) -> str:
+        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{namespace}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{name}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
+    object: Obj
+
+
+class ClusterClient:
+    """Typed-outcome API calls to one cluster."""
+
+    def __init__(self, name: str, api: ApiClient, *, timeout: float = 15.0) -> None:
+        self.name = name
+        self.server: str = api.configuration.host
+        self._api = api
+        self._timeout = timeout
+        self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
+        self._discovery_lock = asyncio.Lock()
+
+    @classmethod
+    async def from_kubeconfig(cls, name: str, kubeconfig: Obj, *, timeout: float = 15.0
+                              ) -> ClusterClient:
+        """Build a client from a kubeconfig dict that ``hmls.domain.kubeconfig`` accepted."""
+        api = await k8s_config.new_client_from_config_dict(kubeconfig)
+        return cls(name, api, timeout=timeout)
+
+    async def close(self) -> None:
+        await self._api.close()
+
+    # ----- raw calls ---------------------------------------------------------------
+    async def _call(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                    body: Any = None, content_type: str | None = None,
+                    timeout: aiohttp.ClientTimeout | float | None = None) -> aiohttp.ClientResponse:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        elif body is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            resp = await self._api.call_api(
+                path, method, query_params=query or [], header_params=headers, body=body,
+                auth_settings=["BearerToken"], _preload_content=False,
+                _request_timeout=timeout if timeout is not None else self._timeout,
+            )
+        except Exception as exc:  # every transport failure becomes a typed outcome
+            raise errors.translate(exc) from exc
+        resp = cast(aiohttp.ClientResponse, resp)
+        if not 200 <= resp.status < 300:
+            try:
+                raw = await resp.read()
+            except Exception:  # noqa: BLE001 - the status line is enough
+                raw = b""
+            finally:
+                resp.release()
+            raise errors.from_status(resp.status, raw, resp.reason or "")
+        return resp
+
+    async def request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+                      body: Any = None, content_type: str | None = None) -> Obj:
+        resp = await self._call(method, path, query=query, body=body, content_type=content_type)
+        try:
+            data = await resp.read()
+        except Exception as exc:
+            raise errors.translate(exc) from exc
+        finally:
+            resp.release()
+        return cast(Obj, json.loads(data)) if data else {}
+
+    async def version(self) -> Obj:
+        return await self.request("GET", "/version")
+
+    # ----- discovery ---------------------------------------------------------------
+    async def _group_version(self, api_version: str, *, refresh: bool) -> dict[str, Resource]:
+        now = time.monotonic()
+        cached = self._discovery.get(api_version)
+        if cached and not (refresh and now - cached[0] > 1.0) and now - cached[0] < DISCOVERY_TTL:
+            return cached[1]
+        async with self._discovery_lock:
+            cached = self._discovery.get(api_version)
+            if cached and time.monotonic() - cached[0] < 1.0:
+                return cached[1]
+            path = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+            try:
+                body = await self.request("GET", path)
+            except errors.NotFound:
+                body = {"resources": []}
+            kinds = {
+                r["kind"]: Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")))
+                for r in body.get("resources", []) if "/" not in r["name"]
+            }
+            self._discovery[api_version] = (time.monotonic(), kinds)
+            return kinds
+
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        """Discovery for one kind; a miss re-reads discovery once (a CRD may be new)."""
+        found = (await self._group_version(api_version, refresh=False)).get(kind)
+        if found is None:
+            found = (await self._group_version(api_version, refresh=True)).get(kind)
+        if found is None:
+            raise errors.UnknownKind(
+                f"kind {kind} in apiVersion {api_version} is not served by cluster {self.name}"
+                " (is its CRD installed?)")
+        return found
+
+    # ----- objects -----------------------------------------------------------------
+    async def apply(self, obj: Obj, *, field_manager: str, force: bool = False,
+                    resource: Resource | None = None) -> Obj:
+        """Server-side apply ``obj`` (complete desired state for this field manager)."""
+        meta = obj["metadata"]
+        res = resource or await self.resource(obj["apiVersion"], obj["kind"])
+        query = [("fieldManager", field_manager)]
+        if force:
+            query.append(("force", "true"))
+        return await self.request(
+            "PATCH", res.path(meta.get("namespace"), meta["name"]), query=query, body=obj,
+            content_type=APPLY)
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> Obj | None:
+        try:
+            return await self.request("GET", res.path(namespace, name))
+        except errors.NotFound:
+            return None
+
+    async def delete(self, res: Resource, namespace: str | None, name: str, *,
+                     uid: str | None = None) -> bool:
+        """Delete with an optional uid precondition; False if it was already gone."""
+        body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", res.path(namespace, name), body=body)
+        except errors.NotFound:
+            return False
+        return True
+
+    async def patch(self, res: Resource, namespace: str | None, name: str, patch: Obj, *,
+                    subresource: str | None = None, field_manager: str | None = None) -> Obj:
+        query = [("fieldManager", field_manager)] if field_manager else None
+        return await self.request("PATCH", res.path(namespace, name, subresource), query=query,
+                                  body=patch, content_type=MERGE)
+
+    async def create(self, res: Resource, namespace: str | None, obj: Obj) -> Obj:
+        return await self.request("POST", res.path(namespace), body=obj)
+
+    async def list(self, res: Resource, *, namespace: str | None = None,
+                   label_selector: str | None = None, limit: int = 500) -> tuple[list[Obj], str]:
+        """All items (paginated) and the list's resourceVersion."""
+        items: list[Obj] = []
+        token = ""
+        while True:
+            query = [("limit", str(limit))]
+            if label_selector:
+                query.append(("labelSelector", label_selector))
+            if token:
+                query.append(("continue", token))
+            page = await self.request("GET", res.path(namespace), query=query)
+            items.extend(page.get("items") or [])
+            meta = page.get("metadata") or {}
+            token = meta.get("continue") or ""
+            if not token:
+                return items, str(meta.get("resourceVersion", ""))
+
+    async def watch(self, res: Resource, *, resource_version: str, namespace: str | None = None,
+                    label_selector: str | None = None, timeout_seconds: int = 300,
+                    ) -> AsyncIterator[WatchEvent]:
+        """One watch request; raises Gone when resource_version is too old."""
+        query = [("watch", "true"), ("allowWatchBookmarks", "true"),
+                 ("resourceVersion", resource_version), ("timeoutSeconds", str(timeout_seconds))]
+        if label_selector:
+            query.append(("labelSelector", label_selector))
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout,
+                                        sock_read=timeout_seconds + 30)
+        resp = await self._call("GET", res.path(namespace), query=query, timeout=timeout)
+        try:
+            while True:
+                try:
+                    line = await resp.content.readline()
+                except Exception as exc:
+                    raise errors.translate(exc) from exc
+                if not line:
+                    return
+                event = json.loads(line)
+                if event.get("type") == "ERROR":
+                    status = event.get("object") or {}
+                    raise errors.from_status(int(status.get("code") or 500), status)
+                yield WatchEvent(event["type"], event["object"])
+        finally:
+            resp.release()

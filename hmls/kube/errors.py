@@ -1,0 +1,102 @@
+"""API errors translated into a few typed outcomes.
+
+Everything above ``hmls.kube`` sees these classes, never ``ApiException`` or aiohttp errors,
+so a failure is handled by what it means (object missing, conflict, cluster unreachable...).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+
+class KubeError(Exception):
+    """An API call failed. ``status`` is the HTTP status (0 when no response came back)."""
+
+    status: int = 0
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class NotFound(KubeError):
+    status = 404
+
+
+class Conflict(KubeError):
+    status = 409
+
+
+class Gone(KubeError):
+    """The requested resourceVersion is too old (410): the caller must re-list."""
+
+    status = 410
+
+
+class Invalid(KubeError):
+    status = 422
+
+
+class Forbidden(KubeError):
+    status = 403
+
+
+class Unreachable(KubeError):
+    """No usable answer from the cluster: connection refused, TLS failure, timeout, 5xx."""
+
+
+class UnknownKind(KubeError):
+    """The cluster does not serve this apiVersion/kind (no such CRD, or wrong group)."""
+
+    status = 404
+
+
+_BY_STATUS: dict[int, type[KubeError]] = {
+    401: Forbidden, 403: Forbidden, 404: NotFound, 409: Conflict, 410: Gone, 422: Invalid,
+}
+
+
+def status_message(raw: bytes | str | dict[str, Any] | None, fallback: str) -> str:
+    """The human message of a metav1.Status body, or fallback."""
+    body: Any = raw
+    if isinstance(raw, bytes | str):
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            text = raw.decode(errors="replace") if isinstance(raw, bytes) else raw
+            return text.strip()[:500] or fallback
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    return fallback
+
+
+def from_status(code: int, body: bytes | str | dict[str, Any] | None, reason: str = "") -> KubeError:
+    message = status_message(body, reason or f"HTTP {code}")
+    if code >= 500 or code == 429:
+        return Unreachable(f"API server answered {code}: {message}", status=code)
+    cls = _BY_STATUS.get(code, KubeError)
+    return cls(message, status=code)
+
+
+def translate(exc: BaseException) -> KubeError:
+    """Map any exception raised by a call into the cluster to a KubeError."""
+    if isinstance(exc, KubeError):
+        return exc
+    status = getattr(exc, "status", None)
+    if isinstance(status, int) and status > 0 and hasattr(exc, "body"):
+        return from_status(status, exc.body, str(getattr(exc, "reason", "")))
+    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+        return Unreachable("request timed out")
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return Unreachable(f"TLS verification failed: {exc.certificate_error}")
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return Unreachable(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return Unreachable(f"{type(exc).__name__}: {exc}".rstrip(": "))
+    return KubeError(f"{type(exc).__name__}: {exc}")
