@@ -8,6 +8,9 @@ import logging
 import sys
 from pathlib import Path
 
+from hmls.domain.kubeconfig import KubeconfigPolicy
+from hmls.settings import Settings
+
 
 def _dev(args: argparse.Namespace) -> int:
     from hmls.devenv.environment import DevEnvError, Environment
@@ -30,10 +33,119 @@ def _dev(args: argparse.Namespace) -> int:
     return 0
 
 
+def _policy(args: argparse.Namespace) -> KubeconfigPolicy:
+    return KubeconfigPolicy(allow_exec=args.allow_exec_kubeconfig,
+                            allow_files=args.allow_file_kubeconfig,
+                            allow_insecure=args.allow_insecure_kubeconfig,
+                            allow_proxy=args.allow_proxy_kubeconfig)
+
+
+def _controller(args: argparse.Namespace) -> int:
+    from hmls.engine.manager import run_until_signalled
+
+    host, _, port = args.metrics_bind_address.rpartition(":")
+    settings = Settings(
+        kubeconfig=args.kubeconfig, namespace=args.namespace,
+        watch_namespaces=tuple(n for n in args.watch_namespaces.split(",") if n),
+        metrics_host=host or "0.0.0.0", metrics_port=int(port),
+        workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
+        probe_interval=args.probe_interval, kubeconfig_policy=_policy(args))
+    asyncio.run(run_until_signalled(settings))
+    return 0
+
+
+def _cluster(args: argparse.Namespace) -> int:
+    from hmls import operations as ops
+
+    try:
+        if args.cluster_command == "join":
+            out = asyncio.run(ops.join(args.name, hub=args.kubeconfig,
+                                       cluster_kubeconfig=args.cluster_kubeconfig,
+                                       namespace=args.namespace, policy=_policy(args)))
+        elif args.cluster_command == "list":
+            out = asyncio.run(ops.list_clusters(hub=args.kubeconfig, namespace=args.namespace,
+                                                policy=_policy(args)))
+        else:
+            out = asyncio.run(ops.unjoin(args.name, hub=args.kubeconfig,
+                                         namespace=args.namespace, force=args.force))
+    except ops.OperationError as exc:
+        print(f"hmls cluster {args.cluster_command}: {exc}", file=sys.stderr)
+        return 1
+    print(out)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from hmls import operations as ops
+
+    try:
+        print(asyncio.run(ops.show_status(args.ref, hub=args.kubeconfig, output=args.output)))
+    except ops.OperationError as exc:
+        print(f"hmls status: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _hub_flags(p: argparse.ArgumentParser, *, namespace: bool = True) -> None:
+    p.add_argument("--kubeconfig", help="hub kubeconfig (default: in-cluster service account)")
+    if namespace:
+        p.add_argument("--namespace", default="hmls-system",
+                       help="namespace of the cluster Secrets (default hmls-system)")
+
+
+def _policy_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("kubeconfig policy (everything off by default)")
+    g.add_argument("--allow-exec-kubeconfig", action="store_true",
+                   help="allow exec and auth-provider plugins in cluster kubeconfigs")
+    g.add_argument("--allow-file-kubeconfig", action="store_true",
+                   help="allow tokenFile and certificate file paths in cluster kubeconfigs")
+    g.add_argument("--allow-insecure-kubeconfig", action="store_true",
+                   help="allow insecure-skip-tls-verify in cluster kubeconfigs")
+    g.add_argument("--allow-proxy-kubeconfig", action="store_true",
+                   help="allow proxy-url in cluster kubeconfigs")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hmls", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    ctl = sub.add_parser("controller", help="run the HyperMLService controller")
+    _hub_flags(ctl)
+    ctl.add_argument("--watch-namespaces", default="",
+                     help="comma-separated hub namespaces to reconcile (default: all)")
+    ctl.add_argument("--metrics-bind-address", default="0.0.0.0:8080",
+                     help="serves /metrics, /healthz and /readyz (default 0.0.0.0:8080)")
+    ctl.add_argument("--workers", type=int, default=4, help="parallel reconciles (default 4)")
+    ctl.add_argument("--per-cluster-concurrency", type=int, default=8,
+                     help="parallel API writes per cluster (default 8)")
+    ctl.add_argument("--probe-interval", type=float, default=10.0,
+                     help="seconds between cluster reachability probes (default 10)")
+    _policy_flags(ctl)
+    ctl.set_defaults(func=_controller)
+
+    cluster = sub.add_parser("cluster", help="register spoke clusters on the hub")
+    csub = cluster.add_subparsers(dest="cluster_command", required=True)
+    join = csub.add_parser("join", help="check a kubeconfig and register the cluster")
+    join.add_argument("name")
+    join.add_argument("--cluster-kubeconfig", required=True, help="the spoke's kubeconfig")
+    _hub_flags(join)
+    _policy_flags(join)
+    lst = csub.add_parser("list", help="registered clusters and their health")
+    _hub_flags(lst)
+    _policy_flags(lst)
+    unjoin = csub.add_parser("unjoin", help="remove a cluster's registration")
+    unjoin.add_argument("name")
+    unjoin.add_argument("--force", action="store_true",
+                        help="unjoin even while HyperMLServices target the cluster")
+    _hub_flags(unjoin)
+    cluster.set_defaults(func=_cluster)
+
+    status = sub.add_parser("status", help="status of one HyperMLService, cluster by resource")
+    status.add_argument("ref", help="NAMESPACE/NAME")
+    status.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
+    _hub_flags(status, namespace=False)
+    status.set_defaults(func=_status)
 
     dev = sub.add_parser("dev", help="local environment: real API servers on this machine")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

@@ -116,7 +116,7 @@ class Simulator:
                                     subresource="status", field_manager="mlservice-simulator")
             log.info("simulator: %s/%s on %s -> Ready=%s", key[0], key[1], self.client.name,
                      status["conditions"][1]["status"])
-        except Exception as exc:  # noqa: BLE001 - the next event retries
+        except Exception as exc:
             log.warning("simulator: status of %s/%s failed: %s", key[0], key[1], exc)
         finally:
             self._pending.pop(key, None)

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import aiohttp
+import tenacity
 from kubernetes_asyncio import config as k8s_config
-from kubernetes_asyncio.client import ApiClient
+from kubernetes_asyncio.client import ApiClient, Configuration
 
 from hmls.kube import errors
 
@@ -73,11 +74,32 @@ class ClusterClient:
         api = await k8s_config.new_client_from_config_dict(kubeconfig)
         return cls(name, api, timeout=timeout)
 
+    @classmethod
+    async def for_hub(cls, kubeconfig: str | None, *, timeout: float = 15.0) -> ClusterClient:
+        """The controller's own client: a kubeconfig file chosen by the operator, or the
+        in-cluster service account when none is given."""
+        cfg = type.__call__(Configuration)  # bypass the shared-default metaclass
+        if kubeconfig:
+            await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        else:
+            k8s_config.load_incluster_config(client_configuration=cfg)
+        return cls("hub", ApiClient(configuration=cfg), timeout=timeout)
+
     async def close(self) -> None:
         await self._api.close()
 
     # ----- raw calls ---------------------------------------------------------------
-    async def _call(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
+    async def _call(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
+        """One request; a 429 (throttled, or a watch cache initializing) is retried briefly."""
+        async for attempt in tenacity.AsyncRetrying(
+                retry=tenacity.retry_if_exception_type(errors.Throttled),
+                wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+                stop=tenacity.stop_after_attempt(8), reraise=True):
+            with attempt:
+                return await self._call_once(method, path, **kwargs)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _call_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
                     body: Any = None, content_type: str | None = None,
                     timeout: aiohttp.ClientTimeout | float | None = None) -> aiohttp.ClientResponse:
         headers = {"Accept": "application/json"}
@@ -97,7 +119,7 @@ class ClusterClient:
         if not 200 <= resp.status < 300:
             try:
                 raw = await resp.read()
-            except Exception:  # noqa: BLE001 - the status line is enough
+            except Exception:
                 raw = b""
             finally:
                 resp.release()

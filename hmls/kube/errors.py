@@ -51,6 +51,12 @@ class Unreachable(KubeError):
     """No usable answer from the cluster: connection refused, TLS failure, timeout, 5xx."""
 
 
+class Throttled(KubeError):
+    """429: the server asks to retry shortly (rate limit, or a watch cache still initializing)."""
+
+    status = 429
+
+
 class UnknownKind(KubeError):
     """The cluster does not serve this apiVersion/kind (no such CRD, or wrong group)."""
 
@@ -78,7 +84,9 @@ def status_message(raw: bytes | str | dict[str, Any] | None, fallback: str) -> s
 
 def from_status(code: int, body: bytes | str | dict[str, Any] | None, reason: str = "") -> KubeError:
     message = status_message(body, reason or f"HTTP {code}")
-    if code >= 500 or code == 429:
+    if code == 429:
+        return Throttled(message, status=code)
+    if code >= 500:
         return Unreachable(f"API server answered {code}: {message}", status=code)
     cls = _BY_STATUS.get(code, KubeError)
     return cls(message, status=code)

@@ -28,6 +28,14 @@ def _key(obj: Obj) -> tuple[str, str]:
     return meta.get("namespace", ""), meta["name"]
 
 
+def _newer(a: Obj, b: Obj) -> bool:
+    """resourceVersions are opaque, but etcd's are integers; fall back to 'different'."""
+    ra, rb = a["metadata"].get("resourceVersion", ""), b["metadata"].get("resourceVersion", "")
+    if str(ra).isdigit() and str(rb).isdigit():
+        return int(ra) > int(rb)
+    return bool(ra != rb)
+
+
 class Informer:
     def __init__(self, client: ClusterClient, resource: Resource, *, on_event: EventHandler,
                  namespace: str | None = None, label_selector: str | None = None,
@@ -40,7 +48,10 @@ class Informer:
         self.label_selector = label_selector
         self.store: dict[tuple[str, str], Obj] = {}
         self.synced = asyncio.Event()
+        self.attempted = asyncio.Event()
+        """Set once the first list has succeeded or failed."""
         self.last_error: str | None = None
+        self.last_exception: errors.KubeError | None = None
         self._on_event = on_event
         self._transform = transform or (lambda o: o)
         self._on_restart = on_restart or (lambda reason: None)
@@ -49,6 +60,14 @@ class Informer:
 
     def get(self, namespace: str | None, name: str) -> Obj | None:
         return self.store.get((namespace or "", name))
+
+    def observe(self, obj: Obj) -> None:
+        """Record a response we just got from a write, unless the watch already has newer."""
+        new = self._transform(obj)
+        key = _key(new)
+        prev = self.store.get(key)
+        if prev is None or _newer(new, prev):
+            self.store[key] = new
 
     def _emit(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         try:
@@ -73,6 +92,7 @@ class Informer:
         self._rv = rv
         self.last_error = None
         self.synced.set()
+        self.attempted.set()
 
     async def _watch(self) -> None:
         async for ev in self.client.watch(
@@ -110,10 +130,11 @@ class Informer:
                 self._on_restart("expired")
                 need_list = True
             except errors.KubeError as exc:
-                self.last_error = exc.message
+                self.last_error, self.last_exception = exc.message, exc
+                self.attempted.set()
                 self._on_restart("error")
                 log.info("watch of %s on %s failed: %s; retrying in %.1fs",
                          self.resource.kind, self.client.name, exc.message, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))  # noqa: S311
-                delay = min(delay * 2, 30.0)
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, 10.0)
                 need_list = need_list or not self._rv

@@ -1,0 +1,139 @@
+"""Desired objects per cluster: defaults, owner labels, content hash, dependency order.
+
+Pure.  ``render`` turns a spec into a flat list of ``Desired`` items in the order users
+wrote them (workload, cluster, manifest) — the order of ``status.aggregatedStatus`` — and
+``apply_order`` sorts one cluster's items into the order they must be applied.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from hmls.domain.models import HASH_ANNOTATION, OWNER_NAME, OWNER_NAMESPACE, OWNER_UID, Owner, Spec
+
+# Kinds that are cluster-scoped in every Kubernetes: their namespace is never defaulted.
+# (The applier decides scope from each cluster's discovery; this only shapes the default.)
+CLUSTER_SCOPED = frozenset({
+    "Namespace", "CustomResourceDefinition", "ClusterRole", "ClusterRoleBinding",
+    "PersistentVolume", "StorageClass", "PriorityClass", "APIService",
+    "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration",
+    "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding", "IngressClass",
+    "RuntimeClass", "CSIDriver", "Node",
+})
+
+_RANK = {
+    "Namespace": 0, "CustomResourceDefinition": 0,
+    "Secret": 1, "ConfigMap": 1, "ServiceAccount": 1,
+    "MLServiceRuntime": 2,
+}
+LAST_RANK = 3
+"""MLService and everything else."""
+
+
+@dataclass(frozen=True, order=True)
+class ResourceRef:
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+
+    def to_status(self) -> dict[str, str]:
+        out = {"apiVersion": self.api_version, "kind": self.kind, "name": self.name}
+        if self.namespace:
+            out["namespace"] = self.namespace
+        return out
+
+    @classmethod
+    def from_status(cls, raw: dict[str, Any]) -> ResourceRef:
+        return cls(raw.get("apiVersion", ""), raw.get("kind", ""),
+                   raw.get("namespace", ""), raw.get("name", ""))
+
+    def __str__(self) -> str:
+        where = f"{self.namespace}/" if self.namespace else ""
+        return f"{self.kind} {where}{self.name}"
+
+
+@dataclass(frozen=True)
+class Desired:
+    cluster: str
+    ref: ResourceRef
+    body: dict[str, Any]
+    hash: str
+    rank: int
+    error: str | None = None
+    """Set when the manifest cannot be applied at all (duplicate...); body is then unused."""
+
+
+def label_value(text: str) -> str:
+    """A label value (≤ 63 chars); long names keep a prefix and a hash for uniqueness."""
+    if len(text) <= 63:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:10]
+    return f"{text[:52].rstrip('-_.')}-{digest}"
+
+
+def owner_labels(owner: Owner) -> dict[str, str]:
+    return {
+        OWNER_NAMESPACE: owner.namespace,
+        OWNER_NAME: label_value(owner.name),
+        OWNER_UID: owner.uid,
+    }
+
+
+def content_hash(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def _prepare(manifest: dict[str, Any], owner: Owner) -> tuple[ResourceRef, dict[str, Any]]:
+    body = copy.deepcopy(manifest)
+    meta = body.setdefault("metadata", {})
+    for server_owned in ("resourceVersion", "uid", "creationTimestamp", "generation",
+                         "managedFields", "selfLink", "deletionTimestamp"):
+        meta.pop(server_owned, None)
+    body.pop("status", None)
+    kind = str(body.get("kind", ""))
+    if kind not in CLUSTER_SCOPED and not meta.get("namespace"):
+        meta["namespace"] = owner.namespace
+    meta["labels"] = {**(meta.get("labels") or {}), **owner_labels(owner)}
+    ref = ResourceRef(str(body.get("apiVersion", "")), kind,
+                      str(meta.get("namespace") or ""), str(meta.get("name", "")))
+    return ref, body
+
+
+def render(owner: Owner, spec: Spec) -> list[Desired]:
+    """Every (cluster, manifest) pair the spec asks for, in spec order."""
+    out: list[Desired] = []
+    seen: dict[tuple[str, ResourceRef], str] = {}
+    for wi, workload in enumerate(spec.workloads):
+        prepared = [_prepare(m, owner) for m in workload.manifests]
+        for cluster in workload.clusters:
+            for mi, (ref, body) in enumerate(prepared):
+                where = f"workloads[{wi}].manifests[{mi}]"
+                error = None
+                if not ref.name:
+                    error = f"{where} has no metadata.name"
+                elif (cluster, ref) in seen:
+                    error = f"{where} duplicates {seen[(cluster, ref)]} for cluster {cluster}"
+                else:
+                    seen[(cluster, ref)] = where
+                labelled = {**body, "metadata": {
+                    **body["metadata"],
+                    "annotations": {**(body["metadata"].get("annotations") or {})}}}
+                digest = content_hash(labelled)
+                labelled["metadata"]["annotations"][HASH_ANNOTATION] = digest
+                out.append(Desired(cluster, ref, labelled, digest,
+                                   _RANK.get(ref.kind, LAST_RANK), error))
+    return out
+
+
+def apply_order(items: list[Desired]) -> list[list[Desired]]:
+    """One cluster's items grouped by rank: groups are applied in order, members in parallel."""
+    groups: dict[int, list[Desired]] = {}
+    for item in items:
+        groups.setdefault(item.rank, []).append(item)
+    return [groups[r] for r in sorted(groups)]

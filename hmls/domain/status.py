@@ -1,0 +1,138 @@
+"""The HyperMLService status as a value: aggregated items, summary and conditions.
+
+Pure.  The reconciler collects one ``ItemResult`` per (cluster, manifest) and calls
+``aggregate``; it writes the result only when it differs from the stored status.  Condition
+``lastTransitionTime`` moves only when a condition's status changes (``now`` is passed in).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hmls.domain.health import Health, health
+from hmls.domain.render import ResourceRef
+
+APPLIED_OK = "Manifest has been successfully applied"
+ALL_APPLIED = "All manifests have been successfully applied"
+_MAX_LISTED = 3
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    cluster: str
+    ref: ResourceRef
+    applied: bool
+    message: str
+    status: dict[str, Any] | None = None
+
+    @property
+    def health(self) -> Health | None:
+        h = health(self.ref.api_version, self.ref.kind, self.status)
+        if h is not None and not self.applied:
+            return Health(False, "not applied")
+        return h
+
+    def to_status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "cluster": self.cluster,
+            "resource": self.ref.to_status(),
+            "applied": self.applied,
+            "appliedMessage": self.message,
+        }
+        h = self.health
+        if h is not None:
+            out["ready"] = h.ready
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+
+@dataclass(frozen=True)
+class Condition:
+    type: str
+    status: str  # "True" | "False" | "Unknown"
+    reason: str
+    message: str
+
+
+def _listing(failures: list[str]) -> str:
+    shown = "; ".join(failures[:_MAX_LISTED])
+    more = len(failures) - _MAX_LISTED
+    return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def fully_applied(items: list[ItemResult]) -> Condition:
+    failed = [f"{i.cluster}: {i.ref}: {i.message}" for i in items if not i.applied]
+    if not failed:
+        return Condition("FullyApplied", "True", "AllApplied", ALL_APPLIED)
+    return Condition("FullyApplied", "False", "ApplyFailed",
+                     f"{len(failed)} of {len(items)} manifests not applied: {_listing(failed)}")
+
+
+def ready(items: list[ItemResult]) -> Condition:
+    judged = [(i, i.health) for i in items]
+    tracked = [(i, h) for i, h in judged if h is not None]
+    if not tracked:
+        applied = all(i.applied for i in items)
+        return Condition("Ready", "True" if applied else "False",
+                         "NoMLService" if applied else "NotApplied",
+                         "No MLService in the workloads" + ("" if applied else "; not all applied"))
+    waiting = [f"{i.cluster}: {i.ref}: {h.reason}" for i, h in tracked if not h.ready]
+    if not waiting:
+        return Condition("Ready", "True", "AllReady", f"All {len(tracked)} MLServices are Ready")
+    return Condition("Ready", "False", "NotReady",
+                     f"{len(waiting)} of {len(tracked)} MLServices not ready: {_listing(waiting)}")
+
+
+def merge_conditions(previous: list[dict[str, Any]], new: list[Condition], *,
+                     generation: int, now: str) -> list[dict[str, Any]]:
+    """New conditions, keeping lastTransitionTime where the status did not change."""
+    old = {c.get("type"): c for c in previous if isinstance(c, dict)}
+    out = []
+    for cond in new:
+        prev = old.get(cond.type)
+        since = prev.get("lastTransitionTime") if prev and prev.get("status") == cond.status else None
+        out.append({
+            "type": cond.type, "status": cond.status, "reason": cond.reason,
+            "message": cond.message, "observedGeneration": generation,
+            "lastTransitionTime": since or now,
+        })
+    return out
+
+
+def summary(items: list[ItemResult]) -> dict[str, Any]:
+    tracked = [h for h in (i.health for i in items) if h is not None]
+    return {
+        "clusters": len({i.cluster for i in items}),
+        "applied": f"{sum(i.applied for i in items)}/{len(items)}",
+        "ready": f"{sum(h.ready for h in tracked)}/{len(tracked)}",
+    }
+
+
+def aggregate(*, generation: int, items: list[ItemResult], previous: dict[str, Any] | None,
+              now: str, extra: tuple[Condition, ...] = ()) -> dict[str, Any]:
+    """The complete new status for these item results."""
+    conditions = [fully_applied(items), ready(items), *extra]
+    return {
+        "observedGeneration": generation,
+        "summary": summary(items),
+        "aggregatedStatus": [i.to_status() for i in items],
+        "conditions": merge_conditions((previous or {}).get("conditions") or [], conditions,
+                                       generation=generation, now=now),
+    }
+
+
+def invalid(*, generation: int, previous: dict[str, Any] | None, now: str, message: str
+            ) -> dict[str, Any]:
+    """Status for a spec that cannot be rendered: items kept, FullyApplied False."""
+    prev = previous or {}
+    conditions = [Condition("FullyApplied", "False", "InvalidSpec", message),
+                  Condition("Ready", "Unknown", "InvalidSpec", "spec is invalid")]
+    return {
+        "observedGeneration": generation,
+        "summary": prev.get("summary") or {"clusters": 0, "applied": "0/0", "ready": "0/0"},
+        "aggregatedStatus": prev.get("aggregatedStatus") or [],
+        "conditions": merge_conditions(prev.get("conditions") or [], conditions,
+                                       generation=generation, now=now),
+    }

@@ -1,0 +1,152 @@
+"""Composition root: builds every part, runs every long-lived task in one TaskGroup, and
+routes events to queue keys.
+
+Flow: a hub HyperMLService event, a cluster Secret change or a spoke object event only
+enqueues a ``namespace/name`` key; ``workers`` reconcile keys level-triggered.  SIGTERM or
+SIGINT cancels the group: workers stop between API calls, clients are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from hmls.domain.models import CLUSTER_LABEL
+from hmls.engine.feedback import SpokeWatches
+from hmls.engine.hubcache import HubCache
+from hmls.engine.queue import WorkQueue
+from hmls.engine.reconciler import HMLS, Reconciler
+from hmls.kube import errors
+from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.events import EventRecorder
+from hmls.kube.registry import ClusterRegistry
+from hmls.kube.watching import Informer
+from hmls.metrics import Metrics, serve
+from hmls.settings import Settings
+
+log = logging.getLogger("hmls.manager")
+SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
+
+
+class Manager:
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.queue = WorkQueue(on_depth=self.metrics.queue_depth.set)
+        self.registry = ClusterRegistry(
+            namespace=settings.namespace, metrics=self.metrics, on_change=self._cluster_changed,
+            policy=settings.kubeconfig_policy, request_timeout=settings.request_timeout)
+        self.hub_cache = HubCache({})
+        self._started = False
+
+    # ----- event routing -----------------------------------------------------------
+    def _cr_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
+        obj = new or old
+        if obj is None:
+            return
+        self.hub_cache.index(obj, deleted=kind == "DELETED")
+        if kind != "DELETED":
+            self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+
+    def _owner_changed(self, uid: str) -> None:
+        key = self.hub_cache.key_for_uid(uid)
+        if key:
+            self.queue.add(key)
+
+    def _cluster_changed(self, cluster: str) -> None:
+        for obj in self.hub_cache.objects():
+            spec_clusters = {c for w in (obj.get("spec") or {}).get("workloads") or []
+                             for c in w.get("clusters") or []}
+            status_clusters = {i.get("cluster") for i in
+                               (obj.get("status") or {}).get("aggregatedStatus") or []}
+            if cluster in spec_clusters | status_clusters or obj["metadata"].get("deletionTimestamp"):
+                self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+
+    def ready(self) -> tuple[bool, str]:
+        if not self._started:
+            return False, "starting"
+        if not self.hub_cache.synced():
+            return False, "hub caches not synced"
+        return True, "ok"
+
+    # ----- workers -----------------------------------------------------------------
+    async def _worker(self, reconciler: Reconciler) -> None:
+        while True:
+            key = await self.queue.get()
+            started = time.perf_counter()
+            result = "error"
+            try:
+                converged = await reconciler.reconcile(key)
+                result = "success" if converged else "requeue"
+            except errors.Conflict as exc:
+                result = "conflict"
+                log.info("%s: conflict, retrying: %s", key, exc.message)
+            except errors.KubeError as exc:
+                log.warning("%s: reconcile failed: %s", key, exc.message)
+            except Exception:
+                log.exception("%s: reconcile crashed", key)
+            finally:
+                self.queue.done(key)
+                self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+                self.metrics.reconcile_total.labels(result).inc()
+            if result == "success":
+                self.queue.forget(key)
+            else:
+                delay = self.queue.add_rate_limited(key)
+                log.debug("%s: %s, requeued in %.1fs", key, result, delay)
+
+    # ----- run ---------------------------------------------------------------------
+    async def run(self) -> None:
+        s = self.settings
+        hub = await ClusterClient.for_hub(s.kubeconfig, timeout=s.request_timeout)
+        runner = await serve(self.metrics, host=s.metrics_host, port=s.metrics_port,
+                             ready=self.ready)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                secrets = Informer(hub, SECRETS, namespace=s.namespace,
+                                   label_selector=CLUSTER_LABEL,
+                                   on_event=self.registry.on_secret_event)
+                namespaces = s.watch_namespaces or ("",)
+                self.hub_cache = HubCache({
+                    ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event)
+                    for ns in namespaces})
+                watches = SpokeWatches(
+                    spawn=tg.create_task, metrics=self.metrics, on_owner=self._owner_changed,
+                    on_unreachable=lambda c, m: self.registry.report(c, reachable=False, error=m))
+                reconciler = Reconciler(
+                    hub=hub, hub_store=self.hub_cache, registry=self.registry, watches=watches,
+                    events=EventRecorder(hub), metrics=self.metrics,
+                    per_cluster_concurrency=s.per_cluster_concurrency)
+                tg.create_task(self.registry.run(probe_interval=s.probe_interval))
+                tg.create_task(secrets.run())
+                await secrets.synced.wait()
+                await self.registry.drained()
+                for inf in self.hub_cache.informers.values():
+                    tg.create_task(inf.run())
+                for inf in self.hub_cache.informers.values():
+                    await inf.synced.wait()
+                for _ in range(s.workers):
+                    tg.create_task(self._worker(reconciler))
+                self._started = True
+                log.info("hmls controller started: %d clusters, %d HyperMLServices, "
+                         "%d workers", len(self.registry.all()),
+                         sum(1 for _ in self.hub_cache.objects()), s.workers)
+        finally:
+            self.queue.shutdown()
+            await self.registry.close()
+            await hub.close()
+            await runner.cleanup()
+
+
+async def run_until_signalled(settings: Settings) -> None:
+    manager = Manager(settings)
+    task = asyncio.create_task(manager.run())
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    log.info("hmls controller stopped")

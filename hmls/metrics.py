@@ -1,0 +1,70 @@
+"""Every Prometheus metric hmls exports, defined once, and the HTTP endpoint that serves them
+with the health probes (/metrics, /healthz, /readyz)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+
+class Metrics:
+    """One instance per process, passed to whoever records (no module-level globals)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_total = Counter(
+            "hmls_reconcile_total", "Reconciles by result (success, error, requeue).",
+            ["result"], registry=r)
+        self.reconcile_duration = Histogram(
+            "hmls_reconcile_duration_seconds", "Duration of one reconcile.", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.apply_total = Counter(
+            "hmls_apply_total",
+            "Manifest applies by cluster and result (applied, unchanged, failed).",
+            ["cluster", "result"], registry=r)
+        self.prune_total = Counter(
+            "hmls_prune_total", "Objects deleted from clusters (prune and cleanup).",
+            ["cluster"], registry=r)
+        self.status_writes = Counter(
+            "hmls_status_writes_total", "Status subresource writes to the hub.", registry=r)
+        self.queue_depth = Gauge(
+            "hmls_queue_depth", "HyperMLService keys waiting to be reconciled.", registry=r)
+        self.cluster_reachable = Gauge(
+            "hmls_cluster_reachable",
+            "1 if the cluster answered its last probe, 0 otherwise.", ["cluster"], registry=r)
+        self.clusters = Gauge(
+            "hmls_clusters", "Registered clusters by state (ready, refused).", ["state"],
+            registry=r)
+        self.watch_restarts = Counter(
+            "hmls_watch_restarts_total", "Watches restarted, by cluster, resource and reason.",
+            ["cluster", "resource", "reason"], registry=r)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+async def serve(metrics: Metrics, *, host: str, port: int,
+                ready: Callable[[], tuple[bool, str]]) -> web.AppRunner:
+    """Start the HTTP endpoint; the caller cleans up the returned runner."""
+
+    async def metrics_handler(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok, why = ready()
+        return web.Response(text=why or "ok", status=200 if ok else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", metrics_handler), web.get("/healthz", healthz),
+                    web.get("/readyz", readyz)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port).start()
+    return runner

@@ -1,0 +1,225 @@
+"""Operator commands behind the CLI: cluster join/list/unjoin and ``hmls status``.
+
+Each function talks to the hub (and, for join/list, the spoke) through ``ClusterClient``
+and returns text for the terminal or raises ``OperationError`` with a precise message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
+from hmls.domain.models import CLUSTER_LABEL
+from hmls.engine.reconciler import HMLS
+from hmls.kube import errors
+from hmls.kube.client import ClusterClient, Obj, Resource
+
+SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
+NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
+SSAR = Resource("authorization.k8s.io/v1", "SelfSubjectAccessReview",
+                "selfsubjectaccessreviews", namespaced=False)
+CLI_MANAGER = "hmls-cli"
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# What the controller does on a spoke: (verb, group, resource).
+NEEDED = [(verb, group, res) for group, res in (
+    ("tensorstack.dev", "mlservices"), ("tensorstack.dev", "mlserviceruntimes"), ("", "secrets"))
+    for verb in ("get", "list", "watch", "patch", "delete")]
+
+
+class OperationError(RuntimeError):
+    """Refused or failed; the message is meant for the terminal."""
+
+
+@asynccontextmanager
+async def hub_client(kubeconfig: str | None) -> AsyncIterator[ClusterClient]:
+    client = await ClusterClient.for_hub(kubeconfig)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+                     for r in rows)
+
+
+def _secret_name(cluster: str) -> str:
+    return f"cluster-{cluster}"
+
+
+async def _probe(name: str, cfg: Obj, *, timeout: float = 5.0) -> tuple[str, list[str]]:
+    """(gitVersion, missing permissions) of a vetted kubeconfig; raises KubeError."""
+    client = await ClusterClient.from_kubeconfig(name, cfg, timeout=timeout)
+    try:
+        version = await client.version()
+        missing = []
+        for verb, group, res in NEEDED:
+            review = await client.create(SSAR, None, {
+                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+                "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": res}}})
+            if not (review.get("status") or {}).get("allowed"):
+                missing.append(f"{verb} {res}{'.' + group if group else ''}")
+        return str(version.get("gitVersion", "")), missing
+    finally:
+        await client.close()
+
+
+async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace: str,
+               policy: KubeconfigPolicy) -> str:
+    if not _NAME.match(name) or len(name) > 63:
+        raise OperationError(f"cluster name {name!r} must be a DNS label (a-z, 0-9, '-')")
+    try:
+        raw = Path(cluster_kubeconfig).read_bytes()  # noqa: ASYNC240 - small local file
+    except OSError as exc:
+        raise OperationError(f"cannot read {cluster_kubeconfig}: {exc.strerror}") from None
+    try:
+        cfg = vet(raw, policy)
+    except KubeconfigRefused as exc:
+        raise OperationError(f"{cluster_kubeconfig}: {exc}") from None
+    try:
+        version, missing = await _probe(name, cfg)
+    except errors.KubeError as exc:
+        raise OperationError(f"cannot reach cluster {name} at "
+                             f"{cfg['clusters'][0]['cluster']['server']}: {exc.message}") from None
+    if missing:
+        raise OperationError(f"the kubeconfig for {name} lacks permissions hmls needs: "
+                             + ", ".join(missing))
+    async with hub_client(hub) as client:
+        try:
+            await client.apply({"apiVersion": "v1", "kind": "Namespace",
+                                "metadata": {"name": namespace}},
+                               field_manager=CLI_MANAGER, resource=NAMESPACES)
+            existing, _ = await client.list(SECRETS, namespace=namespace,
+                                            label_selector=f"{CLUSTER_LABEL}={name}")
+            clash = [s["metadata"]["name"] for s in existing
+                     if s["metadata"]["name"] != _secret_name(name)]
+            if clash:
+                raise OperationError(f"cluster {name} is already registered by Secret "
+                                     f"{namespace}/{clash[0]}")
+            data = base64.b64encode(yaml.safe_dump(cfg).encode()).decode()
+            await client.apply({
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": _secret_name(name), "namespace": namespace,
+                             "labels": {CLUSTER_LABEL: name}},
+                "data": {"kubeconfig": data},
+            }, field_manager=CLI_MANAGER, resource=SECRETS, force=True)
+        except errors.KubeError as exc:
+            raise OperationError(f"writing the cluster Secret on the hub failed: {exc.message}"
+                                 ) from None
+    return (f"cluster {name} joined ({version}); Secret {namespace}/{_secret_name(name)} "
+            f"written")
+
+
+def _uses(hmls: list[Obj], cluster: str) -> list[str]:
+    out = []
+    for obj in hmls:
+        clusters = {c for w in (obj.get("spec") or {}).get("workloads") or []
+                    for c in w.get("clusters") or []}
+        if cluster in clusters:
+            out.append(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+    return out
+
+
+@dataclass
+class ClusterRow:
+    name: str
+    server: str
+    reachable: str
+    version: str
+    error: str
+    used_by: int
+
+
+async def _row(secret: Obj, hmls: list[Obj], policy: KubeconfigPolicy) -> ClusterRow:
+    name = secret["metadata"]["labels"][CLUSTER_LABEL]
+    used = len(_uses(hmls, name))
+    try:
+        raw = base64.b64decode((secret.get("data") or {}).get("kubeconfig", ""))
+        cfg = vet(raw, policy)
+    except (KubeconfigRefused, ValueError) as exc:
+        return ClusterRow(name, "-", "no", "-", str(exc), used)
+    server = cfg["clusters"][0]["cluster"]["server"]
+    try:
+        client = await ClusterClient.from_kubeconfig(name, cfg, timeout=5.0)
+        try:
+            version = str((await client.version()).get("gitVersion", ""))
+        finally:
+            await client.close()
+    except errors.KubeError as exc:
+        return ClusterRow(name, server, "no", "-", exc.message, used)
+    return ClusterRow(name, server, "yes", version, "", used)
+
+
+async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPolicy) -> str:
+    async with hub_client(hub) as client:
+        secrets, _ = await client.list(SECRETS, namespace=namespace, label_selector=CLUSTER_LABEL)
+        hmls, _ = await client.list(HMLS)
+    rows = await asyncio.gather(*(_row(s, hmls, policy) for s in secrets))
+    if not rows:
+        return f"no clusters registered in namespace {namespace}"
+    table = [["NAME", "SERVER", "REACHABLE", "VERSION", "HYPERMLSERVICES", "LAST ERROR"]]
+    table += [[r.name, r.server, r.reachable, r.version, str(r.used_by), r.error or "-"]
+              for r in sorted(rows, key=lambda r: r.name)]
+    return _table(table)
+
+
+async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool) -> str:
+    async with hub_client(hub) as client:
+        secrets, _ = await client.list(SECRETS, namespace=namespace,
+                                       label_selector=f"{CLUSTER_LABEL}={name}")
+        if not secrets:
+            raise OperationError(f"cluster {name} is not registered in namespace {namespace}")
+        hmls, _ = await client.list(HMLS)
+        users = _uses(hmls, name)
+        if users and not force:
+            raise OperationError(f"cluster {name} is still targeted by {', '.join(users)}; "
+                                 "remove it from their workloads first, or pass --force")
+        for s in secrets:
+            await client.delete(SECRETS, namespace, s["metadata"]["name"])
+    return f"cluster {name} unjoined" + (f" (still targeted by {', '.join(users)})" if users else "")
+
+
+def _status_rows(obj: Obj) -> Iterator[list[str]]:
+    for item in (obj.get("status") or {}).get("aggregatedStatus") or []:
+        res = item.get("resource") or {}
+        status = item.get("status") or {}
+        ready = item.get("ready")
+        yield [
+            item.get("cluster", ""),
+            f"{res.get('kind')}/{res.get('name')}",
+            "yes" if item.get("applied") else "no",
+            "-" if ready is None else ("yes" if ready else "no"),
+            str((status.get("address") or {}).get("url") or "-"),
+            "" if item.get("applied") and ready is not False else str(item.get("appliedMessage")),
+        ]
+
+
+async def show_status(ref: str, *, hub: str | None, output: str) -> str:
+    namespace, _, name = ref.rpartition("/")
+    async with hub_client(hub) as client:
+        obj = await client.get(HMLS, namespace or "default", name)
+    if obj is None:
+        raise OperationError(f"HyperMLService {namespace or 'default'}/{name} not found")
+    status = obj.get("status") or {}
+    if output == "json":
+        return json.dumps(status, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(status, sort_keys=False).rstrip()
+    lines = [_table([["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"],
+                     *_status_rows(obj)])] if status.get("aggregatedStatus") else ["no status yet"]
+    for cond in status.get("conditions") or []:
+        lines.append(f"{cond.get('type')}={cond.get('status')} ({cond.get('reason')}): "
+                     f"{cond.get('message')}")
+    return "\n".join(lines)

@@ -1,0 +1,23 @@
+"""Frozen controller settings, built once from command-line flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hmls.domain.kubeconfig import KubeconfigPolicy
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: str | None = None
+    namespace: str = "hmls-system"
+    """Where cluster Secrets live (and the leader-election Lease)."""
+    watch_namespaces: tuple[str, ...] = ()
+    """Hub namespaces whose HyperMLServices are reconciled; empty means all."""
+    metrics_host: str = "0.0.0.0"
+    metrics_port: int = 8080
+    workers: int = 4
+    per_cluster_concurrency: int = 8
+    probe_interval: float = 10.0
+    request_timeout: float = 10.0
+    kubeconfig_policy: KubeconfigPolicy = field(default_factory=KubeconfigPolicy)
