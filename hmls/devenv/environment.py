@@ -60,6 +60,8 @@ class State:
     simulator_pid: int = 0
     cluster_domain: str = "{cluster}.t9kcloud.cn"
     clusters: dict[str, ClusterState] = field(default_factory=dict)
+    extras: dict[str, int] = field(default_factory=dict)
+    """Other background processes started with ``start_process`` (e.g. the demo's controller)."""
 
     @classmethod
     def load(cls, path: Path) -> State:
@@ -200,6 +202,8 @@ class Environment:
             self._log(f"no environment recorded in {self.dir}; nothing to stop")
             return
         st = self.state()
+        for pid in st.extras.values():
+            _stop_pid(pid, self._marker)
         _stop_pid(st.simulator_pid, self._marker)
         for c in st.clusters.values():
             _stop_pid(c.pid, self._marker)
@@ -231,6 +235,20 @@ class Environment:
             c.pid = self._start_apiserver(binaries.ensure(binaries.KUBE_APISERVER), st, c)
             st.save(self.state_path)
         self._wait_ready(c)
+
+    def start_process(self, name: str, argv: list[str]) -> int:
+        """Run another process in the background, logged and stopped with the environment.
+
+        argv must mention the environment's directory (e.g. a kubeconfig path in it)."""
+        if not any(self._marker in a for a in argv):
+            raise DevEnvError(f"{name}: argv must mention {self.dir} so 'down' can find it")
+        st = self.state()
+        old = st.extras.get(name)
+        if old:
+            _stop_pid(old, self._marker)
+        st.extras[name] = self._spawn(name, argv)
+        st.save(self.state_path)
+        return st.extras[name]
 
     # ----- pieces ------------------------------------------------------------------
     def _spawn(self, name: str, argv: list[str]) -> int:
@@ -268,10 +286,9 @@ class Environment:
         url = f"http://127.0.0.1:{st.etcd_port}/health"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if b'"true"' in resp.read():
-                        return
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
+                if b'"true"' in resp.read():
+                    return
             if not _alive(st.etcd_pid, self._marker):
                 break
             time.sleep(0.2)

@@ -259,9 +259,9 @@ class Reconciler:
                 continue
             self.metrics.prune_total.labels(cluster.name).inc()
             log.info("%s: deleted %s from %s", owner.key, ref, cluster.name)
-            obj = self.store.get(owner.namespace, owner.name)
-            if obj is not None:
-                await self.events.emit(obj, type_="Normal", reason=reason,
+            current = self.store.get(owner.namespace, owner.name)
+            if current is not None:
+                await self.events.emit(current, type_="Normal", reason=reason,
                                        message=f"deleted {ref} from cluster {cluster.name}")
         return pending
 
@@ -275,8 +275,8 @@ class Reconciler:
         orphaned = {c.strip() for c in (meta.get("annotations") or {}).get(
             ORPHAN_ANNOTATION, "").split(",") if c.strip()}
         inventory = _inventory(previous)
-        for name in self.registry.all():
-            inventory.setdefault(name.name, set())
+        for known in self.registry.all():
+            inventory.setdefault(known.name, set())
         waiting: list[str] = []
         if policy != "Orphan":
             for name, refs in sorted(inventory.items()):
@@ -298,9 +298,12 @@ class Reconciler:
             message = (f"waiting to delete objects on {'; '.join(waiting)}. To leave them and "
                        f"finish, annotate with {ORPHAN_ANNOTATION}=<clusters or *>")
             cond = Condition("CleanupPending", "True", "ClusterUnavailable", message)
-            new = {**previous, "conditions": status_mod.merge_conditions(
-                previous.get("conditions") or [], [cond],
-                generation=int(meta.get("generation") or 0), now=self._clock())}
+            generation = int(meta.get("generation") or 0)
+            new = {**previous, "observedGeneration": generation,
+                   "conditions": [
+                       *(c for c in previous.get("conditions") or [] if c.get("type") != cond.type),
+                       *status_mod.merge_conditions(previous.get("conditions") or [], [cond],
+                                                    generation=generation, now=self._clock())]}
             await self._write_status(obj, new)
             await self.events.emit(obj, type_="Warning", reason="CleanupPending", message=message)
             return False

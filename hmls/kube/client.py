@@ -61,7 +61,7 @@ class ClusterClient:
 
     def __init__(self, name: str, api: ApiClient, *, timeout: float = 15.0) -> None:
         self.name = name
-        self.server: str = api.configuration.host
+        self.server = str(api.configuration.host)
         self._api = api
         self._timeout = timeout
         self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
@@ -82,7 +82,7 @@ class ClusterClient:
         if kubeconfig:
             await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         else:
-            k8s_config.load_incluster_config(client_configuration=cfg)
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         return cls("hub", ApiClient(configuration=cfg), timeout=timeout)
 
     async def close(self) -> None:

@@ -104,7 +104,8 @@ def translate(exc: BaseException) -> KubeError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return Unreachable(f"TLS verification failed: {exc.certificate_error}")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return Unreachable(f"cannot connect to {exc.host}:{exc.port}: {exc.os_error.strerror or exc.os_error}")
+        reason = exc.os_error.strerror or exc.os_error
+        return Unreachable(f"cannot connect to {exc.host}:{exc.port}: {reason}")
     if isinstance(exc, aiohttp.ClientError | OSError):
         return Unreachable(f"{type(exc).__name__}: {exc}".rstrip(": "))
     return KubeError(f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,33 @@
+# hmls — make targets. Everything runs with the machine's python3; `make deps` installs the
+# package in editable mode with its test tools.
+PYTHON ?= python3
+DEMO_DIR ?= .hmls-env/demo
+
+.PHONY: deps binaries lint typecheck unit test demo demo-down clean
+
+deps:
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+
+# kube-apiserver and etcd, built from the Go module proxy into ~/.cache/hmls/bin (once)
+binaries:
+	$(PYTHON) -c "from hmls.devenv import binaries; binaries.ensure_all()"
+
+lint:
+	$(PYTHON) -m ruff check hmls tests scripts
+	$(PYTHON) -m mypy
+
+unit:
+	$(PYTHON) -m pytest tests/unit -q
+
+# the README's test command: lint, types, unit tests and the real-API-server tests
+test: deps binaries lint
+	$(PYTHON) -m pytest -q -ra
+
+demo: deps binaries
+	$(PYTHON) scripts/demo.py --dir $(DEMO_DIR)
+
+demo-down:
+	$(PYTHON) -m hmls dev down --dir $(DEMO_DIR)
+
+clean: demo-down
+	rm -rf .hmls-env .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,151 @@
+"""Shared fixtures: one real local environment per test session (etcd + kube-apiservers for
+hub, spoke1, spoke2 and ingress, plus the MLService simulator), the spokes joined to the hub,
+and one hmls controller process that tests can stop and restart."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hmls.devenv.environment import Environment, running
+from hmls.domain.kubeconfig import vet
+from hmls.kube.client import ClusterClient
+
+REPO = Path(__file__).resolve().parents[1]
+ENV_DIR = Path(os.environ.get("HMLS_TEST_ENV_DIR", REPO / ".hmls-env" / "pytest"))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.path):
+            item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture(scope="session")
+def env() -> Iterator[Environment]:
+    with running(ENV_DIR, spokes=2) as environment:
+        yield environment
+
+
+def kubectl(env: Environment, cluster: str, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["kubectl", "--kubeconfig", str(env.kubeconfig(cluster)), *args],
+                         input=input, capture_output=True, text=True, check=False, timeout=60)
+    if check and res.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr}")
+    return res
+
+
+def hmls_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run([sys.executable, "-m", "hmls", *args], capture_output=True, text=True,
+                         check=False, timeout=60)
+    if check and res.returncode != 0:
+        raise AssertionError(f"hmls {' '.join(args)} failed: {res.stderr}")
+    return res
+
+
+@pytest.fixture(scope="session")
+async def clients(env: Environment) -> AsyncIterator[dict[str, ClusterClient]]:
+    out = {}
+    for name in env.state().clusters:
+        out[name] = await ClusterClient.from_kubeconfig(
+            name, vet(env.kubeconfig(name).read_bytes()))
+    yield out
+    for c in out.values():
+        await c.close()
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20.0,
+                     interval: float = 0.1, what: str = "condition") -> Any:
+    """Poll until check() returns a truthy value; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+class Controller:
+    """An ``hmls controller`` subprocess against the session's hub."""
+
+    def __init__(self, env: Environment, port: int, *extra: str) -> None:
+        self.env, self.port, self.extra = env, port, extra
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = env.log_path(f"controller-{port}")
+
+    def start(self) -> None:
+        assert self.proc is None
+        logf = self.log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "hmls", "controller",
+             "--kubeconfig", str(self.env.kubeconfig("hub")),
+             "--metrics-bind-address", f"127.0.0.1:{self.port}",
+             "--probe-interval", "1", *self.extra],
+            stdout=logf, stderr=subprocess.STDOUT)
+        logf.close()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"controller exited: {self.log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("controller did not become ready")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout=20)
+        self.proc = None
+        return code
+
+    def metrics(self) -> dict[str, float]:
+        """Current samples as {'name{labels}': value}."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+
+@pytest.fixture(scope="session")
+def joined(env: Environment) -> list[str]:
+    spokes = env.spokes()
+    for name in spokes:
+        hmls_cli("cluster", "join", name, "--kubeconfig", str(env.kubeconfig("hub")),
+                 "--cluster-kubeconfig", str(env.kubeconfig(name)))
+    return spokes
+
+
+@pytest.fixture(scope="session")
+def controller(env: Environment, joined: list[str]) -> Iterator[Controller]:
+    ctl = Controller(env, 18181)
+    ctl.start()
+    yield ctl
+    if ctl.proc is not None:
+        ctl.stop()
+
+
+def load_sample() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "config" / "samples" / "hmls-sample.yaml").read_text())
+    return data

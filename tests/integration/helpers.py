@@ -1,0 +1,112 @@
+"""Builders and probes shared by the controller's integration tests."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import yaml
+
+from hmls.devenv.environment import Environment
+from hmls.devenv.simulator import MLSERVICE
+from hmls.domain.models import API_VERSION, KIND
+from hmls.engine.reconciler import HMLS
+from hmls.kube.client import ClusterClient, Obj, Resource
+from tests.conftest import eventually, kubectl
+
+CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
+SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
+
+
+def mlservice(name: str, *, replicas: int = 1) -> Obj:
+    return {
+        "apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+        "metadata": {"name": name},
+        "spec": {"default": "origin", "releases": [{
+            "name": "origin",
+            "predictor": {"minReplicas": replicas, "model": {"runtime": "t9k-torchserve"}}}]},
+    }
+
+
+def configmap(name: str, **data: str) -> Obj:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}
+
+
+def hmls(namespace: str, name: str, *workloads: tuple[list[str], list[Obj]],
+         **spec: Any) -> Obj:
+    return {
+        "apiVersion": API_VERSION, "kind": KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"workloads": [{"clusters": c, "manifests": m} for c, m in workloads], **spec},
+    }
+
+
+def namespace_everywhere(env: Environment, namespace: str) -> None:
+    for cluster in env.state().clusters:
+        kubectl(env, cluster, "create", "namespace", namespace, check=False)
+
+
+def create(env: Environment, obj: Obj) -> None:
+    kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump(obj))
+
+
+def replace_spec(env: Environment, obj: Obj) -> None:
+    kubectl(env, "hub", "apply", "--server-side", "--force-conflicts", "--field-manager=test",
+            "-f", "-", input=yaml.safe_dump(obj))
+
+
+async def get_hmls(hub: ClusterClient, namespace: str, name: str) -> Obj | None:
+    return await hub.get(HMLS, namespace, name)
+
+
+def condition(obj: Obj | None, ctype: str) -> dict[str, Any]:
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c["type"] == ctype:
+            return dict(c)
+    return {}
+
+
+async def wait_condition(hub: ClusterClient, namespace: str, name: str, ctype: str,
+                         status: str = "True", *, timeout: float = 20.0) -> Obj:
+    async def check() -> Obj | None:
+        obj = await get_hmls(hub, namespace, name)
+        cond = condition(obj, ctype)
+        gen = (obj or {}).get("metadata", {}).get("generation")
+        ok = (cond.get("status") == status and obj is not None
+              and obj["status"].get("observedGeneration") == gen)
+        return obj if ok else None
+
+    result: Obj = await eventually(check, timeout=timeout,
+                                   what=f"{namespace}/{name} {ctype}={status}")
+    return result
+
+
+def items(obj: Obj, cluster: str | None = None) -> list[dict[str, Any]]:
+    return [i for i in obj["status"]["aggregatedStatus"]
+            if cluster is None or i["cluster"] == cluster]
+
+
+async def spoke_mlservice(client: ClusterClient, namespace: str, name: str) -> Obj | None:
+    return await client.get(MLSERVICE, namespace, name)
+
+
+_SAMPLE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
+
+
+async def write_requests(client: ClusterClient, resources: set[str]) -> float:
+    """How many mutating requests the API server has served for these resources."""
+    resp = await client._call("GET", "/metrics")
+    try:
+        text = (await resp.read()).decode()
+    finally:
+        resp.release()
+    total = 0.0
+    for line in text.splitlines():
+        m = _SAMPLE.match(line)
+        if not m:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"]))
+        if labels.get("verb") in {"APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE"} \
+                and labels.get("resource") in resources:
+            total += float(m["value"])
+    return total

@@ -1,0 +1,274 @@
+"""Unit tests for hmls.domain.status: conditions, aggregated items and summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hmls.domain.render import ResourceRef
+from hmls.domain.status import (
+    Condition,
+    ItemResult,
+    aggregate,
+    fully_applied,
+    invalid,
+    merge_conditions,
+    ready,
+    summary,
+)
+
+T0 = "2024-01-01T00:00:00Z"
+NOW = "2024-06-01T12:00:00Z"
+OK = "Manifest has been successfully applied"
+
+SECRET = ResourceRef("v1", "Secret", "demo", "s3-secret")
+RUNTIME = ResourceRef("tensorstack.dev/v1beta1", "MLServiceRuntime", "demo", "rt")
+SVC = ResourceRef("tensorstack.dev/v1beta1", "MLService", "demo", "svc")
+NS = ResourceRef("v1", "Namespace", "", "demo")
+
+READY_STATUS: dict[str, Any] = {"conditions": [{"type": "Paused", "status": "False"},
+                                               {"type": "Ready", "status": "True"}]}
+PAUSED_STATUS: dict[str, Any] = {"conditions": [{"type": "Paused", "status": "True"},
+                                                {"type": "Ready", "status": "True"}]}
+
+
+def ok(cluster: str, ref: ResourceRef, status: dict[str, Any] | None = None) -> ItemResult:
+    return ItemResult(cluster, ref, True, OK, status)
+
+
+def failed(cluster: str, ref: ResourceRef, message: str = "boom") -> ItemResult:
+    return ItemResult(cluster, ref, False, message)
+
+
+def conditions_by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+# ----- FullyApplied ----------------------------------------------------------------------
+
+
+def test_fully_applied_true() -> None:
+    cond = fully_applied([ok("s1", SECRET), ok("s2", SVC, READY_STATUS)])
+    assert cond == Condition("FullyApplied", "True", "AllApplied",
+                             "All manifests have been successfully applied")
+
+
+def test_fully_applied_false_lists_failures_with_counts() -> None:
+    items = [ok("s1", SECRET), failed("s1", SVC, "forbidden"), ok("s2", SECRET),
+             failed("s2", NS, "cluster s2 is unreachable: timeout")]
+    cond = fully_applied(items)
+    assert (cond.type, cond.status, cond.reason) == ("FullyApplied", "False", "ApplyFailed")
+    assert cond.message == ("2 of 4 manifests not applied: "
+                            "s1: MLService demo/svc: forbidden; "
+                            "s2: Namespace demo: cluster s2 is unreachable: timeout")
+
+
+def test_fully_applied_lists_three_without_truncation() -> None:
+    items = [failed(f"c{i}", SECRET, f"e{i}") for i in range(3)]
+    assert fully_applied(items).message == (
+        "3 of 3 manifests not applied: c0: Secret demo/s3-secret: e0; "
+        "c1: Secret demo/s3-secret: e1; c2: Secret demo/s3-secret: e2")
+
+
+def test_fully_applied_truncates_after_three() -> None:
+    items = [ok("c", NS)] + [failed(f"c{i}", SECRET, f"e{i}") for i in range(7)]
+    msg = fully_applied(items).message
+    assert msg.startswith("7 of 8 manifests not applied: c0: Secret demo/s3-secret: e0; ")
+    assert msg.endswith("c2: Secret demo/s3-secret: e2; and 4 more")
+    assert "e3" not in msg
+
+
+def test_fully_applied_with_no_items_is_true() -> None:
+    assert fully_applied([]).status == "True"
+
+
+# ----- Ready -----------------------------------------------------------------------------
+
+
+def test_ready_without_mlservice_and_all_applied() -> None:
+    assert ready([ok("s1", SECRET), ok("s1", RUNTIME)]) == Condition(
+        "Ready", "True", "NoMLService", "No MLService in the workloads")
+
+
+def test_ready_without_mlservice_not_all_applied() -> None:
+    assert ready([ok("s1", SECRET), failed("s1", RUNTIME)]) == Condition(
+        "Ready", "False", "NotApplied", "No MLService in the workloads; not all applied")
+
+
+def test_ready_all_mlservices_ready() -> None:
+    items = [ok("s1", SECRET), ok("s1", SVC, READY_STATUS), ok("s2", SVC, READY_STATUS)]
+    assert ready(items) == Condition("Ready", "True", "AllReady", "All 2 MLServices are Ready")
+
+
+def test_ready_false_lists_waiting_mlservices() -> None:
+    items = [ok("s1", SVC, READY_STATUS), ok("s2", SVC, PAUSED_STATUS), ok("s3", SVC),
+             failed("s4", SVC, "forbidden")]
+    cond = ready(items)
+    assert (cond.status, cond.reason) == ("False", "NotReady")
+    assert cond.message == (
+        "3 of 4 MLServices not ready: s2: MLService demo/svc: paused; "
+        "s3: MLService demo/svc: no status reported yet; "
+        "s4: MLService demo/svc: not applied")
+
+
+def test_ready_truncates_waiting_list() -> None:
+    items = [ok(f"s{i}", SVC) for i in range(5)]
+    assert ready(items).message.endswith("; and 2 more")
+    assert ready(items).message.startswith("5 of 5 MLServices not ready: ")
+
+
+def test_not_applied_mlservice_with_stale_ready_status_is_not_ready() -> None:
+    item = ItemResult("s1", SVC, False, "conflict", READY_STATUS)
+    assert item.health is not None
+    assert item.health.ready is False
+    assert item.health.reason == "not applied"
+    assert ready([item]).status == "False"
+
+
+def test_failed_non_mlservice_does_not_affect_ready_when_mlservices_ready() -> None:
+    items = [failed("s1", SECRET), ok("s1", SVC, READY_STATUS)]
+    assert ready(items).status == "True"
+    assert fully_applied(items).status == "False"
+
+
+# ----- merge_conditions --------------------------------------------------------------------
+
+
+def test_merge_keeps_transition_time_when_status_unchanged() -> None:
+    previous = [{"type": "Ready", "status": "False", "reason": "NotReady", "message": "old",
+                 "observedGeneration": 1, "lastTransitionTime": T0}]
+    new = [Condition("Ready", "False", "NotReady", "new message")]
+    out = merge_conditions(previous, new, generation=2, now=NOW)
+    assert out == [{"type": "Ready", "status": "False", "reason": "NotReady",
+                    "message": "new message", "observedGeneration": 2,
+                    "lastTransitionTime": T0}]
+
+
+def test_merge_moves_transition_time_when_status_changes() -> None:
+    previous = [{"type": "Ready", "status": "False", "lastTransitionTime": T0},
+                {"type": "FullyApplied", "status": "True", "lastTransitionTime": T0}]
+    new = [Condition("FullyApplied", "True", "AllApplied", "m"),
+           Condition("Ready", "True", "AllReady", "m")]
+    out = merge_conditions(previous, new, generation=5, now=NOW)
+    assert [(c["type"], c["lastTransitionTime"]) for c in out] == [
+        ("FullyApplied", T0), ("Ready", NOW)]
+    assert {c["observedGeneration"] for c in out} == {5}
+
+
+def test_merge_new_condition_and_missing_previous_time_get_now() -> None:
+    previous = [{"type": "Ready", "status": "True"}, "junk"]
+    new = [Condition("Ready", "True", "r", "m"), Condition("Custom", "Unknown", "r", "m")]
+    out = merge_conditions(previous, new, generation=1, now=NOW)  # type: ignore[list-item]
+    assert [c["lastTransitionTime"] for c in out] == [NOW, NOW]
+
+
+def test_merge_drops_conditions_no_longer_reported() -> None:
+    previous = [{"type": "Stale", "status": "True", "lastTransitionTime": T0}]
+    out = merge_conditions(previous, [Condition("Ready", "True", "r", "m")],
+                           generation=1, now=NOW)
+    assert [c["type"] for c in out] == ["Ready"]
+
+
+# ----- items and summary -------------------------------------------------------------------
+
+
+def test_item_status_shape_for_untracked_kind() -> None:
+    assert ok("s1", SECRET).to_status() == {
+        "cluster": "s1",
+        "resource": {"apiVersion": "v1", "kind": "Secret", "name": "s3-secret",
+                     "namespace": "demo"},
+        "applied": True,
+        "appliedMessage": OK,
+    }
+
+
+def test_item_status_shape_for_cluster_scoped_failure() -> None:
+    assert failed("s2", NS, "denied").to_status() == {
+        "cluster": "s2",
+        "resource": {"apiVersion": "v1", "kind": "Namespace", "name": "demo"},
+        "applied": False,
+        "appliedMessage": "denied",
+    }
+
+
+def test_item_status_shape_for_mlservice() -> None:
+    assert ok("s1", SVC, READY_STATUS).to_status() == {
+        "cluster": "s1",
+        "resource": {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+                     "name": "svc", "namespace": "demo"},
+        "applied": True,
+        "appliedMessage": OK,
+        "ready": True,
+        "status": READY_STATUS,
+    }
+
+
+def test_item_status_mlservice_without_status_has_ready_false_and_no_status() -> None:
+    out = ok("s1", SVC).to_status()
+    assert out["ready"] is False
+    assert "status" not in out
+
+
+def test_summary_counts() -> None:
+    items = [ok("s1", SECRET), ok("s1", RUNTIME), ok("s1", SVC, READY_STATUS),
+             ok("s2", SECRET), failed("s2", RUNTIME), ok("s2", SVC, PAUSED_STATUS)]
+    assert summary(items) == {"clusters": 2, "applied": "5/6", "ready": "1/2"}
+
+
+def test_summary_empty_and_without_mlservices() -> None:
+    assert summary([]) == {"clusters": 0, "applied": "0/0", "ready": "0/0"}
+    assert summary([ok("a", SECRET), ok("b", SECRET), ok("c", NS)]) == {
+        "clusters": 3, "applied": "3/3", "ready": "0/0"}
+
+
+# ----- aggregate / invalid -----------------------------------------------------------------
+
+
+def test_aggregate_complete_status() -> None:
+    items = [ok("s1", SECRET), ok("s1", SVC, READY_STATUS)]
+    previous = {"conditions": [
+        {"type": "FullyApplied", "status": "True", "lastTransitionTime": T0},
+        {"type": "Ready", "status": "False", "lastTransitionTime": T0},
+    ]}
+    extra = Condition("ClustersReachable", "True", "AllReachable", "ok")
+    out = aggregate(generation=3, items=items, previous=previous, now=NOW, extra=(extra,))
+    assert out["observedGeneration"] == 3
+    assert out["summary"] == {"clusters": 1, "applied": "2/2", "ready": "1/1"}
+    assert out["aggregatedStatus"] == [i.to_status() for i in items]
+    assert out["conditions"] == [
+        {"type": "FullyApplied", "status": "True", "reason": "AllApplied",
+         "message": "All manifests have been successfully applied",
+         "observedGeneration": 3, "lastTransitionTime": T0},
+        {"type": "Ready", "status": "True", "reason": "AllReady",
+         "message": "All 1 MLServices are Ready", "observedGeneration": 3,
+         "lastTransitionTime": NOW},
+        {"type": "ClustersReachable", "status": "True", "reason": "AllReachable",
+         "message": "ok", "observedGeneration": 3, "lastTransitionTime": NOW},
+    ]
+
+
+def test_aggregate_is_idempotent_for_unchanged_input() -> None:
+    items = [ok("s1", SECRET), failed("s2", SVC)]
+    first = aggregate(generation=1, items=items, previous=None, now=T0)
+    second = aggregate(generation=1, items=items, previous=first, now=NOW)
+    assert second == first
+
+
+def test_invalid_keeps_previous_items_and_summary() -> None:
+    prev = aggregate(generation=1, items=[ok("s1", SECRET)], previous=None, now=T0)
+    out = invalid(generation=2, previous=prev, now=NOW, message="spec.workloads: bad")
+    assert out["observedGeneration"] == 2
+    assert out["summary"] == prev["summary"]
+    assert out["aggregatedStatus"] == prev["aggregatedStatus"]
+    conds = conditions_by_type(out)
+    assert conds["FullyApplied"] == {
+        "type": "FullyApplied", "status": "False", "reason": "InvalidSpec",
+        "message": "spec.workloads: bad", "observedGeneration": 2, "lastTransitionTime": NOW}
+    assert conds["Ready"]["status"] == "Unknown"
+    assert conds["Ready"]["reason"] == "InvalidSpec"
+
+
+def test_invalid_without_previous_status() -> None:
+    out = invalid(generation=1, previous=None, now=NOW, message="m")
+    assert out["summary"] == {"clusters": 0, "applied": "0/0", "ready": "0/0"}
+    assert out["aggregatedStatus"] == []
+    assert [c["type"] for c in out["conditions"]] == ["FullyApplied", "Ready"]
