@@ -8,14 +8,17 @@ directory outside the repository, keyed by version, so a second run builds nothi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SOURCES = REPO_ROOT / "scripts" / "controlplane"
@@ -61,6 +64,45 @@ ETCD = Binary(
 ALL = (ETCD, KUBE_APISERVER)
 
 
+@dataclass(frozen=True)
+class ModuleFiles:
+    """Files shipped inside a Go module (e.g. CRD YAML), fetched from the module proxy."""
+
+    module: str
+    version: str
+    files: tuple[str, ...]
+
+
+ISTIO_CRDS = ModuleFiles("istio.io/api", "v1.24.2",
+                         ("kubernetes/customresourcedefinitions.gen.yaml",))
+GATEWAY_API_CRDS = ModuleFiles("sigs.k8s.io/gateway-api", "v1.4.1", tuple(
+    f"config/crd/standard/gateway.networking.k8s.io_{kind}.yaml"
+    for kind in ("gatewayclasses", "gateways", "httproutes", "referencegrants")))
+
+
+def module_files(spec: ModuleFiles) -> list[Path]:
+    """Download (once; Go caches it) the module and return the requested files."""
+    go = shutil.which("go")
+    if go is None:
+        raise BuildError(f"cannot fetch {spec.module}@{spec.version}: 'go' is not on PATH")
+    with tempfile.TemporaryDirectory() as scratch:
+        res = subprocess.run([go, "mod", "download", "-json", f"{spec.module}@{spec.version}"],
+                             cwd=scratch, capture_output=True, text=True, check=False,
+                             env={**os.environ, "GOFLAGS": "-mod=mod"})
+    try:
+        info = json.loads(res.stdout)
+    except ValueError:
+        info = {}
+    if res.returncode != 0 or "Dir" not in info:
+        raise BuildError(f"go mod download {spec.module}@{spec.version} failed: "
+                         f"{info.get('Error') or res.stderr.strip()}")
+    paths = [Path(info["Dir"]) / f for f in spec.files]
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise BuildError(f"{spec.module}@{spec.version} does not contain {', '.join(missing)}")
+    return paths
+
+
 def cache_dir() -> Path:
     """Where built binaries live: ``$HMLS_CACHE_DIR`` or ``~/.cache/hmls/bin``."""
     env = os.environ.get("HMLS_CACHE_DIR")
@@ -71,7 +113,7 @@ def cached_path(binary: Binary) -> Path:
     return cache_dir() / f"{binary.name}-{binary.version}"
 
 
-def ensure(binary: Binary, *, log: object = sys.stderr) -> Path:
+def ensure(binary: Binary, *, log: TextIO = sys.stderr) -> Path:
     """Return the cached binary, building it first if it is not there yet."""
     target = cached_path(binary)
     if target.is_file() and os.access(target, os.X_OK):
@@ -84,11 +126,11 @@ def ensure_all() -> dict[str, Path]:
     return {b.name: ensure(b) for b in ALL}
 
 
-def _say(log: object, text: str) -> None:
-    print(f"[hmls build] {text}", file=log, flush=True)  # type: ignore[call-overload]
+def _say(log: TextIO, text: str) -> None:
+    print(f"[hmls build] {text}", file=log, flush=True)
 
 
-def _build(binary: Binary, target: Path, log: object) -> None:
+def _build(binary: Binary, target: Path, log: TextIO) -> None:
     go = shutil.which("go")
     if go is None:
         raise BuildError(

@@ -31,7 +31,6 @@ from hmls.devenv import binaries
 from hmls.devenv.pki import CertificateAuthority, KeyPair, service_account_keys
 
 MANIFESTS = binaries.REPO_ROOT / "manifests"
-CRDS_BY_ROLE = {"hub": "hub", "spoke": "spoke", "ingress": "ingress"}
 STATE_FILE = "state.json"
 READY_TIMEOUT = 180.0
 
@@ -362,12 +361,19 @@ class Environment:
         path.chmod(0o600)
 
     def _install_crds(self, c: ClusterState) -> None:
-        folder = MANIFESTS / CRDS_BY_ROLE[c.role]
+        """hmls' own CRDs from manifests/; on the ingress cluster the real Istio and Gateway
+        API CRDs, taken from their Go modules (istio.io/api, sigs.k8s.io/gateway-api)."""
+        if c.role == "ingress":
+            sources = [str(p) for m in (binaries.ISTIO_CRDS, binaries.GATEWAY_API_CRDS)
+                       for p in binaries.module_files(m)]
+        else:
+            sources = [str(MANIFESTS / c.role)]
         kc = str(self.kubeconfig(c.name))
+        files = [arg for src in sources for arg in ("-f", src)]
         for cmd in (
-            ["kubectl", "--kubeconfig", kc, "apply", "--server-side", "-f", str(folder)],
+            ["kubectl", "--kubeconfig", kc, "apply", "--server-side", *files],
             ["kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established",
-             "--timeout=60s", "-f", str(folder)],
+             "--timeout=60s", *files],
         ):
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode != 0:

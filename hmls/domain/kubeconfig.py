@@ -55,6 +55,9 @@ def vet(raw: bytes | str, policy: KubeconfigPolicy | None = None) -> dict[str, A
         raise KubeconfigRefused(f"kubeconfig is not valid YAML{where}") from None
     if not isinstance(cfg, dict):
         raise KubeconfigRefused("kubeconfig is not a YAML mapping")
+    for section in ("contexts", "clusters", "users"):
+        if not isinstance(cfg.get(section) or [], list):
+            raise KubeconfigRefused(f"kubeconfig {section} must be a list")
     contexts = [c for c in cfg.get("contexts") or [] if isinstance(c, dict)]
     current = cfg.get("current-context") or (contexts[0].get("name") if len(contexts) == 1 else None)
     if not current:

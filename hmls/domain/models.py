@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 GROUP = "tensorstack.dev"
 VERSION = "v1beta1"
@@ -25,6 +25,7 @@ OWNER_NAMESPACE = "hmls.tensorstack.dev/owner-namespace"
 OWNER_NAME = "hmls.tensorstack.dev/owner-name"
 OWNER_UID = "hmls.tensorstack.dev/owner-uid"
 HASH_ANNOTATION = "hmls.tensorstack.dev/applied-hash"
+DEFAULT_GATEWAY = "t9k.t9k-system"
 ORPHAN_ANNOTATION = "hmls.tensorstack.dev/orphan-clusters"
 """On a HyperMLService being deleted: comma-separated clusters (or ``*``) whose objects are
 left in place so the deletion can finish while they are unreachable."""
@@ -45,11 +46,39 @@ class Workload(BaseModel):
         return value
 
 
+class TrafficSpec(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    ingress_cluster: str = Field(alias="ingressCluster")
+    provider: Literal["Istio", "GatewayAPI"] = "Istio"
+    namespace: str | None = None
+    gateways: list[str] = Field(default_factory=lambda: [DEFAULT_GATEWAY])
+    hosts: list[str] = Field(default_factory=lambda: ["*"])
+    path_prefix: str | None = Field(None, alias="pathPrefix")
+    mlservice: str | None = None
+    release: str | None = None
+    weights: dict[str, int] = Field(default_factory=dict)
+    recovery_seconds: int = Field(30, alias="recoverySeconds", ge=0)
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     workloads: list[Workload] = Field(min_length=1)
     deletion_policy: Literal["Delete", "Orphan"] = Field("Delete", alias="deletionPolicy")
+    traffic: TrafficSpec | None = None
+
+    @model_validator(mode="after")
+    def _weights_name_workload_clusters(self) -> Spec:
+        if self.traffic:
+            known = {c for w in self.workloads for c in w.clusters}
+            unknown = sorted(set(self.traffic.weights) - known)
+            if unknown:
+                raise ValueError(f"traffic.weights names clusters in no workload: {', '.join(unknown)}")
+            negative = sorted(c for c, w in self.traffic.weights.items() if w < 0)
+            if negative:
+                raise ValueError(f"traffic.weights must not be negative: {', '.join(negative)}")
+        return self
 
 
 class InvalidSpec(ValueError):

@@ -91,7 +91,9 @@ def content_hash(body: dict[str, Any]) -> str:
 
 def _prepare(manifest: dict[str, Any], owner: Owner) -> tuple[ResourceRef, dict[str, Any]]:
     body = copy.deepcopy(manifest)
-    meta = body.setdefault("metadata", {})
+    if not isinstance(body.get("metadata"), dict):
+        body["metadata"] = {}
+    meta = body["metadata"]
     for server_owned in ("resourceVersion", "uid", "creationTimestamp", "generation",
                          "managedFields", "selfLink", "deletionTimestamp"):
         meta.pop(server_owned, None)
@@ -103,6 +105,22 @@ def _prepare(manifest: dict[str, Any], owner: Owner) -> tuple[ResourceRef, dict[
     ref = ResourceRef(str(body.get("apiVersion", "")), kind,
                       str(meta.get("namespace") or ""), str(meta.get("name", "")))
     return ref, body
+
+
+def _hashed(cluster: str, ref: ResourceRef, body: dict[str, Any], rank: int,
+            error: str | None = None) -> Desired:
+    labelled = {**body, "metadata": {
+        **body["metadata"], "annotations": {**(body["metadata"].get("annotations") or {})}}}
+    digest = content_hash(labelled)
+    labelled["metadata"]["annotations"][HASH_ANNOTATION] = digest
+    return Desired(cluster, ref, labelled, digest, rank, error)
+
+
+def materialize(owner: Owner, cluster: str, manifest: dict[str, Any], *,
+                rank: int | None = None) -> Desired:
+    """One desired object for one cluster: defaults, owner labels, hash annotation."""
+    ref, body = _prepare(manifest, owner)
+    return _hashed(cluster, ref, body, _RANK.get(ref.kind, LAST_RANK) if rank is None else rank)
 
 
 def render(owner: Owner, spec: Spec) -> list[Desired]:
@@ -121,13 +139,7 @@ def render(owner: Owner, spec: Spec) -> list[Desired]:
                     error = f"{where} duplicates {seen[(cluster, ref)]} for cluster {cluster}"
                 else:
                     seen[(cluster, ref)] = where
-                labelled = {**body, "metadata": {
-                    **body["metadata"],
-                    "annotations": {**(body["metadata"].get("annotations") or {})}}}
-                digest = content_hash(labelled)
-                labelled["metadata"]["annotations"][HASH_ANNOTATION] = digest
-                out.append(Desired(cluster, ref, labelled, digest,
-                                   _RANK.get(ref.kind, LAST_RANK), error))
+                out.append(_hashed(cluster, ref, body, _RANK.get(ref.kind, LAST_RANK), error))
     return out
 
 

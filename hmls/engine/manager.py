@@ -78,9 +78,10 @@ class Manager:
             key = await self.queue.get()
             started = time.perf_counter()
             result = "error"
+            outcome = None
             try:
-                converged = await reconciler.reconcile(key)
-                result = "success" if converged else "requeue"
+                outcome = await reconciler.reconcile(key)
+                result = "success" if outcome.converged else "requeue"
             except errors.Conflict as exc:
                 result = "conflict"
                 log.info("%s: conflict, retrying: %s", key, exc.message)
@@ -94,6 +95,8 @@ class Manager:
                 self.metrics.reconcile_total.labels(result).inc()
             if result == "success":
                 self.queue.forget(key)
+                if outcome is not None and outcome.requeue_after:
+                    self.queue.add_after(key, outcome.requeue_after)
             else:
                 delay = self.queue.add_rate_limited(key)
                 log.debug("%s: %s, requeued in %.1fs", key, result, delay)

@@ -59,7 +59,7 @@ class WorkQueue:
         """Requeue after this key's next backoff step; returns the delay."""
         n = self._failures.get(key, 0)
         self._failures[key] = n + 1
-        delay = float(min(self._base * (2 ** n), self._max))
+        delay = min(self._base * 2.0 ** min(n, 64), self._max)
         self.add_after(key, delay)
         return delay
 

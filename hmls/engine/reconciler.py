@@ -17,10 +17,11 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hmls.domain import status as status_mod
+from hmls.domain import traffic as traffic_mod
 from hmls.domain.models import (
     API_VERSION,
     FIELD_MANAGER,
@@ -32,6 +33,7 @@ from hmls.domain.models import (
     PLURAL,
     InvalidSpec,
     Owner,
+    TrafficSpec,
     parse_spec,
 )
 from hmls.domain.render import Desired, ResourceRef, apply_order, render
@@ -50,23 +52,22 @@ log = logging.getLogger("hmls.reconciler")
 HMLS = Resource(API_VERSION, KIND, PLURAL, namespaced=True)
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
-@dataclass
-class ClusterOutcome:
-    results: dict[int, ItemResult] = field(default_factory=dict)
-    """Keyed by the index of the Desired item."""
-    pending: list[dict[str, Any]] = field(default_factory=list)
-    """Objects that should be deleted but could not be (pendingDeletions items)."""
-    ok: bool = True
+@dataclass(frozen=True)
+class Outcome:
+    converged: bool
+    """False: something failed; the worker requeues with backoff."""
+    requeue_after: float | None = None
+    """Converged, but look again after this many seconds (traffic damping)."""
 
 
 class Reconciler:
     def __init__(self, *, hub: ClusterClient, hub_store: HubCache, registry: ClusterRegistry,
                  watches: SpokeWatches, events: EventRecorder, metrics: Metrics,
-                 per_cluster_concurrency: int = 8, clock: Callable[[], str] = _now) -> None:
+                 per_cluster_concurrency: int = 8, now: Callable[[], dt.datetime] = _now) -> None:
         self.hub = hub
         self.store = hub_store
         self.registry = registry
@@ -75,7 +76,10 @@ class Reconciler:
         self.metrics = metrics
         self._cap = per_cluster_concurrency
         self._sems: dict[str, asyncio.Semaphore] = {}
-        self._clock = clock
+        self._now = now
+
+    def _clock(self) -> str:
+        return self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
     def _sem(self, cluster: str) -> asyncio.Semaphore:
         sem = self._sems.get(cluster)
@@ -84,14 +88,14 @@ class Reconciler:
         return sem
 
     # ----- entry point -------------------------------------------------------------
-    async def reconcile(self, key: str) -> bool:
-        """Reconcile one key; True when converged, False to requeue with backoff."""
+    async def reconcile(self, key: str) -> Outcome:
+        """Reconcile one key."""
         namespace, name = key.split("/", 1)
         obj = self.store.get(namespace, name)
         if obj is None:
-            return True
+            return Outcome(True)
         if obj["metadata"].get("deletionTimestamp"):
-            return await self._finalize(obj)
+            return Outcome(await self._finalize(obj))
         if FINALIZER not in (obj["metadata"].get("finalizers") or []):
             obj = await self._set_finalizers(obj, [*(obj["metadata"].get("finalizers") or []),
                                                    FINALIZER])
@@ -103,29 +107,45 @@ class Reconciler:
         except InvalidSpec as exc:
             await self._write_status(obj, status_mod.invalid(
                 generation=generation, previous=previous, now=self._clock(), message=str(exc)))
-            return True
+            return Outcome(True)
         desired = render(owner, spec)
-        outcomes = await self._sync_all(owner, desired, _inventory(previous))
-        items = [outcomes[d.cluster].results[i] for i, d in enumerate(desired)]
-        pending = [p for o in outcomes.values() for p in o.pending]
+        inventory = _inventory(previous)
+        applied = await self._apply_all(owner, desired)
+        items = [applied[d.cluster][i] for i, d in enumerate(desired)]
+        keep = _refs_by_cluster(desired)
+        extra: list[Condition] = []
+        traffic_status, requeue_after, traffic_ok = None, None, True
+        if spec.traffic is not None:
+            traffic_status, cond, requeue_after = await self._traffic(owner, spec.traffic, items,
+                                                                      previous)
+            traffic_ok = cond.status == "True"
+            extra.append(cond)
+            if traffic_status:
+                ingress = spec.traffic.ingress_cluster
+                keep.setdefault(ingress, set()).update(
+                    ResourceRef.from_status(o) for o in traffic_status["objects"])
+        pending: list[dict[str, Any]] = []
+        for name in sorted(set(inventory) | set(keep)):
+            pending += await self._prune(owner, name, inventory.get(name, set()),
+                                         keep.get(name, set()))
         new = status_mod.aggregate(generation=generation, items=items, previous=previous,
-                                   now=self._clock())
+                                   now=self._clock(), extra=tuple(extra))
         new["pendingDeletions"] = pending or None
+        new["traffic"] = traffic_status
         await self._write_status(obj, new)
         await self._announce(obj, previous, items)
-        return all(o.ok for o in outcomes.values()) and all(i.applied for i in items)
+        converged = not pending and all(i.applied for i in items) and traffic_ok
+        return Outcome(converged, requeue_after)
 
     # ----- fan-out -----------------------------------------------------------------
-    async def _sync_all(self, owner: Owner, desired: list[Desired],
-                        inventory: dict[str, set[ResourceRef]]) -> dict[str, ClusterOutcome]:
+    async def _apply_all(self, owner: Owner, desired: list[Desired]) -> dict[str, dict[int, ItemResult]]:
+        """Apply every item, clusters in parallel; results keyed by cluster, then item index."""
         by_cluster: dict[str, list[tuple[int, Desired]]] = {}
         for i, item in enumerate(desired):
             by_cluster.setdefault(item.cluster, []).append((i, item))
-        clusters = sorted(set(by_cluster) | set(inventory))
-        done = await asyncio.gather(*(
-            self._sync_cluster(owner, c, by_cluster.get(c, []), inventory.get(c, set()))
-            for c in clusters))
-        return dict(zip(clusters, done, strict=True))
+        names = sorted(by_cluster)
+        done = await asyncio.gather(*(self._apply_cluster(owner, n, by_cluster[n]) for n in names))
+        return dict(zip(names, done, strict=True))
 
     def _usable(self, name: str) -> tuple[Cluster | None, str]:
         cluster = self.registry.get(name)
@@ -137,37 +157,50 @@ class Reconciler:
             return None, f"cluster {name} is unreachable: {cluster.last_error}"
         return cluster, ""
 
-    async def _sync_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]],
-                            inventory: set[ResourceRef]) -> ClusterOutcome:
-        out = ClusterOutcome()
+    async def _apply_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]]
+                             ) -> dict[int, ItemResult]:
+        """Apply one cluster's items in dependency order; one result per item index."""
         cluster, why = self._usable(name)
         if cluster is None:
-            for i, item in items:
-                out.results[i] = ItemResult(name, item.ref, False, item.error or why)
-            wanted = {item.ref for _, item in items}
-            out.pending = [_pending(name, ref, why) for ref in sorted(inventory - wanted)]
-            out.ok = False
-            return out
+            return {i: ItemResult(name, item.ref, False, item.error or why) for i, item in items}
+        results: dict[int, ItemResult] = {}
         unreachable: list[str] = []
-        indexed = dict((id(item), i) for i, item in items)
+        indexed = {id(item): i for i, item in items}
         for group in apply_order([item for _, item in items]):
-            results = await asyncio.gather(*(
+            done = await asyncio.gather(*(
                 self._apply_one(cluster, owner, item, unreachable) for item in group))
-            for item, result in zip(group, results, strict=True):
-                out.results[indexed[id(item)]] = result
+            for item, result in zip(group, done, strict=True):
+                results[indexed[id(item)]] = result
         if unreachable:
             self.registry.report(name, reachable=False, error=unreachable[0])
-            wanted = {item.ref for _, item in items}
-            out.pending = [_pending(name, ref, f"cluster {name} is unreachable: {unreachable[0]}")
-                           for ref in sorted(inventory - wanted)]
-            out.ok = False
-            return out
-        wanted = {item.ref for _, item in items if not item.error}
-        leftovers = await self._delete_owned(cluster, owner, inventory, keep=wanted,
-                                             reason="Pruned")
-        out.pending = leftovers
-        out.ok = not leftovers
-        return out
+        return results
+
+    async def _prune(self, owner: Owner, name: str, inventory: set[ResourceRef],
+                     keep: set[ResourceRef]) -> list[dict[str, Any]]:
+        """Delete this owner's objects on one cluster that are no longer desired."""
+        cluster, why = self._usable(name)
+        if cluster is None:
+            return [_pending(name, ref, why) for ref in sorted(inventory - keep)]
+        return await self._delete_owned(cluster, owner, inventory, keep=keep, reason="Pruned")
+
+    async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
+                       previous: dict[str, Any]
+                       ) -> tuple[dict[str, Any] | None, Condition, float | None]:
+        """Plan and apply the HeadIngress objects: (status.traffic, TrafficReady, requeue)."""
+        reachable = {c.name: c.reachable for c in self.registry.all()}
+        try:
+            plan = traffic_mod.plan(owner=owner, traffic=spec, items=items, reachable=reachable,
+                                    previous=previous.get("traffic"), now=self._now())
+        except ValueError as exc:
+            return None, Condition("TrafficReady", "False", "InvalidTraffic", str(exc)), None
+        results = await self._apply_cluster(owner, spec.ingress_cluster,
+                                            list(enumerate(plan.objects)))
+        failed = [f"{r.ref}: {r.message}" for r in results.values() if not r.applied]
+        if failed:
+            cond = Condition("TrafficReady", "False", "IngressApplyFailed",
+                             f"on ingress cluster {spec.ingress_cluster}: " + "; ".join(failed[:3]))
+            return plan.status, cond, plan.requeue_after
+        return plan.status, plan.condition, plan.requeue_after
 
     async def _apply_one(self, cluster: Cluster, owner: Owner, item: Desired,
                          unreachable: list[str]) -> ItemResult:
@@ -351,9 +384,21 @@ def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:
 
 
 def _inventory(status: dict[str, Any]) -> dict[str, set[ResourceRef]]:
+    """What a previous status says hmls may have created, by cluster."""
     out: dict[str, set[ResourceRef]] = {}
     for item in [*(status.get("aggregatedStatus") or []), *(status.get("pendingDeletions") or [])]:
         cluster, resource = item.get("cluster"), item.get("resource")
         if cluster and resource:
             out.setdefault(cluster, set()).add(ResourceRef.from_status(resource))
+    ingress, refs = traffic_mod.traffic_refs(status)
+    if ingress:
+        out.setdefault(ingress, set()).update(refs)
+    return out
+
+
+def _refs_by_cluster(desired: list[Desired]) -> dict[str, set[ResourceRef]]:
+    out: dict[str, set[ResourceRef]] = {}
+    for item in desired:
+        if not item.error:
+            out.setdefault(item.cluster, set()).add(item.ref)
     return out

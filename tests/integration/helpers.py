@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -51,8 +52,10 @@ def create(env: Environment, obj: Obj) -> None:
 
 
 def replace_spec(env: Environment, obj: Obj) -> None:
-    kubectl(env, "hub", "apply", "--server-side", "--force-conflicts", "--field-manager=test",
-            "-f", "-", input=yaml.safe_dump(obj))
+    """Replace the whole spec (a JSON patch), as an edit in kubectl would."""
+    patch = json.dumps([{"op": "replace", "path": "/spec", "value": obj["spec"]}])
+    kubectl(env, "hub", "patch", "hmls", "-n", obj["metadata"]["namespace"],
+            obj["metadata"]["name"], "--type=json", "-p", patch)
 
 
 async def get_hmls(hub: ClusterClient, namespace: str, name: str) -> Obj | None:

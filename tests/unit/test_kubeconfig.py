@@ -280,8 +280,6 @@ def test_plain_http_server_is_accepted() -> None:
     assert only_cluster(out) == {"server": "http://127.0.0.1:8080"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-list 'contexts'/'clusters'/'users' raises "
-                   "TypeError instead of KubeconfigRefused")
 @pytest.mark.parametrize("section", ["contexts", "clusters", "users"])
 def test_non_list_section_is_refused_not_crashing(section: str) -> None:
     cfg = kubeconfig()

@@ -170,9 +170,6 @@ async def test_shutdown_cancels_pending_timers() -> None:
     assert len(q) == 0
 
 
-@pytest.mark.xfail(strict=True, raises=OverflowError,
-                   reason="BUG: base_delay * 2**n overflows float after ~1024 consecutive "
-                          "failures, so add_rate_limited raises instead of returning max_delay")
 async def test_backoff_survives_many_failures() -> None:
     q = WorkQueue(base_delay=BASE, max_delay=0.05)
     try:

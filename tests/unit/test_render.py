@@ -259,9 +259,6 @@ def test_manifest_without_name_is_an_error() -> None:
                                       "workloads[0].manifests[1] has no metadata.name"]
 
 
-@pytest.mark.xfail(strict=True, raises=AttributeError,
-                   reason="BUG: render crashes with AttributeError on `metadata: null` instead "
-                          "of reporting the manifest as an error")
 def test_null_metadata_is_an_error_not_a_crash() -> None:
     out = rendered((["a"], [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": None}]))
     assert out[0].error == "workloads[0].manifests[0] has no metadata.name"

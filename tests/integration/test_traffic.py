@@ -1,0 +1,192 @@
+"""HeadIngress automation against real API servers: the ingress cluster carries the real
+Istio and Gateway API CRDs (from the istio.io/api and sigs.k8s.io/gateway-api modules), so
+every generated object passes their schemas."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import yaml
+
+from hmls.devenv.environment import Environment
+from hmls.devenv.simulator import READY_KNOB
+from hmls.kube.client import ClusterClient, Obj, Resource
+from tests.conftest import Controller, eventually, hmls_cli, kubectl
+from tests.integration.helpers import (
+    condition,
+    create,
+    get_hmls,
+    hmls,
+    mlservice,
+    namespace_everywhere,
+    replace_spec,
+    wait_condition,
+)
+
+Clients = dict[str, ClusterClient]
+SE = Resource("networking.istio.io/v1beta1", "ServiceEntry", "serviceentries", namespaced=True)
+VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
+HTTPROUTE = Resource("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", namespaced=True)
+
+
+@pytest.fixture(scope="module")
+def ingress(env: Environment, joined: list[str]) -> str:
+    hmls_cli("cluster", "join", "ingress", "--kubeconfig", str(env.kubeconfig("hub")),
+             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), check=False)
+    return "ingress"
+
+
+def seed(ns: str, **traffic: Any) -> Obj:
+    obj = hmls(ns, "hmls-sample", (["spoke1", "spoke2"], [mlservice("torch-mnist-s3")]))
+    obj["spec"]["traffic"] = {"ingressCluster": "ingress", "weights": {"spoke1": 30, "spoke2": 70},
+                              **traffic}
+    return obj
+
+
+async def route_weights(client: ClusterClient, ns: str) -> dict[str, int] | None:
+    items, _ = await client.list(VS, namespace=ns)
+    if len(items) != 1:
+        return None
+    return {r["destination"]["host"].split(".")[3]: r["weight"]
+            for r in items[0]["spec"]["http"][0]["route"]}
+
+
+async def wait_weights(clients: Clients, ns: str, want: dict[str, int], timeout: float = 30) -> None:
+    async def check() -> bool:
+        return await route_weights(clients["ingress"], ns) == want
+    await eventually(check, timeout=timeout, what=f"VirtualService weights {want}")
+
+
+async def test_seed_example_generates_the_seed_head_ingress(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "tr-seed"
+    namespace_everywhere(env, ns)
+    create(env, seed(ns))
+
+    async def routed() -> Obj | None:
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        return o if condition(o, "TrafficReady").get("reason") == "Routed" else None
+    obj = await eventually(routed, what="TrafficReady reason Routed")
+    assert condition(obj, "TrafficReady")["message"] == "routing spoke1 30%, spoke2 70%"
+    entries, _ = await clients["ingress"].list(SE, namespace=ns)
+    hosts = sorted(e["spec"]["hosts"][0] for e in entries)
+    assert hosts == [f"torch-mnist-s3-predict-origin.{ns}.ksvc.{s}.t9kcloud.cn"
+                     for s in ("spoke1", "spoke2")]
+    for e in entries:
+        assert e["spec"]["location"] == "MESH_EXTERNAL"
+        assert e["spec"]["resolution"] == "DNS"
+        assert e["spec"]["ports"] == [{"number": 80, "name": "http", "protocol": "HTTP"}]
+    services, _ = await clients["ingress"].list(VS, namespace=ns)
+    spec = services[0]["spec"]
+    assert spec["gateways"] == ["t9k.t9k-system"] and spec["hosts"] == ["*"]
+    http = spec["http"][0]
+    assert http["match"] == [{"uri": {"prefix": f"/t9k/hypermlservices/namespaces/{ns}/hmls-sample/"}}]
+    for route, (host, weight) in zip(http["route"], zip(hosts, (30, 70), strict=True), strict=True):
+        assert route == {"destination": {"host": host},
+                         "headers": {"request": {"set": {"Host": host}}}, "weight": weight}
+    routes = obj["status"]["traffic"]["routes"]
+    assert [(r["cluster"], r["weight"], r["effectiveWeight"]) for r in routes] == [
+        ("spoke1", 30, 30), ("spoke2", 70, 70)]
+    assert routes[0]["url"] == f"http://{hosts[0]}"
+
+
+async def test_not_ready_spoke_loses_traffic_and_gets_it_back_after_damping(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "tr-ready"
+    namespace_everywhere(env, ns)
+    create(env, seed(ns, recoverySeconds=3))
+    await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
+    kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}=false")
+    await wait_weights(clients, ns, {"spoke1": 100})
+    obj = await get_hmls(clients["hub"], ns, "hmls-sample")
+    route2 = obj["status"]["traffic"]["routes"][1]  # type: ignore[index]
+    assert route2["effectiveWeight"] == 0
+    assert route2["reason"].startswith("MLService not ready")
+    assert condition(obj, "TrafficReady")["reason"] == "Degraded"
+    kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}-")
+
+    async def recovering() -> bool:
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        r = o["status"]["traffic"]["routes"][1] if o else {}
+        return str(r.get("reason", "")).startswith("recovering")
+    await eventually(recovering, what="spoke2 recovering (damped)")
+    assert await route_weights(clients["ingress"], ns) == {"spoke1": 100}
+    await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
+
+
+async def test_all_unhealthy_keeps_routes_then_removal_deletes_them(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "tr-none"
+    namespace_everywhere(env, ns)
+    obj = seed(ns)
+    create(env, obj)
+    await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
+    kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}=false")
+    await wait_weights(clients, ns, {"spoke2": 100})
+    kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}=false")
+    done = await wait_condition(clients["hub"], ns, "hmls-sample", "TrafficReady", "False")
+    cond = condition(done, "TrafficReady")
+    assert cond["reason"] == "NoHealthyCluster"
+    assert cond["message"].startswith("no cluster is healthy; keeping the last routes (spoke2 100%)")
+    assert "spoke1 (MLService not ready" in cond["message"]
+    assert "spoke2 (MLService not ready" in cond["message"]
+    assert await route_weights(clients["ingress"], ns) == {"spoke2": 100}
+    del obj["spec"]["traffic"]
+    replace_spec(env, obj)
+
+    async def gone() -> bool:
+        se, _ = await clients["ingress"].list(SE, namespace=ns)
+        vs, _ = await clients["ingress"].list(VS, namespace=ns)
+        return not se and not vs
+    await eventually(gone, what="ingress objects deleted")
+    final = await get_hmls(clients["hub"], ns, "hmls-sample")
+    assert final is not None and "traffic" not in final["status"]
+    assert condition(final, "TrafficReady") == {}
+
+
+async def test_unreachable_spoke_loses_traffic(env: Environment, clients: Clients,
+                                               controller: Controller, ingress: str) -> None:
+    ns = "tr-unreachable"
+    namespace_everywhere(env, ns)
+    create(env, seed(ns, recoverySeconds=1))
+    await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
+    env.stop_cluster("spoke2")
+    try:
+        await wait_weights(clients, ns, {"spoke1": 100})
+        obj = await get_hmls(clients["hub"], ns, "hmls-sample")
+        reason = obj["status"]["traffic"]["routes"][1]["reason"]  # type: ignore[index]
+        assert reason == "cluster unreachable (status stale)"
+    finally:
+        env.start_cluster("spoke2")
+    await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70}, timeout=40)
+
+
+async def test_gateway_api_provider_creates_a_weighted_httproute(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "tr-gwapi"
+    namespace_everywhere(env, ns)
+    create(env, seed(ns, provider="GatewayAPI"))
+    await wait_condition(clients["hub"], ns, "hmls-sample", "TrafficReady")
+    routes, _ = await clients["ingress"].list(HTTPROUTE, namespace=ns)
+    assert len(routes) == 1
+    rule = routes[0]["spec"]["rules"][0]
+    assert [b["weight"] for b in rule["backendRefs"]] == [30, 70]
+    assert rule["matches"][0]["path"] == {
+        "type": "PathPrefix", "value": f"/t9k/hypermlservices/namespaces/{ns}/hmls-sample"}
+    services = kubectl(env, "ingress", "get", "svc", "-n", ns, "-o", "yaml").stdout
+    externals = sorted(s["spec"]["externalName"] for s in yaml.safe_load(services)["items"])
+    assert externals == [f"torch-mnist-s3-predict-origin.{ns}.ksvc.{s}.t9kcloud.cn"
+                         for s in ("spoke1", "spoke2")]
+
+
+@pytest.mark.parametrize(("weights", "message"), [
+    ({"spoke9": 10}, "traffic.weights names a cluster that is in no workload"),
+    ({"spoke1": -5}, "should be greater than or equal to 0"),
+])
+def test_kubectl_rejects_bad_weights(env: Environment, weights: dict[str, int], message: str) -> None:
+    kubectl(env, "hub", "create", "namespace", "tr-invalid", check=False)
+    obj = seed("tr-invalid")
+    obj["spec"]["traffic"]["weights"] = weights
+    res = kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump(obj), check=False)
+    assert res.returncode != 0 and message in res.stderr, res.stderr

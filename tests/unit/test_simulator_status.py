@@ -1,0 +1,147 @@
+"""Unit tests for the pure part of the MLService simulator: ``desired_status``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from hmls.devenv.simulator import READY_KNOB, desired_status
+
+DOMAIN = "spoke1.example.com"
+T0 = "2024-01-01T00:00:00Z"
+NOW = "2024-06-01T12:00:00Z"
+
+
+def mlservice(*, name: str = "torch", namespace: str | None = "demo",
+              annotations: dict[str, str] | None = None, **spec: Any) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if namespace is not None:
+        meta["namespace"] = namespace
+    if annotations is not None:
+        meta["annotations"] = annotations
+    spec.setdefault("default", "origin")
+    spec.setdefault("releases", [{"name": "origin", "predictor": {"minReplicas": 2}}])
+    return {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService", "metadata": meta,
+            "spec": spec}
+
+
+def conds(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in status["conditions"]}
+
+
+def test_ready_status_shape_and_urls() -> None:
+    out = desired_status(mlservice(), domain=DOMAIN, previous=None, now=NOW)
+    assert out == {
+        "address": {"url": "http://torch.demo.ksvc.spoke1.example.com"},
+        "conditions": [
+            {"type": "Paused", "status": "False", "lastTransitionTime": NOW},
+            {"type": "Ready", "status": "True", "lastTransitionTime": NOW},
+        ],
+        "defaultRelease": "origin",
+        "releases": [{
+            "name": "origin", "ready": True, "readyReplicas": 2, "totalReplicas": 2,
+            "trafficPercent": 100,
+            "url": "http://torch-predict-origin.demo.ksvc.spoke1.example.com",
+        }],
+    }
+
+
+def test_namespace_defaults_to_default() -> None:
+    out = desired_status(mlservice(namespace=None), domain="d", previous=None, now=NOW)
+    assert out["address"]["url"] == "http://torch.default.ksvc.d"
+    assert out["releases"][0]["url"] == "http://torch-predict-origin.default.ksvc.d"
+
+
+def test_canary_traffic_split() -> None:
+    svc = mlservice(
+        default="origin", canary="next", canaryTrafficPercent=20,
+        releases=[
+            {"name": "origin", "predictor": {"minReplicas": 3}},
+            {"name": "old", "predictor": {"minReplicas": 1}},
+            {"name": "next", "predictor": {"minReplicas": 1}},
+        ],
+    )
+    out = desired_status(svc, domain=DOMAIN, previous=None, now=NOW)
+    assert out["canaryRelease"] == "next"
+    assert out["defaultRelease"] == "origin"
+    by_name = {r["name"]: r for r in out["releases"]}
+    assert set(by_name) == {"origin", "next"}  # releases neither default nor canary are omitted
+    assert by_name["origin"]["trafficPercent"] == 80
+    assert by_name["next"]["trafficPercent"] == 20
+    assert by_name["origin"]["totalReplicas"] == 3
+    assert by_name["next"]["url"] == "http://torch-predict-next.demo.ksvc.spoke1.example.com"
+    assert sum(r["trafficPercent"] for r in out["releases"]) == 100
+
+
+def test_canary_without_percent_gets_no_traffic() -> None:
+    svc = mlservice(canary="next", releases=[{"name": "origin"}, {"name": "next"}])
+    out = desired_status(svc, domain=DOMAIN, previous=None, now=NOW)
+    assert [(r["name"], r["trafficPercent"]) for r in out["releases"]] == [
+        ("origin", 100), ("next", 0)]
+
+
+def test_no_canary_ignores_canary_percent_and_has_no_canary_release() -> None:
+    out = desired_status(mlservice(canaryTrafficPercent=30), domain=DOMAIN, previous=None,
+                         now=NOW)
+    assert "canaryRelease" not in out
+    assert out["releases"][0]["trafficPercent"] == 100
+
+
+def test_replicas_default_to_one() -> None:
+    svc = mlservice(releases=[{"name": "origin"}])
+    rel = desired_status(svc, domain=DOMAIN, previous=None, now=NOW)["releases"][0]
+    assert (rel["readyReplicas"], rel["totalReplicas"]) == (1, 1)
+
+
+@pytest.mark.parametrize("value", ["false", "False", "FALSE"])
+def test_ready_knob_false_makes_not_ready(value: str) -> None:
+    svc = mlservice(annotations={READY_KNOB: value})
+    out = desired_status(svc, domain=DOMAIN, previous=None, now=NOW)
+    ready = conds(out)["Ready"]
+    assert ready["status"] == "False"
+    assert ready["reason"] == "PredictorNotReady"
+    assert ready["message"] == "simulated: 0 of the predictor's replicas are ready"
+    assert conds(out)["Paused"]["status"] == "False"
+    assert out["releases"] == [{
+        "name": "origin", "ready": False, "readyReplicas": 0, "totalReplicas": 2,
+        "trafficPercent": 100,
+        "url": "http://torch-predict-origin.demo.ksvc.spoke1.example.com",
+    }]
+
+
+@pytest.mark.parametrize("annotations", [{READY_KNOB: "true"}, {"other": "false"}, {}])
+def test_ready_knob_absent_or_true_is_ready(annotations: dict[str, str]) -> None:
+    out = desired_status(mlservice(annotations=annotations), domain=DOMAIN, previous=None,
+                         now=NOW)
+    assert conds(out)["Ready"]["status"] == "True"
+    assert out["releases"][0]["readyReplicas"] == 2
+
+
+def test_transition_time_preserved_when_unchanged() -> None:
+    first = desired_status(mlservice(), domain=DOMAIN, previous=None, now=T0)
+    again = desired_status(mlservice(), domain=DOMAIN, previous=first, now=NOW)
+    assert again == first
+    assert {c["lastTransitionTime"] for c in again["conditions"]} == {T0}
+
+
+def test_transition_time_moves_only_for_the_changed_condition() -> None:
+    first = desired_status(mlservice(), domain=DOMAIN, previous=None, now=T0)
+    broken = desired_status(mlservice(annotations={READY_KNOB: "false"}), domain=DOMAIN,
+                            previous=first, now=NOW)
+    assert conds(broken)["Paused"]["lastTransitionTime"] == T0
+    assert conds(broken)["Ready"]["lastTransitionTime"] == NOW
+
+    later = "2024-07-01T00:00:00Z"
+    recovered = desired_status(mlservice(), domain=DOMAIN, previous=broken, now=later)
+    assert conds(recovered)["Ready"] == {"type": "Ready", "status": "True",
+                                         "lastTransitionTime": later}
+    assert conds(recovered)["Paused"]["lastTransitionTime"] == T0
+
+
+def test_does_not_mutate_inputs() -> None:
+    svc = mlservice()
+    previous = desired_status(svc, domain=DOMAIN, previous=None, now=T0)
+    snapshot = (repr(svc), repr(previous))
+    desired_status(svc, domain=DOMAIN, previous=previous, now=NOW)
+    assert (repr(svc), repr(previous)) == snapshot
