@@ -59,7 +59,11 @@ def _controller(args: argparse.Namespace) -> int:
         watch_namespaces=tuple(n for n in args.watch_namespaces.split(",") if n),
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
-        probe_interval=args.probe_interval, kubeconfig_policy=_policy(args))
+        probe_interval=args.probe_interval, kubeconfig_policy=_policy(args),
+        leader_elect=args.leader_elect,
+        leader_election_namespace=args.leader_election_namespace or None,
+        lease_seconds=args.lease_seconds, renew_deadline=args.lease_seconds * 2 / 3,
+        retry_seconds=max(0.2, args.lease_seconds / 7.5))
     asyncio.run(run_until_signalled(settings))
     return 0
 
@@ -133,6 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel API writes per cluster (default 8)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
                      help="seconds between cluster reachability probes (default 10)")
+    ctl.add_argument("--leader-elect", action="store_true",
+                     help="run as one of several replicas; only the Lease holder works")
+    ctl.add_argument("--leader-election-namespace", default="",
+                     help="namespace of the Lease 'hmls-controller' (default: --namespace)")
+    ctl.add_argument("--lease-seconds", type=float, default=15.0,
+                     help="Lease duration; renew deadline is 2/3 of it (default 15)")
     _policy_flags(ctl)
     ctl.set_defaults(func=_controller)
 

@@ -21,3 +21,9 @@ class Settings:
     probe_interval: float = 10.0
     request_timeout: float = 10.0
     kubeconfig_policy: KubeconfigPolicy = field(default_factory=KubeconfigPolicy)
+    leader_elect: bool = False
+    leader_election_namespace: str | None = None
+    """Where the Lease lives; defaults to ``namespace``."""
+    lease_seconds: float = 15.0
+    renew_deadline: float = 10.0
+    retry_seconds: float = 2.0

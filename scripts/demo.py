@@ -9,6 +9,7 @@ Everything keeps running afterwards; `make demo-down` stops it.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -57,6 +58,23 @@ def main() -> int:
     run("kubectl", "--kubeconfig", hub, "get", "hmls", "-n", "demo")
     run("kubectl", "--kubeconfig", hub, "get", "hmls", "-n", "demo", "hmls-sample", "-o", "yaml")
     run(*hmls, "status", "demo/hmls-sample", "--kubeconfig", hub)
+
+    print("\n# HeadIngress: route traffic 30/70 from the ingress cluster (seed: created by hand)")
+    ingress = str(env.kubeconfig("ingress"))
+    run(*hmls, "cluster", "join", "ingress", "--kubeconfig", hub,
+        "--cluster-kubeconfig", ingress)
+    run("kubectl", "--kubeconfig", ingress, "create", "namespace", "demo", check=False)
+    traffic = {"spec": {"traffic": {"ingressCluster": "ingress",
+                                    "weights": {"spoke1": 30, "spoke2": 70}}}}
+    run("kubectl", "--kubeconfig", hub, "patch", "hmls", "-n", "demo", "hmls-sample",
+        "--type=merge", "-p", json.dumps(traffic))
+    run("kubectl", "--kubeconfig", hub, "wait", "hmls", "-n", "demo", "hmls-sample",
+        "--for=condition=TrafficReady", "--timeout=60s")
+    run("kubectl", "--kubeconfig", ingress, "get", "serviceentries,virtualservices", "-n", "demo")
+    run("kubectl", "--kubeconfig", ingress, "get", "serviceentries,virtualservices", "-n", "demo",
+        "-o", "yaml")
+    run("kubectl", "--kubeconfig", hub, "get", "hmls", "-n", "demo", "hmls-sample",
+        "-o", "jsonpath={.status.traffic}")
     print("\nThe environment keeps running. Reach each cluster with kubectl:")
     for name in env.state().clusters:
         print(f"  kubectl --kubeconfig {env.kubeconfig(name)} get ns")

@@ -29,6 +29,7 @@ from hmls.domain.status import Condition, ItemResult
 ISTIO_API = "networking.istio.io/v1beta1"
 HTTPROUTE_API = "gateway.networking.k8s.io/v1"
 INGRESS_RANK = 10
+"""Backends (ServiceEntry, Service) are applied before the route that uses them."""
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,8 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
     objects: list[Desired] = []
     if any(w > 0 for _, _, w in routes):
         build = istio_objects if traffic.provider == "Istio" else gateway_api_objects
-        objects = [materialize(owner, traffic.ingress_cluster, body, rank=INGRESS_RANK)
+        objects = [materialize(owner, traffic.ingress_cluster, body,
+                               rank=INGRESS_RANK + (body["kind"] in ("VirtualService", "HTTPRoute")))
                    for body in build(namespace=namespace, owner_ns=owner_ns, owner_name=owner_name,
                                      traffic=traffic, prefix=prefix, routes=routes)]
     status: dict[str, Any] = {

@@ -9,10 +9,11 @@ SIGINT cancels the group: workers stop between API calls, clients are closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
+import socket
 import time
+import uuid
 
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.engine.feedback import SpokeWatches
@@ -22,6 +23,7 @@ from hmls.engine.reconciler import HMLS, Reconciler
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj, Resource
 from hmls.kube.events import EventRecorder
+from hmls.kube.leader import LeaderElector, LostLeadership
 from hmls.kube.registry import ClusterRegistry
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics, serve
@@ -40,6 +42,7 @@ class Manager:
             namespace=settings.namespace, metrics=self.metrics, on_change=self._cluster_changed,
             policy=settings.kubeconfig_policy, request_timeout=settings.request_timeout)
         self.hub_cache = HubCache({})
+        self.elector: LeaderElector | None = None
         self._started = False
 
     # ----- event routing -----------------------------------------------------------
@@ -66,6 +69,8 @@ class Manager:
                 self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
 
     def ready(self) -> tuple[bool, str]:
+        if self.elector is not None and not self.elector.is_leader and not self._started:
+            return True, "standby: waiting for leadership"
         if not self._started:
             return False, "starting"
         if not self.hub_cache.synced():
@@ -107,8 +112,18 @@ class Manager:
         hub = await ClusterClient.for_hub(s.kubeconfig, timeout=s.request_timeout)
         runner = await serve(self.metrics, host=s.metrics_host, port=s.metrics_port,
                              ready=self.ready)
+        if s.leader_elect:
+            self.elector = LeaderElector(
+                hub, namespace=s.leader_election_namespace or s.namespace,
+                identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                lease_seconds=s.lease_seconds, renew_deadline=s.renew_deadline,
+                retry_seconds=s.retry_seconds)
         try:
+            if self.elector:
+                await self.elector.acquire()
             async with asyncio.TaskGroup() as tg:
+                if self.elector:
+                    tg.create_task(self.elector.hold())
                 secrets = Informer(hub, SECRETS, namespace=s.namespace,
                                    label_selector=CLUSTER_LABEL,
                                    on_event=self.registry.on_secret_event)
@@ -139,6 +154,8 @@ class Manager:
                          sum(1 for _ in self.hub_cache.objects()), s.workers)
         finally:
             self.queue.shutdown()
+            if self.elector:
+                await self.elector.release()
             await self.registry.close()
             await hub.close()
             await runner.cleanup()
@@ -150,6 +167,13 @@ async def run_until_signalled(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, task.cancel)
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
-    log.info("hmls controller stopped")
+    except asyncio.CancelledError:
+        log.info("hmls controller stopped")
+    except ExceptionGroup as group:
+        lost = group.subgroup(LostLeadership)
+        if lost is None:
+            raise
+        log.error("stopping: %s", lost.exceptions[0])
+        raise SystemExit(1) from None

@@ -5,6 +5,9 @@
   spoke status → hub: an MLService's Ready condition is flipped on one spoke (status
       subresource, as its controller would); the clock stops when the hub's aggregated
       status shows it.
+  not-ready → route change: the same flip on spoke2 of a HyperMLService with a traffic
+      section (30/70); the clock stops when the ingress cluster's VirtualService watch shows
+      spoke1 at 100.
 
 Prints p50/p90/p99 and writes a JSON result.  Usage:
   python scripts/bench/latency.py [--runs 30] [--spokes 2] [--out result.json]
@@ -115,13 +118,67 @@ async def measure(env: Environment, runs: int) -> dict[str, Any]:
         back = watcher.wait(lambda o, m=mine: m(o) and cond(o, "Ready") == "True")
         await asyncio.wait_for(back, 30)  # the simulator restores it
         await hub.delete(HMLS, NAMESPACE, obj["metadata"]["name"])
+    reroute = await measure_reroute(clients, watcher, sample, spokes, runs)
     task.cancel()
     for c in clients.values():
         await c.close()
     return {"spokes": len(spokes), "manifests_per_cluster": 3,
             "create_to_fully_applied": summary(applied), "create_to_ready": summary(ready),
             "spoke_status_to_hub": summary(propagate),
+            "spoke_not_ready_to_virtualservice": summary(reroute),
             "note": "create_to_ready includes the simulator's 0.5 s status delay"}
+
+
+async def flip_ready(spoke: ClusterClient, value: str) -> None:
+    live = await spoke.get(MLSERVICE, NAMESPACE, "torch-mnist-s3")
+    assert live is not None
+    status = copy.deepcopy(live["status"])
+    for c in status["conditions"]:
+        if c["type"] == "Ready":
+            c["status"] = value
+    await spoke.patch(MLSERVICE, NAMESPACE, "torch-mnist-s3", {"status": status},
+                      subresource="status", field_manager="bench")
+
+
+async def measure_reroute(clients: dict[str, ClusterClient], watcher: Watcher, sample: Obj,
+                          spokes: list[str], runs: int) -> list[float]:
+    """Flip spoke2's MLService not-ready; time until the VirtualService drops it."""
+    waiting: list[tuple[Any, asyncio.Future[float]]] = []
+
+    def on_vs(kind: str, old: Obj | None, new: Obj | None) -> None:
+        now = time.perf_counter()
+        for pred, fut in list(waiting):
+            if new is not None and not fut.done() and pred(new):
+                fut.set_result(now)
+                waiting.remove((pred, fut))
+
+    def weights(vs: Obj) -> list[int]:
+        return [r["weight"] for r in vs["spec"]["http"][0]["route"]]
+
+    vs_res = await clients["ingress"].resource("networking.istio.io/v1beta1", "VirtualService")
+    informer = Informer(clients["ingress"], vs_res, namespace=NAMESPACE, on_event=on_vs)
+    task = asyncio.create_task(informer.run())
+    await informer.synced.wait()
+    obj = copy.deepcopy(sample)
+    obj["metadata"]["name"] = "traffic"
+    obj["spec"]["traffic"] = {"ingressCluster": "ingress", "recoverySeconds": 0,
+                              "weights": {spokes[0]: 30, spokes[1]: 70}}
+    fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+    waiting.append((lambda vs: weights(vs) == [30, 70], fut))
+    await clients["hub"].create(HMLS, NAMESPACE, obj)
+    await asyncio.wait_for(fut, 30)
+    out = []
+    for _ in range(runs):
+        fut = asyncio.get_running_loop().create_future()
+        waiting.append((lambda vs: weights(vs) == [100], fut))
+        t0 = time.perf_counter()
+        await flip_ready(clients[spokes[1]], "False")
+        out.append(await asyncio.wait_for(fut, 30) - t0)
+        back: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        waiting.append((lambda vs: weights(vs) == [30, 70], back))
+        await asyncio.wait_for(back, 30)  # the simulator restores Ready
+    task.cancel()
+    return out
 
 
 def main() -> int:
@@ -136,7 +193,7 @@ def main() -> int:
     env.up(spokes=args.spokes)
     try:
         hub = str(env.kubeconfig("hub"))
-        for spoke in env.spokes():
+        for spoke in [*env.spokes(), "ingress"]:
             subprocess.run([sys.executable, "-m", "hmls", "cluster", "join", spoke, "--kubeconfig",
                             hub, "--cluster-kubeconfig", str(env.kubeconfig(spoke))], check=True)
         for c in env.state().clusters:
