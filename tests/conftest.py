@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -79,6 +80,12 @@ async def eventually(check: Callable[[], Awaitable[Any]], *, timeout: float = 20
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 class Controller:
     """An ``hmls controller`` subprocess against the session's hub."""
 
@@ -139,7 +146,7 @@ def joined(env: Environment) -> list[str]:
 
 @pytest.fixture(scope="session")
 def controller(env: Environment, joined: list[str]) -> Iterator[Controller]:
-    ctl = Controller(env, 18181)
+    ctl = Controller(env, free_port())
     ctl.start()
     yield ctl
     if ctl.proc is not None:

@@ -122,7 +122,7 @@ class Environment:
         self.die_with_parent = die_with_parent
         self._log = log or (lambda text: print(f"[hmls dev] {text}", file=sys.stderr, flush=True))
         self._marker = str(self.dir)
-        self._children: list[subprocess.Popen[bytes]] = []
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     # ----- paths -------------------------------------------------------------------
     @property
@@ -207,7 +207,7 @@ class Environment:
         for c in st.clusters.values():
             _stop_pid(c.pid, self._marker)
         _stop_pid(st.etcd_pid, self._marker)
-        for child in self._children:
+        for child in self._children.values():
             with contextlib.suppress(Exception):
                 child.wait(timeout=1)
         self._children.clear()
@@ -258,8 +258,16 @@ class Environment:
             preexec_fn=_set_pdeathsig if self.die_with_parent else None,
         )
         logf.close()
-        self._children.append(proc)
+        self._children[proc.pid] = proc
         return proc.pid
+
+    def _exited(self, pid: int) -> bool:
+        """True if the process is gone.  A child of ours is asked directly: between fork and
+        exec its command line is still ours, so the marker check would be wrong."""
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is not None
+        return not _alive(pid, self._marker)
 
     def _make_pki(self, names: list[str]) -> None:
         ca = CertificateAuthority.create(self.pki)
@@ -288,7 +296,7 @@ class Environment:
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
                 if b'"true"' in resp.read():
                     return
-            if not _alive(st.etcd_pid, self._marker):
+            if self._exited(st.etcd_pid):
                 break
             time.sleep(0.2)
         raise DevEnvError(f"etcd did not become healthy; see {self.log_path('etcd')}")
@@ -332,7 +340,7 @@ class Environment:
                         return
             except OSError as exc:
                 last = str(exc)
-            if not _alive(c.pid, self._marker):
+            if self._exited(c.pid):
                 raise DevEnvError(
                     f"kube-apiserver for {c.name} exited; see {self.log_path(c.name)}")
             time.sleep(0.25)

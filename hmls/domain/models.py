@@ -67,6 +67,8 @@ class Spec(BaseModel):
     workloads: list[Workload] = Field(min_length=1)
     deletion_policy: Literal["Delete", "Orphan"] = Field("Delete", alias="deletionPolicy")
     traffic: TrafficSpec | None = None
+    take_over: bool = Field(False, alias="takeOver")
+    """Force server-side apply: take fields that another field manager owns on a spoke."""
 
     @model_validator(mode="after")
     def _weights_name_workload_clusters(self) -> Spec:

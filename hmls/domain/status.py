@@ -7,6 +7,7 @@ Pure.  The reconciler collects one ``ItemResult`` per (cluster, manifest) and ca
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,6 +122,23 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: dict[str, A
         "conditions": merge_conditions((previous or {}).get("conditions") or [], conditions,
                                        generation=generation, now=now),
     }
+
+
+MAX_STATUS_BYTES = 512 * 1024
+"""Well under etcd's 1.5 MiB object limit, leaving room for the spec."""
+
+
+def fit(status: dict[str, Any], limit: int = MAX_STATUS_BYTES) -> dict[str, Any]:
+    """The status, summarised if its JSON would exceed limit: per-item spoke status is
+    dropped (cluster, resource, applied, message and ready stay, so nothing hmls needs to
+    prune or clean up is forgotten) and ``summarised`` says so."""
+    size = len(json.dumps(status, separators=(",", ":")))
+    if size <= limit:
+        return status
+    items = [{k: v for k, v in i.items() if k != "status"} for i in status["aggregatedStatus"]]
+    return {**status, "aggregatedStatus": items,
+            "summarised": (f"per-item status omitted: the full status would be {size} bytes "
+                           f"(limit {limit}); see each cluster for details")}
 
 
 def invalid(*, generation: int, previous: dict[str, Any] | None, now: str, message: str

@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 import uuid
+from collections.abc import Callable
 
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.engine.feedback import SpokeWatches
@@ -67,6 +68,11 @@ class Manager:
                                (obj.get("status") or {}).get("aggregatedStatus") or []}
             if cluster in spec_clusters | status_clusters or obj["metadata"].get("deletionTimestamp"):
                 self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+
+    def _hub_restart(self, resource: str) -> Callable[[str], None]:
+        def restarted(reason: str) -> None:
+            self.metrics.watch_restarts.labels("hub", resource, reason).inc()
+        return restarted
 
     def ready(self) -> tuple[bool, str]:
         if self.elector is not None and not self.elector.is_leader and not self._started:
@@ -126,10 +132,12 @@ class Manager:
                     tg.create_task(self.elector.hold())
                 secrets = Informer(hub, SECRETS, namespace=s.namespace,
                                    label_selector=CLUSTER_LABEL,
-                                   on_event=self.registry.on_secret_event)
+                                   on_event=self.registry.on_secret_event,
+                                   on_restart=self._hub_restart("secrets"))
                 namespaces = s.watch_namespaces or ("",)
                 self.hub_cache = HubCache({
-                    ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event)
+                    ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event,
+                                 on_restart=self._hub_restart(HMLS.plural))
                     for ns in namespaces})
                 watches = SpokeWatches(
                     spawn=tg.create_task, metrics=self.metrics, on_owner=self._owner_changed,

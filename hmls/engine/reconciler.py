@@ -110,7 +110,7 @@ class Reconciler:
             return Outcome(True)
         desired = render(owner, spec)
         inventory = _inventory(previous)
-        applied = await self._apply_all(owner, desired)
+        applied = await self._apply_all(owner, desired, force=spec.take_over)
         items = [applied[d.cluster][i] for i, d in enumerate(desired)]
         keep = _refs_by_cluster(desired)
         extra: list[Condition] = []
@@ -132,19 +132,21 @@ class Reconciler:
                                    now=self._clock(), extra=tuple(extra))
         new["pendingDeletions"] = pending or None
         new["traffic"] = traffic_status
-        await self._write_status(obj, new)
+        await self._write_status(obj, status_mod.fit(new))
         await self._announce(obj, previous, items)
         converged = not pending and all(i.applied for i in items) and traffic_ok
         return Outcome(converged, requeue_after)
 
     # ----- fan-out -----------------------------------------------------------------
-    async def _apply_all(self, owner: Owner, desired: list[Desired]) -> dict[str, dict[int, ItemResult]]:
+    async def _apply_all(self, owner: Owner, desired: list[Desired], *, force: bool
+                         ) -> dict[str, dict[int, ItemResult]]:
         """Apply every item, clusters in parallel; results keyed by cluster, then item index."""
         by_cluster: dict[str, list[tuple[int, Desired]]] = {}
         for i, item in enumerate(desired):
             by_cluster.setdefault(item.cluster, []).append((i, item))
         names = sorted(by_cluster)
-        done = await asyncio.gather(*(self._apply_cluster(owner, n, by_cluster[n]) for n in names))
+        done = await asyncio.gather(*(self._apply_cluster(owner, n, by_cluster[n], force=force)
+                                      for n in names))
         return dict(zip(names, done, strict=True))
 
     def _usable(self, name: str) -> tuple[Cluster | None, str]:
@@ -157,18 +159,20 @@ class Reconciler:
             return None, f"cluster {name} is unreachable: {cluster.last_error}"
         return cluster, ""
 
-    async def _apply_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]]
-                             ) -> dict[int, ItemResult]:
+    async def _apply_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]], *,
+                             force: bool = False) -> dict[int, ItemResult]:
         """Apply one cluster's items in dependency order; one result per item index."""
         cluster, why = self._usable(name)
-        if cluster is None:
-            return {i: ItemResult(name, item.ref, False, item.error or why) for i, item in items}
+        refused = cluster.access.refuse_owner(name, owner.namespace) if cluster else None
+        if cluster is None or refused:
+            return {i: ItemResult(name, item.ref, False, item.error or refused or why)
+                    for i, item in items}
         results: dict[int, ItemResult] = {}
         unreachable: list[str] = []
         indexed = {id(item): i for i, item in items}
         for group in apply_order([item for _, item in items]):
             done = await asyncio.gather(*(
-                self._apply_one(cluster, owner, item, unreachable) for item in group))
+                self._apply_one(cluster, owner, item, unreachable, force) for item in group))
             for item, result in zip(group, done, strict=True):
                 results[indexed[id(item)]] = result
         if unreachable:
@@ -203,7 +207,7 @@ class Reconciler:
         return plan.status, plan.condition, plan.requeue_after
 
     async def _apply_one(self, cluster: Cluster, owner: Owner, item: Desired,
-                         unreachable: list[str]) -> ItemResult:
+                         unreachable: list[str], force: bool) -> ItemResult:
         name = cluster.name
         assert cluster.client is not None
         if item.error:
@@ -213,6 +217,12 @@ class Reconciler:
                               f"cluster {name} is unreachable: {unreachable[0]}")
         try:
             res = await cluster.client.resource(item.ref.api_version, item.ref.kind)
+            refused = cluster.access.refuse_object(
+                name, kind=item.ref.kind, namespaced=res.namespaced, namespace=item.ref.namespace,
+                owner_namespace=owner.namespace)
+            if refused:
+                self.metrics.apply_total.labels(name, "refused").inc()
+                return ItemResult(name, item.ref, False, refused)
             body = item.body
             if not res.namespaced and body["metadata"].get("namespace"):
                 body = {**body, "metadata": {k: v for k, v in body["metadata"].items()
@@ -234,7 +244,7 @@ class Reconciler:
                     return ItemResult(name, item.ref, True, APPLIED_OK, cached.get("status"))
             async with self._sem(name):
                 applied = await cluster.client.apply(body, field_manager=FIELD_MANAGER,
-                                                     resource=res)
+                                                     resource=res, force=force)
             inf.observe(applied)
             self.metrics.apply_total.labels(name, "applied").inc()
             return ItemResult(name, item.ref, True, APPLIED_OK, applied.get("status"))
@@ -259,8 +269,14 @@ class Reconciler:
         assert cluster.client is not None
         client = cluster.client
         candidates: dict[ResourceRef, Informer | None] = {ref: None for ref in inventory}
+        # a cluster-scoped object is the same object whatever namespace its manifest named
+        kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
         for inf in self.watches.informers(cluster.name):
             for obj in list(inf.store.values()):
+                if not inf.resource.namespaced and (
+                        inf.resource.api_version, inf.resource.kind,
+                        obj["metadata"]["name"]) in kept_unscoped:
+                    continue
                 if obj["metadata"]["labels"].get(OWNER_UID) == owner.uid:
                     ref = ResourceRef(inf.resource.api_version, inf.resource.kind,
                                       obj["metadata"].get("namespace") or "",

@@ -15,8 +15,9 @@ import binascii
 import hashlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from hmls.domain.access import AccessPolicy
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube import errors
@@ -39,6 +40,7 @@ class Cluster:
     version: str = ""
     generation: int = 0
     """Bumped each time the client is replaced, so watchers know to restart."""
+    access: AccessPolicy = field(default_factory=AccessPolicy)
 
 
 class ClusterRegistry:
@@ -86,10 +88,15 @@ class ClusterRegistry:
             return
         raw_b64 = (secret.get("data") or {}).get("kubeconfig", "")
         fingerprint = hashlib.sha256(raw_b64.encode()).hexdigest()
+        access = AccessPolicy.from_annotations(meta.get("annotations"))
         if other and other.fingerprint == fingerprint:
+            if other.access != access:
+                other.access = access
+                self._on_change(name)
             return
         self._secret_to_cluster[sname] = name
         cluster = await self._build(name, sname, raw_b64, fingerprint)
+        cluster.access = access
         self._clusters[name] = cluster
         if other and other.client:
             await other.client.close()

@@ -1,0 +1,446 @@
+"""Reliability and hostile input, against real API server processes that are killed,
+restarted and corrupted for real.  "Nothing lost" is stated per test.  Clusters that a test
+breaks on purpose are aliases (a second registration of a spoke's kubeconfig), so the
+shared spoke1/spoke2 registrations stay intact for the other tests."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from hmls.devenv.environment import Environment
+from hmls.devenv.pki import CertificateAuthority, KeyPair
+from hmls.devenv.simulator import READY_KNOB
+from hmls.domain.access import ALLOW_CLUSTER_SCOPED, ALLOW_OTHER_NAMESPACES, ALLOWED_NAMESPACES
+from hmls.domain.models import CLUSTER_LABEL, FINALIZER
+from hmls.kube.client import ClusterClient, Resource
+from tests.conftest import Controller, eventually, free_port, hmls_cli, kubectl, load_sample
+from tests.integration.helpers import (
+    CONFIGMAPS,
+    condition,
+    configmap,
+    create,
+    get_hmls,
+    hmls,
+    items,
+    mlservice,
+    namespace_everywhere,
+    replace_spec,
+    spoke_mlservice,
+    wait_condition,
+)
+
+Clients = dict[str, ClusterClient]
+LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
+
+
+def join_alias(env: Environment, alias: str, source: str, kubeconfig: Path | None = None,
+               **annotations: str) -> None:
+    hmls_cli("cluster", "join", alias, "--kubeconfig", str(env.kubeconfig("hub")),
+             "--cluster-kubeconfig", str(kubeconfig or env.kubeconfig(source)))
+    if annotations:
+        kubectl(env, "hub", "annotate", "--overwrite", "secret", "-n", "hmls-system",
+                f"cluster-{alias}", *(f"{k}={v}" for k, v in annotations.items()))
+
+
+def set_secret_kubeconfig(env: Environment, alias: str, raw: bytes) -> None:
+    patch = {"data": {"kubeconfig": base64.b64encode(raw).decode()}}
+    kubectl(env, "hub", "patch", "secret", "-n", "hmls-system", f"cluster-{alias}",
+            "--type=merge", "-p", json.dumps(patch))
+
+
+def uniq(obj: dict[str, Any]) -> bool:
+    keys = [(i["cluster"], json.dumps(i["resource"], sort_keys=True)) for i in items(obj)]
+    return len(keys) == len(set(keys))
+
+
+# ----- faults ----------------------------------------------------------------------------
+
+async def test_spoke_killed_while_applying_then_restarted(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Nothing lost: once spoke2 is back, every manifest exists there exactly once and the
+    status converges without any manual action."""
+    ns = "f-spoke-kill"
+    namespace_everywhere(env, ns)
+    manifests = [configmap(f"c{i}", v=str(i)) for i in range(20)]
+    create(env, hmls(ns, "svc", (["spoke1", "spoke2"], manifests)))
+    env.kill_cluster("spoke2")
+    try:
+        async def reported() -> dict[str, Any] | None:
+            o = await get_hmls(clients["hub"], ns, "svc")
+            if not o or not o.get("status"):
+                return None
+            s1 = items(o, "spoke1")
+            s2 = [i for i in items(o, "spoke2") if not i["applied"]]
+            return o if s1 and all(i["applied"] for i in s1) and s2 else None
+        obj = await eventually(reported, what="spoke1 applied, spoke2 failing")
+        failing = next(i for i in items(obj, "spoke2") if not i["applied"])
+        assert failing["appliedMessage"].startswith("cluster spoke2 is unreachable: ")
+    finally:
+        env.start_cluster("spoke2")
+    started = time.monotonic()
+    done = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", timeout=60)
+    print(f"\nspoke restart -> converged in {time.monotonic() - started:.2f}s")
+    assert uniq(done) and len(items(done)) == 40
+    listed, _ = await clients["spoke2"].list(CONFIGMAPS, namespace=ns)
+    assert sorted(c["metadata"]["name"] for c in listed if c["metadata"]["name"] != "kube-root-ca.crt") \
+        == sorted(f"c{i}" for i in range(20))
+
+
+async def test_hub_restart_reconnects_and_deletes_nothing(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Nothing lost: spoke objects keep their resourceVersion across the hub outage, and the
+    next edit is reconciled with the current observedGeneration."""
+    ns = "f-hub-restart"
+    namespace_everywhere(env, ns)
+    obj = hmls(ns, "svc", (["spoke1"], [configmap("a")]))
+    create(env, obj)
+    await wait_condition(clients["hub"], ns, "svc", "FullyApplied")
+    before = await clients["spoke1"].get(CONFIGMAPS, ns, "a")
+    env.stop_cluster("hub")
+    await asyncio.sleep(2)
+    env.start_cluster("hub")
+    assert controller.proc is not None and controller.proc.poll() is None
+    obj["spec"]["workloads"][0]["manifests"].append(configmap("b"))
+    replace_spec(env, obj)
+    done = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", timeout=60)
+    assert done["status"]["observedGeneration"] == 2
+    after = await clients["spoke1"].get(CONFIGMAPS, ns, "a")
+    assert before and after
+    assert after["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+    assert await clients["spoke1"].get(CONFIGMAPS, ns, "b") is not None
+
+
+async def test_controller_sigkill_mid_reconcile(env: Environment, clients: Clients,
+                                               controller: Controller) -> None:
+    """Nothing lost: after SIGKILL and restart the spokes hold exactly the desired objects,
+    the finalizer is intact, and a further restart re-writes nothing."""
+    ns = "f-sigkill"
+    namespace_everywhere(env, ns)
+    create(env, hmls(ns, "svc", (["spoke1", "spoke2"], [configmap(f"c{i}") for i in range(30)])))
+    await asyncio.sleep(0.15)
+    controller.stop(signal.SIGKILL)
+    controller.start()
+    done = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", timeout=60)
+    assert FINALIZER in done["metadata"]["finalizers"] and uniq(done)
+    for spoke in ("spoke1", "spoke2"):
+        listed, _ = await clients[spoke].list(CONFIGMAPS, namespace=ns,
+                                              label_selector="hmls.tensorstack.dev/owner-name=svc")
+        assert len(listed) == 30
+    controller.stop()
+    controller.start()
+    await eventually(lambda: _settled(controller), what="restarted controller idle")
+    m = controller.metrics()
+    assert not any(k.startswith("hmls_apply_total") and 'result="applied"' in k for k in m)
+
+
+async def _settled(controller: Controller) -> bool:
+    m = controller.metrics()
+    return m.get('hmls_reconcile_total{result="success"}', 0) >= 1 and m.get("hmls_queue_depth") == 0
+
+
+def _etcd(env: Environment, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{env.state().etcd_port}{path}",
+                                 data=json.dumps(body).encode(), method="POST")
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        result: dict[str, Any] = json.loads(resp.read())
+        return result
+
+
+async def test_watch_expiry_relists_and_carries_on(env: Environment, clients: Clients,
+                                                  controller: Controller) -> None:
+    """Nothing lost: after etcd compaction and API server restarts force 410 Gone on the
+    spoke and hub watches, a later spoke status change still reaches the hub."""
+    ns = "f-410"
+    namespace_everywhere(env, ns)
+    create(env, hmls(ns, "svc", (["spoke1"], [mlservice("m")])))
+    await wait_condition(clients["hub"], ns, "svc", "Ready")
+    kubectl(env, "spoke1", "create", "configmap", "churn", "-n", ns)
+    rev = _etcd(env, "/v3/kv/range", {"key": base64.b64encode(b"/").decode()})["header"]["revision"]
+    _etcd(env, "/v3/kv/compaction", {"revision": rev, "physical": True})
+    for cluster in ("spoke1", "hub"):
+        env.stop_cluster(cluster)
+        env.start_cluster(cluster)
+
+    async def expired() -> bool:
+        m = controller.metrics()
+        return any("reason=\"expired\"" in k and 'cluster="spoke1"' in k and v > 0
+                   for k, v in m.items() if k.startswith("hmls_watch_restarts_total"))
+    await eventually(expired, timeout=40, what="a spoke1 watch re-listed after 410")
+    kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "m", f"{READY_KNOB}=false")
+    await wait_condition(clients["hub"], ns, "svc", "Ready", "False", timeout=40)
+
+
+async def test_cluster_secret_rotated_corrupted_deleted(
+        env: Environment, clients: Clients, controller: Controller, tmp_path: Path) -> None:
+    """Nothing lost: rotation keeps status flowing; corruption and deletion are reported
+    and delete nothing on the spoke; re-registration converges."""
+    alias = "rot"
+    join_alias(env, alias, "spoke1")
+    ns = "f-rotate"
+    namespace_everywhere(env, ns)
+    create(env, hmls(ns, "svc", ([alias], [mlservice("m")])))
+    await wait_condition(clients["hub"], ns, "svc", "Ready")
+    # rotate: a new client certificate for the same cluster
+    ca = CertificateAuthority.create(env.pki)
+    pair = ca.client(KeyPair(tmp_path / "r.crt", tmp_path / "r.key"), user="rotated",
+                     groups=("system:masters",))
+    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    cfg["users"][0]["user"] = {
+        "client-certificate-data": base64.b64encode(pair.cert_pem()).decode(),
+        "client-key-data": base64.b64encode(pair.key_pem()).decode()}
+    rotated = tmp_path / "rotated.kubeconfig"
+    rotated.write_text(yaml.safe_dump(cfg))
+    join_alias(env, alias, "spoke1", kubeconfig=rotated)
+    kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "m", f"{READY_KNOB}=false")
+    await wait_condition(clients["hub"], ns, "svc", "Ready", "False")
+    # corrupt
+    set_secret_kubeconfig(env, alias, b"clusters: [oops")
+
+    async def refused() -> dict[str, Any] | None:
+        o = await get_hmls(clients["hub"], ns, "svc")
+        msg = items(o, alias)[0]["appliedMessage"] if o else ""
+        return o if "kubeconfig is not valid YAML" in msg else None
+    obj = await eventually(refused, what="corrupt kubeconfig reported")
+    assert items(obj, alias)[0]["appliedMessage"] == (
+        f"cluster {alias} cannot be used: kubeconfig is not valid YAML at line 1")
+    assert controller.proc is not None and controller.proc.poll() is None
+    # delete the registration: reported as unregistered, nothing deleted on the spoke
+    kubectl(env, "hub", "delete", "secret", "-n", "hmls-system", f"cluster-{alias}")
+
+    async def unregistered() -> bool:
+        o = await get_hmls(clients["hub"], ns, "svc")
+        return bool(o) and "is not registered" in items(o, alias)[0]["appliedMessage"]
+    await eventually(unregistered, what="unregistered reported")
+    assert await spoke_mlservice(clients["spoke1"], ns, "m") is not None
+    kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "m", f"{READY_KNOB}-")
+    join_alias(env, alias, "spoke1")
+    await wait_condition(clients["hub"], ns, "svc", "Ready")
+
+
+async def test_delete_while_spoke_down_cleans_up_when_it_returns(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Nothing lost or leaked: the deletion waits (CleanupPending names the cluster) and
+    finishes, deleting the spoke's objects, as soon as the spoke is back."""
+    alias = "comeback"
+    join_alias(env, alias, "spoke2")
+    ns = "f-delete-down"
+    namespace_everywhere(env, ns)
+    create(env, hmls(ns, "svc", ([alias], [configmap("c")])))
+    await wait_condition(clients["hub"], ns, "svc", "FullyApplied")
+    env.stop_cluster("spoke2")
+    try:
+        kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--wait=false")
+        obj = await wait_condition(clients["hub"], ns, "svc", "CleanupPending", timeout=30)
+        assert alias in condition(obj, "CleanupPending")["message"]
+    finally:
+        env.start_cluster("spoke2")
+
+    async def finished() -> bool:
+        return await get_hmls(clients["hub"], ns, "svc") is None
+    await eventually(finished, timeout=60, what="deletion finished after the spoke returned")
+    assert await clients["spoke2"].get(CONFIGMAPS, ns, "c") is None
+
+
+@pytest.fixture
+def shared_controller_paused(controller: Controller) -> Iterator[None]:
+    controller.stop()
+    try:
+        yield
+    finally:
+        controller.start()
+
+
+async def test_leader_election_hands_over(env: Environment, clients: Clients,
+                                          shared_controller_paused: None) -> None:
+    """One replica works; killing it hands over within the lease time."""
+    kubectl(env, "hub", "delete", "lease", "-n", "hmls-system", "hmls-controller", check=False)
+    replicas = [Controller(env, free_port(), "--leader-elect", "--lease-seconds", "3")
+                for _ in range(2)]
+    for r in replicas:
+        r.start()
+    try:
+        async def holder() -> str | None:
+            lease = await clients["hub"].get(LEASES, "hmls-system", "hmls-controller")
+            return ((lease or {}).get("spec") or {}).get("holderIdentity") or None
+        first = await eventually(holder, what="a leader")
+        ns = "f-leader"
+        namespace_everywhere(env, ns)
+        create(env, hmls(ns, "one", (["spoke1"], [configmap("a")])))
+        await wait_condition(clients["hub"], ns, "one", "FullyApplied")
+        active = [r for r in replicas if r.metrics().get('hmls_reconcile_total{result="success"}', 0)]
+        assert len(active) == 1
+        leader = active[0]
+        killed = time.monotonic()
+        leader.stop(signal.SIGKILL)
+
+        async def new_holder() -> str | None:
+            h = await holder()
+            return h if h and h != first else None
+        await eventually(new_holder, timeout=15, what="a new leader")
+        create(env, hmls(ns, "two", (["spoke1"], [configmap("b")])))
+        await wait_condition(clients["hub"], ns, "two", "FullyApplied")
+        handover = time.monotonic() - killed
+        print(f"\nleader SIGKILL -> new leader reconciled in {handover:.2f}s (lease 3s)")
+        assert handover < 3 + 2 * 0.4 + 5
+    finally:
+        for r in replicas:
+            if r.proc is not None:
+                r.stop()
+
+
+async def test_two_controllers_without_election_do_not_fight(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Identical desired objects and status values: a second replica converges to the same
+    state and neither keeps writing."""
+    second = Controller(env, free_port())
+    second.start()
+    try:
+        ns = "f-twins"
+        namespace_everywhere(env, ns)
+        create(env, hmls(ns, "svc", (["spoke1", "spoke2"], [mlservice("m"), configmap("c")])))
+        await wait_condition(clients["hub"], ns, "svc", "Ready")
+        await asyncio.sleep(2)
+        writes = [c.metrics().get("hmls_status_writes_total", 0) for c in (controller, second)]
+        live = await spoke_mlservice(clients["spoke1"], ns, "m")
+        await asyncio.sleep(3)
+        assert [c.metrics().get("hmls_status_writes_total", 0) for c in (controller, second)] == writes
+        again = await spoke_mlservice(clients["spoke1"], ns, "m")
+        assert live and again
+        assert again["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"]
+    finally:
+        second.stop()
+
+
+# ----- hostile input ---------------------------------------------------------------------
+
+@pytest.mark.parametrize(("mutate", "message"), [
+    (lambda c, t: c["users"][0]["user"].update({"tokenFile": str(t / "token")}),
+     "user.tokenFile reads a file on the controller's host"),
+    (lambda c, t: c["users"][0]["user"].update({"client-certificate": str(t / "crt")}),
+     "user.client-certificate reads a file on the controller's host"),
+    (lambda c, t: c["clusters"][0]["cluster"].update({"insecure-skip-tls-verify": True}),
+     "cluster.insecure-skip-tls-verify disables TLS verification"),
+    (lambda c, t: c["clusters"][0]["cluster"].update({"proxy-url": "http://127.0.0.1:3128"}),
+     "cluster.proxy-url sends traffic through a proxy"),
+    (lambda c, t: c["users"][0]["user"].update({"auth-provider": {"name": "oidc"}}),
+     "user.auth-provider runs a plugin on the controller's host"),
+])
+async def test_hostile_kubeconfigs_are_refused(env: Environment, clients: Clients,
+                                               controller: Controller, tmp_path: Path,
+                                               mutate: Any, message: str) -> None:
+    alias = f"hostile{abs(hash(message)) % 10000}"
+    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    mutate(cfg, tmp_path)
+    secret = {"apiVersion": "v1", "kind": "Secret",
+              "metadata": {"name": f"cluster-{alias}", "namespace": "hmls-system",
+                           "labels": {CLUSTER_LABEL: alias}},
+              "data": {"kubeconfig": base64.b64encode(yaml.safe_dump(cfg).encode()).decode()}}
+    kubectl(env, "hub", "apply", "-f", "-", input=yaml.safe_dump(secret))
+    ns = f"f-{alias}"
+    namespace_everywhere(env, ns)
+    create(env, hmls(ns, "svc", ([alias], [configmap("c")])))
+
+    async def refused() -> str | None:
+        o = await get_hmls(clients["hub"], ns, "svc")
+        return items(o)[0]["appliedMessage"] if o and o.get("status") else None
+    got = await eventually(refused, what="refusal reported")
+    assert got == f"cluster {alias} cannot be used: kubeconfig refused: {message}"
+
+
+async def test_cluster_scoped_and_foreign_namespace_manifests(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Scope comes from the spoke's discovery: a ClusterRole that claims a namespace is still
+    cluster-scoped.  Both are refused until the cluster Secret opts in."""
+    ns = "f-escalate"
+    namespace_everywhere(env, ns)
+    kubectl(env, "spoke1", "create", "namespace", "elsewhere", check=False)
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+            "metadata": {"name": "f-escalate-role", "namespace": ns},
+            "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]}
+    foreign = configmap("x")
+    foreign["metadata"]["namespace"] = "elsewhere"
+    create(env, hmls(ns, "svc", (["spoke1"], [role, foreign, configmap("fine")])))
+    obj = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", "False")
+    by = {i["resource"]["name"]: i for i in items(obj)}
+    assert by["f-escalate-role"]["appliedMessage"] == (
+        f"ClusterRole is cluster-scoped on cluster spoke1; refused unless the cluster Secret has "
+        f"{ALLOW_CLUSTER_SCOPED}: \"true\"")
+    assert by["x"]["appliedMessage"].startswith(
+        f"namespace elsewhere differs from the HyperMLService's namespace {ns}; refused")
+    assert by["fine"]["applied"] is True
+    assert kubectl(env, "spoke1", "get", "clusterrole", "f-escalate-role", check=False).returncode != 0
+    join_alias(env, "trusted", "spoke1", **{ALLOW_CLUSTER_SCOPED: "true", ALLOW_OTHER_NAMESPACES: "true"})
+    create(env, hmls(ns, "trusted", (["trusted"], [role, foreign])))
+    await wait_condition(clients["hub"], ns, "trusted", "FullyApplied")
+    assert kubectl(env, "spoke1", "get", "clusterrole", "f-escalate-role").returncode == 0
+
+
+async def test_cluster_restricted_to_hub_namespaces(env: Environment, clients: Clients,
+                                                   controller: Controller) -> None:
+    join_alias(env, "teamonly", "spoke1", **{ALLOWED_NAMESPACES: "team-a"})
+    ns = "f-not-team-a"
+    namespace_everywhere(env, ns)
+    create(env, hmls(ns, "svc", (["teamonly"], [configmap("c")])))
+    obj = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", "False")
+    assert items(obj)[0]["appliedMessage"] == (
+        f"cluster teamonly does not accept HyperMLServices from namespace {ns} "
+        f"(its Secret's {ALLOWED_NAMESPACES}: team-a)")
+    assert await clients["spoke1"].get(CONFIGMAPS, ns, "c") is None
+
+
+async def test_field_manager_conflict_reported_then_taken_over(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    ns = "f-takeover"
+    namespace_everywhere(env, ns)
+    theirs = {"apiVersion": "v1", "kind": "ConfigMap",
+              "metadata": {"name": "shared", "namespace": ns}, "data": {"k": "theirs"}}
+    kubectl(env, "spoke1", "apply", "--server-side", "--field-manager=someone-else", "-f", "-",
+            input=yaml.safe_dump(theirs))
+    obj = hmls(ns, "svc", (["spoke1"], [configmap("shared", k="ours")]))
+    create(env, obj)
+    done = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", "False")
+    msg = items(done)[0]["appliedMessage"]
+    assert msg.startswith("conflict by cluster spoke1: ") and "someone-else" in msg
+    cm = await clients["spoke1"].get(CONFIGMAPS, ns, "shared")
+    assert cm and cm["data"] == {"k": "theirs"}
+    obj["spec"]["takeOver"] = True
+    replace_spec(env, obj)
+    await wait_condition(clients["hub"], ns, "svc", "FullyApplied")
+    cm = await clients["spoke1"].get(CONFIGMAPS, ns, "shared")
+    assert cm and cm["data"] == {"k": "ours"}
+
+
+async def test_no_secret_leaks(env: Environment, clients: Clients, controller: Controller) -> None:
+    """The seed's S3 Secret and the clusters' kubeconfigs appear in no log, Event, status or
+    metric label."""
+    ns = "f-leaks"
+    namespace_everywhere(env, ns)
+    sample = load_sample()
+    sample["metadata"]["namespace"] = ns
+    for m in sample["spec"]["workloads"][0]["manifests"]:
+        m["metadata"]["namespace"] = ns
+    sample["spec"]["workloads"].append({"clusters": ["nosuch"], "manifests": [configmap("z")]})
+    create(env, sample)
+    await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied", "False")
+    kc = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    needles = ["host_base = example.s3.local", base64.b64encode(b"host_base").decode()[:8],
+               kc["users"][0]["user"]["client-key-data"][:40],
+               base64.b64decode(kc["users"][0]["user"]["client-key-data"]).decode().splitlines()[1]]
+    status = json.dumps((await get_hmls(clients["hub"], ns, "hmls-sample"))["status"])  # type: ignore[index]
+    events = kubectl(env, "hub", "get", "events", "-A", "-o", "yaml").stdout
+    metrics = json.dumps(controller.metrics())
+    logs = controller.log.read_text()
+    for where, text in (("status", status), ("events", events), ("metrics", metrics), ("logs", logs)):
+        for needle in needles:
+            assert needle not in text, f"secret material found in {where}"
