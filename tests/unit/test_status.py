@@ -272,3 +272,17 @@ def test_invalid_without_previous_status() -> None:
     assert out["summary"] == {"clusters": 0, "applied": "0/0", "ready": "0/0"}
     assert out["aggregatedStatus"] == []
     assert [c["type"] for c in out["conditions"]] == ["FullyApplied", "Ready"]
+
+
+def test_fit_summarises_a_status_that_is_too_large() -> None:
+    from hmls.domain.status import fit
+
+    big = {"aggregatedStatus": [
+        {"cluster": f"c{i}", "resource": {"kind": "MLService", "name": "m"}, "applied": True,
+         "appliedMessage": "ok", "ready": True, "status": {"blob": "x" * 1000}}
+        for i in range(50)], "conditions": []}
+    assert fit(big, limit=10**6) is big
+    small = fit(big, limit=20_000)
+    assert all("status" not in i for i in small["aggregatedStatus"])
+    assert [i["cluster"] for i in small["aggregatedStatus"]] == [f"c{i}" for i in range(50)]
+    assert small["summarised"].startswith("per-item status omitted: the full status would be")
