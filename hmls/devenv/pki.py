@@ -32,16 +32,16 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def _write_key(path: Path, key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    path.chmod(0o600)
+
+
 def _write(pair: KeyPair, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey) -> KeyPair:
-    pair.cert.parent.mkdir(parents=True, exist_ok=True)
-    pair.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    pair.key.chmod(0o600)
+    _write_key(pair.key, key)
     pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return pair
 
@@ -128,16 +128,8 @@ def service_account_keys(directory: Path) -> KeyPair:
     """RSA key pair for --service-account-{key,signing-key}-file (pair.cert is the public key)."""
     pair = KeyPair(directory / "sa.pub", directory / "sa.key")
     if not pair.key.exists():
-        directory.mkdir(parents=True, exist_ok=True)
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pair.key.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            )
-        )
-        pair.key.chmod(0o600)
+        _write_key(pair.key, key)
         pair.cert.write_bytes(
             key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo

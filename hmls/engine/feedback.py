@@ -62,6 +62,8 @@ class SpokeWatches:
         self._on_owner = on_owner
         self._on_unreachable = on_unreachable
         self._sync_timeout = sync_timeout
+        # cluster -> owner uid -> {(resource, namespace, name)}: what each HyperMLService owns
+        self._owned: dict[str, dict[str, set[tuple[Resource, str, str]]]] = {}
         # cluster name -> (client generation, {resource: (informer, task)})
         self._by_cluster: dict[str, tuple[int, dict[Resource, tuple[Informer, asyncio.Task[None]]]]] = {}
 
@@ -73,14 +75,26 @@ class SpokeWatches:
         if uid:
             self._on_owner(uid)
 
-    def informers(self, cluster: str) -> list[Informer]:
-        entry = self._by_cluster.get(cluster)
-        return [inf for inf, _ in entry[1].values()] if entry else []
+    def _index(self, cluster: str, resource: Resource, old: Obj | None, new: Obj | None) -> None:
+        owned = self._owned.setdefault(cluster, {})
+        for obj, add in ((old, False), (new, True)):
+            if obj is None:
+                continue
+            meta = obj["metadata"]
+            uid = meta["labels"].get(OWNER_UID)
+            if not uid:
+                continue
+            entry = (resource, meta.get("namespace") or "", meta["name"])
+            if add:
+                owned.setdefault(uid, set()).add(entry)
+            elif uid in owned:
+                owned[uid].discard(entry)
+                if not owned[uid]:
+                    del owned[uid]
 
-    def find(self, cluster: str, resource: Resource) -> Informer | None:
-        entry = self._by_cluster.get(cluster)
-        found = entry[1].get(resource) if entry else None
-        return found[0] if found and found[0].synced.is_set() else None
+    def owned(self, cluster: str, uid: str) -> list[tuple[Resource, str, str]]:
+        """(resource, namespace, name) of the watched objects carrying this owner uid."""
+        return sorted(self._owned.get(cluster, {}).get(uid, ()), key=lambda e: (e[0].kind, e[1], e[2]))
 
     async def informer(self, cluster: Cluster, resource: Resource) -> Informer:
         """The synced informer for this cluster and resource, started if needed."""
@@ -97,7 +111,12 @@ class SpokeWatches:
                 if isinstance(inf.last_exception, errors.Unreachable):
                     self._on_unreachable(c, inf.last_exception.message)
 
-            inf = Informer(cluster.client, resource, on_event=self._handler,
+            def handler(kind: str, old: Obj | None, new: Obj | None,
+                        c: str = cluster.name, r: Resource = resource) -> None:
+                self._index(c, r, old, new)
+                self._handler(kind, old, new)
+
+            inf = Informer(cluster.client, resource, on_event=handler,
                            label_selector=OWNER_UID, transform=trim, on_restart=restarted)
             found = (inf, self._spawn(inf.run()))
             entry[1][resource] = found
@@ -113,6 +132,7 @@ class SpokeWatches:
         return inf
 
     def stop(self, cluster: str) -> None:
+        self._owned.pop(cluster, None)
         entry = self._by_cluster.pop(cluster, None)
         if entry:
             for _, task in entry[1].values():

@@ -44,7 +44,6 @@ from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj, Resource
 from hmls.kube.events import EventRecorder
 from hmls.kube.registry import Cluster, ClusterRegistry
-from hmls.kube.watching import Informer
 from hmls.metrics import Metrics
 
 log = logging.getLogger("hmls.reconciler")
@@ -268,22 +267,14 @@ class Reconciler:
         Returns pendingDeletions items for what could not be deleted."""
         assert cluster.client is not None
         client = cluster.client
-        candidates: dict[ResourceRef, Informer | None] = {ref: None for ref in inventory}
+        candidates = set(inventory)
         # a cluster-scoped object is the same object whatever namespace its manifest named
         kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
-        for inf in self.watches.informers(cluster.name):
-            for obj in list(inf.store.values()):
-                if not inf.resource.namespaced and (
-                        inf.resource.api_version, inf.resource.kind,
-                        obj["metadata"]["name"]) in kept_unscoped:
-                    continue
-                if obj["metadata"]["labels"].get(OWNER_UID) == owner.uid:
-                    ref = ResourceRef(inf.resource.api_version, inf.resource.kind,
-                                      obj["metadata"].get("namespace") or "",
-                                      obj["metadata"]["name"])
-                    candidates[ref] = inf
+        for res, namespace, obj_name in self.watches.owned(cluster.name, owner.uid):
+            if res.namespaced or (res.api_version, res.kind, obj_name) not in kept_unscoped:
+                candidates.add(ResourceRef(res.api_version, res.kind, namespace, obj_name))
         pending: list[dict[str, Any]] = []
-        for ref in sorted(set(candidates) - keep):
+        for ref in sorted(candidates - keep):
             try:
                 res = await client.resource(ref.api_version, ref.kind)
             except errors.UnknownKind:
