@@ -39,6 +39,13 @@ class Metrics:
         self.clusters = Gauge(
             "hmls_clusters", "Registered clusters by state (ready, refused).", ["state"],
             registry=r)
+        self.not_fully_applied = Gauge(
+            "hmls_hypermlservices_not_fully_applied",
+            "HyperMLServices whose FullyApplied condition is not True (as last reconciled).",
+            registry=r)
+        self.leader = Gauge(
+            "hmls_leader", "1 while this replica holds the leader Lease (or runs without "
+            "leader election), 0 on a standby.", registry=r)
         self.watch_restarts = Counter(
             "hmls_watch_restarts_total", "Watches restarted, by cluster, resource and reason.",
             ["cluster", "resource", "reason"], registry=r)

@@ -126,7 +126,9 @@ class Manager:
                 retry_seconds=s.retry_seconds)
         try:
             if self.elector:
+                self.metrics.leader.set(0)
                 await self.elector.acquire()
+            self.metrics.leader.set(1)
             async with asyncio.TaskGroup() as tg:
                 if self.elector:
                     tg.create_task(self.elector.hold())
@@ -162,6 +164,7 @@ class Manager:
                          sum(1 for _ in self.hub_cache.objects()), s.workers)
         finally:
             self.queue.shutdown()
+            self.metrics.leader.set(0)
             if self.elector:
                 await self.elector.release()
             await self.registry.close()

@@ -74,8 +74,20 @@ class Reconciler:
         self.events = events
         self.metrics = metrics
         self._cap = per_cluster_concurrency
+        self._not_applied: set[str] = set()
         self._sems: dict[str, asyncio.Semaphore] = {}
         self._now = now
+
+    def _track(self, key: str, obj: Obj | None) -> None:
+        """Keep hmls_hypermlservices_not_fully_applied in step with the last status seen."""
+        fully = obj is None or any(
+            c.get("type") == "FullyApplied" and c.get("status") == "True"
+            for c in (obj.get("status") or {}).get("conditions") or [])
+        if fully:
+            self._not_applied.discard(key)
+        else:
+            self._not_applied.add(key)
+        self.metrics.not_fully_applied.set(len(self._not_applied))
 
     def _clock(self) -> str:
         return self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -91,13 +103,17 @@ class Reconciler:
         """Reconcile one key."""
         namespace, name = key.split("/", 1)
         obj = self.store.get(namespace, name)
+        self._track(key, obj)
         if obj is None:
             return Outcome(True)
         if obj["metadata"].get("deletionTimestamp"):
             return Outcome(await self._finalize(obj))
         if FINALIZER not in (obj["metadata"].get("finalizers") or []):
-            obj = await self._set_finalizers(obj, [*(obj["metadata"].get("finalizers") or []),
-                                                   FINALIZER])
+            updated = await self._set_finalizers(obj, [*(obj["metadata"].get("finalizers") or []),
+                                                       FINALIZER])
+            if updated is None:
+                return Outcome(True)
+            obj = updated
         owner = Owner.of(obj)
         generation = int(obj["metadata"].get("generation") or 0)
         previous = obj.get("status") or {}
@@ -132,6 +148,7 @@ class Reconciler:
         new["pendingDeletions"] = pending or None
         new["traffic"] = traffic_status
         await self._write_status(obj, status_mod.fit(new))
+        self._track(key, {"status": new})
         await self._announce(obj, previous, items)
         converged = not pending and all(i.applied for i in items) and traffic_ok
         return Outcome(converged, requeue_after)
@@ -352,12 +369,16 @@ class Reconciler:
         return True
 
     # ----- hub writes --------------------------------------------------------------
-    async def _set_finalizers(self, obj: Obj, finalizers: list[str]) -> Obj:
+    async def _set_finalizers(self, obj: Obj, finalizers: list[str]) -> Obj | None:
+        """The updated object, or None if it is gone already."""
         meta = obj["metadata"]
         patch = {"metadata": {"finalizers": finalizers,
                               "resourceVersion": meta["resourceVersion"]}}
-        updated = await self.hub.patch(HMLS, meta["namespace"], meta["name"], patch,
-                                       field_manager=FIELD_MANAGER)
+        try:
+            updated = await self.hub.patch(HMLS, meta["namespace"], meta["name"], patch,
+                                           field_manager=FIELD_MANAGER)
+        except errors.NotFound:
+            return None
         self.store.observe(updated)
         return updated
 

@@ -1,0 +1,35 @@
+# hmls controller image: ghcr.io/tensorstack/hmls:<version> (config/manager/deployment.yaml).
+#
+# NOTE: this Dockerfile has NOT been built in the development environment: that machine has no
+# Docker (or other OCI build) engine. Its steps were rehearsed there without a container
+# (same `pip install .` into a fresh virtualenv, `hmls --help` as an unprivileged user).
+#
+#   docker build -t ghcr.io/tensorstack/hmls:0.1.0 .
+#
+# The image runs as the non-root user 65532 with a read-only root filesystem (only /tmp, an
+# emptyDir in the Deployment, is writable).
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+WORKDIR /src
+# only what `pip install .` needs (see .dockerignore)
+COPY pyproject.toml README.md ./
+COPY hmls ./hmls
+RUN python -m venv /opt/hmls \
+ && /opt/hmls/bin/pip install . \
+ && /opt/hmls/bin/python -m compileall -q /opt/hmls
+
+FROM python:3.11-slim
+COPY --from=build /opt/hmls /opt/hmls
+ENV PATH=/opt/hmls/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1
+# a passwd entry for 65532: the Kubernetes client resolves the home directory at import time
+RUN groupadd --system --gid 65532 hmls \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin hmls
+USER 65532:65532
+EXPOSE 8080
+ENTRYPOINT ["hmls"]
+CMD ["controller"]
