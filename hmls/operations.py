@@ -59,9 +59,8 @@ def _secret_name(cluster: str) -> str:
     return f"cluster-{cluster}"
 
 
-async def _probe(name: str, cfg: Obj, *, timeout: float = 5.0) -> tuple[str, list[str]]:
-    """(gitVersion, missing permissions) of a vetted kubeconfig; raises KubeError."""
-    client = await ClusterClient.from_kubeconfig(name, cfg, timeout=timeout)
+async def _probe(client: ClusterClient) -> tuple[str, list[str]]:
+    """(gitVersion, missing permissions) of the cluster; raises KubeError."""
     try:
         version = await client.version()
         missing = []
@@ -76,10 +75,14 @@ async def _probe(name: str, cfg: Obj, *, timeout: float = 5.0) -> tuple[str, lis
         await client.close()
 
 
-async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace: str,
-               policy: KubeconfigPolicy) -> str:
+def _check_name(name: str) -> None:
     if not _NAME.match(name) or len(name) > 63:
         raise OperationError(f"cluster name {name!r} must be a DNS label (a-z, 0-9, '-')")
+
+
+async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace: str,
+               policy: KubeconfigPolicy) -> str:
+    _check_name(name)
     try:
         raw = Path(cluster_kubeconfig).read_bytes()  # noqa: ASYNC240 - small local file
     except OSError as exc:
@@ -89,7 +92,11 @@ async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace
     except KubeconfigRefused as exc:
         raise OperationError(f"{cluster_kubeconfig}: {exc}") from None
     try:
-        version, missing = await _probe(name, cfg)
+        client = await ClusterClient.from_kubeconfig(name, cfg, timeout=5.0)
+    except errors.KubeError as exc:
+        raise OperationError(f"{cluster_kubeconfig}: {exc.message}") from None
+    try:
+        version, missing = await _probe(client)
     except errors.KubeError as exc:
         raise OperationError(f"cannot reach cluster {name} at "
                              f"{cfg['clusters'][0]['cluster']['server']}: {exc.message}") from None
@@ -176,6 +183,7 @@ async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPo
 
 
 async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool) -> str:
+    _check_name(name)
     async with hub_client(hub) as client:
         secrets, _ = await client.list(SECRETS, namespace=namespace,
                                        label_selector=f"{CLUSTER_LABEL}={name}")

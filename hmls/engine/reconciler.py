@@ -412,9 +412,12 @@ def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:
 
 
 def _inventory(status: dict[str, Any]) -> dict[str, set[ResourceRef]]:
-    """What a previous status says hmls may have created, by cluster."""
+    """What a previous status says hmls created, by cluster: applied items and pending
+    deletions.  (An object whose later apply failed is still found through the spoke
+    watches' owner index.)"""
     out: dict[str, set[ResourceRef]] = {}
-    for item in [*(status.get("aggregatedStatus") or []), *(status.get("pendingDeletions") or [])]:
+    applied = [i for i in status.get("aggregatedStatus") or [] if i.get("applied")]
+    for item in [*applied, *(status.get("pendingDeletions") or [])]:
         cluster, resource = item.get("cluster"), item.get("resource")
         if cluster and resource:
             out.setdefault(cluster, set()).add(ResourceRef.from_status(resource))

@@ -70,8 +70,14 @@ class ClusterClient:
     @classmethod
     async def from_kubeconfig(cls, name: str, kubeconfig: Obj, *, timeout: float = 15.0
                               ) -> ClusterClient:
-        """Build a client from a kubeconfig dict that ``hmls.domain.kubeconfig`` accepted."""
-        api = await k8s_config.new_client_from_config_dict(kubeconfig)
+        """Build a client from a kubeconfig dict that ``hmls.domain.kubeconfig`` accepted.
+
+        A loader failure (e.g. certificate data that is not a certificate) is a KubeError
+        naming only the exception type: its message may quote the kubeconfig."""
+        try:
+            api = await k8s_config.new_client_from_config_dict(kubeconfig)
+        except Exception as exc:
+            raise errors.KubeError(f"kubeconfig could not be loaded ({type(exc).__name__})") from None
         return cls(name, api, timeout=timeout)
 
     @classmethod

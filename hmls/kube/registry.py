@@ -121,10 +121,9 @@ class ClusterRegistry:
         except KubeconfigRefused as exc:
             return Cluster(name, sname, fingerprint, None, error=str(exc),
                            generation=self._generation)
-        except Exception as exc:
-            # The message of a loader failure may quote the kubeconfig; keep only its type.
-            return Cluster(name, sname, fingerprint, None, generation=self._generation,
-                           error=f"kubeconfig could not be loaded ({type(exc).__name__})")
+        except errors.KubeError as exc:
+            return Cluster(name, sname, fingerprint, None, error=exc.message,
+                           generation=self._generation)
         return Cluster(name, sname, fingerprint, client, generation=self._generation)
 
     async def _drop(self, name: str, sname: str) -> None:
