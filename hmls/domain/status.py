@@ -26,6 +26,8 @@ class ItemResult:
     applied: bool
     message: str
     status: dict[str, Any] | None = None
+    created: bool = False
+    """Not applied now, but applied earlier: the object may exist on the cluster."""
 
     @property
     def health(self) -> Health | None:
@@ -41,6 +43,8 @@ class ItemResult:
             "applied": self.applied,
             "appliedMessage": self.message,
         }
+        if self.created and not self.applied:
+            out["created"] = True
         h = self.health
         if h is not None:
             out["ready"] = h.ready

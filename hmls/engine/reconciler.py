@@ -6,7 +6,7 @@ cluster or one manifest becomes an ``ItemResult`` and never stops the others; th
 tells the worker whether to requeue with backoff.
 
 Inventory — what hmls may have created and may therefore prune or clean up — is the union of
-the previous ``status.aggregatedStatus`` and ``status.pendingDeletions`` items with the
+the previous status's applied items, ``pendingDeletions`` and ``traffic.objects`` with the
 objects the spoke informers see carrying this CR's owner-uid label.  An object is deleted
 only after a successful read shows that it carries that label.
 """
@@ -17,7 +17,7 @@ import asyncio
 import datetime as dt
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hmls.domain import status as status_mod
@@ -120,13 +120,16 @@ class Reconciler:
         try:
             spec = parse_spec(obj.get("spec"))
         except InvalidSpec as exc:
-            await self._write_status(obj, status_mod.invalid(
-                generation=generation, previous=previous, now=self._clock(), message=str(exc)))
+            invalid = status_mod.invalid(generation=generation, previous=previous,
+                                         now=self._clock(), message=str(exc))
+            await self._write_status(obj, invalid)
+            self._track(key, {"status": invalid})
             return Outcome(True)
         desired = render(owner, spec)
         inventory = _inventory(previous)
         applied = await self._apply_all(owner, desired, force=spec.take_over)
-        items = [applied[d.cluster][i] for i, d in enumerate(desired)]
+        created = {(c, ref) for c, refs in inventory.items() for ref in refs}
+        items = [_remember(applied[d.cluster][i], created) for i, d in enumerate(desired)]
         keep = _refs_by_cluster(desired)
         extra: list[Condition] = []
         traffic_status, requeue_after, traffic_ok = None, None, True
@@ -411,13 +414,20 @@ def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:
     return {"cluster": cluster, "resource": ref.to_status(), "message": message}
 
 
+def _remember(item: ItemResult, created: set[tuple[str, ResourceRef]]) -> ItemResult:
+    """A failing item that hmls had applied before keeps ``created`` (it stays inventory)."""
+    if not item.applied and (item.cluster, item.ref) in created:
+        return replace(item, created=True)
+    return item
+
+
 def _inventory(status: dict[str, Any]) -> dict[str, set[ResourceRef]]:
-    """What a previous status says hmls created, by cluster: applied items and pending
-    deletions.  (An object whose later apply failed is still found through the spoke
-    watches' owner index.)"""
+    """What a previous status says hmls created, by cluster: items applied now or before
+    (``created``), and pending deletions.  Items that were never applied (a misspelt or
+    unregistered cluster, a refused manifest) are not inventory."""
     out: dict[str, set[ResourceRef]] = {}
-    applied = [i for i in status.get("aggregatedStatus") or [] if i.get("applied")]
-    for item in [*applied, *(status.get("pendingDeletions") or [])]:
+    made = [i for i in status.get("aggregatedStatus") or [] if i.get("applied") or i.get("created")]
+    for item in [*made, *(status.get("pendingDeletions") or [])]:
         cluster, resource = item.get("cluster"), item.get("resource")
         if cluster and resource:
             out.setdefault(cluster, set()).add(ResourceRef.from_status(resource))

@@ -247,23 +247,40 @@ async def test_unreachable_cluster_is_reported_and_others_apply(
 
 async def test_delete_with_unreachable_cluster_waits_then_orphan_escape(
         env: Environment, clients: Clients, controller: Controller) -> None:
+    """A cluster that holds objects and is down blocks the deletion (CleanupPending names it);
+    the orphan annotation finishes it and leaves the objects there.  A cluster where nothing
+    was ever created (deadspoke) does not block anything."""
     dead = yaml.safe_load(env.kubeconfig("spoke1").read_text())
     dead["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
     _register_raw(env, "deadspoke", dead)
+    hmls_cli("cluster", "join", "orphanme", "--kubeconfig", str(env.kubeconfig("hub")),
+             "--cluster-kubeconfig", str(env.kubeconfig("spoke2")))
     ns = "t-delete-pending"
     namespace_everywhere(env, ns)
-    create(env, hmls(ns, "svc", (["spoke1", "deadspoke"], [configmap("c")])))
-    await wait_condition(clients["hub"], ns, "svc", "FullyApplied", "False")
-    kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--wait=false")
-    obj = await wait_condition(clients["hub"], ns, "svc", "CleanupPending")
-    message = condition(obj, "CleanupPending")["message"]
-    assert "deadspoke" in message and ORPHAN_ANNOTATION in message
-    assert await clients["spoke1"].get(CONFIGMAPS, ns, "c") is None  # reachable side cleaned
-    kubectl(env, "hub", "annotate", "hmls", "-n", ns, "svc", f"{ORPHAN_ANNOTATION}=deadspoke")
+    create(env, hmls(ns, "svc", (["spoke1", "orphanme", "deadspoke"], [configmap("c")])))
 
-    async def gone() -> bool:
-        return await get_hmls(clients["hub"], ns, "svc") is None
-    await eventually(gone, what="deletion finishes with the orphan annotation")
+    async def two_applied() -> bool:
+        o = await get_hmls(clients["hub"], ns, "svc")
+        return bool(o and o.get("status")) and sum(i["applied"] for i in items(o)) == 2
+    await eventually(two_applied, what="spoke1 and orphanme applied")
+    env.stop_cluster("spoke2")
+    try:
+        kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--wait=false")
+        obj = await wait_condition(clients["hub"], ns, "svc", "CleanupPending", timeout=30)
+        message = condition(obj, "CleanupPending")["message"]
+        assert "orphanme" in message and ORPHAN_ANNOTATION in message
+        assert "deadspoke" not in message
+        created = items(obj, "orphanme")[0]
+        assert created["applied"] is False and created["created"] is True
+        assert await clients["spoke1"].get(CONFIGMAPS, ns, "c") is None  # reachable side cleaned
+        kubectl(env, "hub", "annotate", "hmls", "-n", ns, "svc", f"{ORPHAN_ANNOTATION}=orphanme")
+
+        async def gone() -> bool:
+            return await get_hmls(clients["hub"], ns, "svc") is None
+        await eventually(gone, what="deletion finishes with the orphan annotation")
+    finally:
+        env.start_cluster("spoke2")
+    assert await clients["spoke2"].get(CONFIGMAPS, ns, "c") is not None  # orphaned, not deleted
 
 
 async def test_unregistered_and_refused_clusters(env: Environment, clients: Clients,

@@ -167,7 +167,11 @@ async def test_gateway_api_provider_creates_a_weighted_httproute(
     ns = "tr-gwapi"
     namespace_everywhere(env, ns)
     create(env, seed(ns, provider="GatewayAPI"))
-    await wait_condition(clients["hub"], ns, "hmls-sample", "TrafficReady")
+
+    async def routed() -> bool:
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        return condition(o, "TrafficReady").get("reason") == "Routed"
+    await eventually(routed, what="TrafficReady reason Routed")
     routes, _ = await clients["ingress"].list(HTTPROUTE, namespace=ns)
     assert len(routes) == 1
     rule = routes[0]["spec"]["rules"][0]
