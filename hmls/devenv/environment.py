@@ -98,6 +98,7 @@ def _alive(pid: int, marker: str) -> bool:
 
 
 def _stop_pid(pid: int, marker: str, *, timeout: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after timeout; returns only once the process is gone."""
     if not _alive(pid, marker):
         return
     with contextlib.suppress(ProcessLookupError):
@@ -108,6 +109,8 @@ def _stop_pid(pid: int, marker: str, *, timeout: float = 15.0) -> None:
     if _alive(pid, marker):
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+        while _alive(pid, marker):  # SIGKILL is delivered asynchronously
+            time.sleep(0.05)
     # reap if it is our child; harmless otherwise
     with contextlib.suppress(ChildProcessError, OSError):
         os.waitpid(pid, os.WNOHANG)
