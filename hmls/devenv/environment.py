@@ -230,6 +230,14 @@ class Environment:
             os.kill(pid, signal.SIGKILL)
         _stop_pid(pid, self._marker)
 
+    def heal(self) -> list[str]:
+        """Restart any API server that is not running (after a fault test); their names."""
+        st = self.state()
+        down = [c.name for c in st.clusters.values() if not _alive(c.pid, self._marker)]
+        for name in down:
+            self.start_cluster(name)
+        return down
+
     def start_cluster(self, name: str) -> None:
         st = self.state()
         c = st.clusters[name]
