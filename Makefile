@@ -31,3 +31,14 @@ demo-down:
 
 clean: demo-down
 	rm -rf .hmls-env .pytest_cache .mypy_cache .ruff_cache
+
+# benchmark suite against real local API servers (scripts/bench/run.py); writes docs/benchmarks/
+# full.{json,md,png} (bench, < 20 min) or quick.* (bench-quick, < 3 min). BENCH_FLAGS="--dir D"
+.PHONY: bench bench-quick
+bench: deps binaries
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) scripts/bench/run.py $(BENCH_FLAGS)
+
+bench-quick: deps binaries
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) scripts/bench/run.py --quick $(BENCH_FLAGS)

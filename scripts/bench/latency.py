@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import copy
 import json
-import statistics
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from common import summary
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE
@@ -37,16 +37,6 @@ from hmls.kube.watching import Informer
 
 REPO = Path(__file__).resolve().parents[2]
 NAMESPACE = "bench"
-
-
-def pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"n": len(values), "p50_ms": pct(values, 50) * 1000, "p90_ms": pct(values, 90) * 1000,
-            "p99_ms": pct(values, 99) * 1000, "mean_ms": statistics.fmean(values) * 1000}
 
 
 def cond(obj: Obj | None, ctype: str) -> str | None:

@@ -1,0 +1,497 @@
+"""Shared pieces of the benchmark suite: the environment and its clients, the controller
+process, Prometheus text parsing (API servers and controller), /proc statistics,
+percentiles and the objects the measurements write.
+
+Everything here is plumbing; each measurement lives in its own module (floors,
+apply_latency, propagation, scale, idle) and ``run.py`` strings them together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+
+from hmls import operations as ops
+from hmls.devenv.environment import Environment, _alive
+from hmls.devenv.simulator import MLSERVICE
+from hmls.domain.kubeconfig import KubeconfigPolicy, vet
+from hmls.domain.models import API_VERSION, KIND, OWNER_UID
+from hmls.engine.reconciler import HMLS
+from hmls.kube import errors
+from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.watching import Informer
+
+REPO = Path(__file__).resolve().parents[2]
+MUTATING = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
+NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
+SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
+CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
+RUNTIMES = Resource("tensorstack.dev/v1beta1", "MLServiceRuntime", "mlserviceruntimes",
+                    namespaced=True)
+SPOKE_KINDS = (MLSERVICE, RUNTIMES, SECRETS, CONFIGMAPS)
+MLSERVICE_BYTES = 2048
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# ----- statistics --------------------------------------------------------------------
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    return {"n": len(values), "p50_ms": pct(values, 50) * 1000, "p90_ms": pct(values, 90) * 1000,
+            "p99_ms": pct(values, 99) * 1000, "mean_ms": statistics.fmean(values) * 1000}
+
+
+def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
+    """Least-squares y = intercept + slope·x."""
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return {"slope": slope, "intercept": intercept}
+
+
+def ratio(a: float, b: float) -> float | None:
+    return round(a / b, 2) if b else None
+
+
+# ----- objects -----------------------------------------------------------------------
+def mlservice(name: str, namespace: str, *, runtime: str = "t9k-torchserve",
+              secret: str = "s3-secret") -> Obj:
+    """An MLService of exactly MLSERVICE_BYTES bytes of JSON (padded by an annotation)."""
+    obj: Obj = {
+        "apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {"app.kubernetes.io/name": "torch-mnist", "team": "inference"},
+                     "annotations": {"bench.hmls.tensorstack.dev/padding": ""}},
+        "spec": {"default": "origin", "releases": [{
+            "name": "origin",
+            "predictor": {
+                "minReplicas": 1, "maxReplicas": 3,
+                "model": {"runtime": runtime, "modelUri": "s3://models/mnist/",
+                          "parameters": {"MODEL_PATH": "mnist.mar", "BATCH": "8"}},
+                "storage": {"s3": {"secretRef": {"name": secret}}},
+                "resources": {"limits": {"cpu": "2", "memory": "4Gi"},
+                              "requests": {"cpu": "500m", "memory": "1Gi"}},
+                "env": [{"name": f"TS_OPTION_{i}", "value": f"value-{i}"} for i in range(6)],
+            }}]},
+    }
+    pad = MLSERVICE_BYTES - len(json.dumps(obj, separators=(",", ":")))
+    obj["metadata"]["annotations"]["bench.hmls.tensorstack.dev/padding"] = "x" * max(pad, 0)
+    return obj
+
+
+def manifests(count: int, namespace: str, suffix: str) -> list[Obj]:
+    """The first ``count`` of: MLService, Secret, MLServiceRuntime, ConfigMap, a second
+    MLService — the seed's three plus a ConfigMap and a canary; names end in ``suffix``."""
+    runtime, secret = f"rt-{suffix}", f"s3-{suffix}"
+    pool: list[Obj] = [
+        mlservice(f"svc-{suffix}", namespace, runtime=runtime, secret=secret),
+        {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+         "metadata": {"name": secret, "namespace": namespace},
+         "stringData": {".s3cfg": "host_base = example.s3.local\nuse_https = False\n"}},
+        {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLServiceRuntime",
+         "metadata": {"name": runtime, "namespace": namespace},
+         "spec": {"enabled": True, "template": {"spec": {"containers": [{
+             "name": "user-container", "image": "t9kpublic/pytorch-serve:0.4.1-cpu",
+             "args": ["torchserve", "--start", "--model-store=/var/lib/t9k/model"],
+             "ports": [{"containerPort": 8080, "protocol": "TCP"}]}]}}}},
+        {"apiVersion": "v1", "kind": "ConfigMap",
+         "metadata": {"name": f"cfg-{suffix}", "namespace": namespace},
+         "data": {"config.properties": "inference_address=http://0.0.0.0:8080\n"}},
+        mlservice(f"canary-{suffix}", namespace, runtime=runtime, secret=secret),
+    ]
+    if not 1 <= count <= len(pool):
+        raise ValueError(f"manifests: 1..{len(pool)}, not {count}")
+    return pool[:count]
+
+
+def hyper(name: str, namespace: str, clusters: list[str], objs: list[Obj]) -> Obj:
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"workloads": [{"clusters": clusters, "manifests": objs}]}}
+
+
+# ----- /proc -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ProcStats:
+    cpu_s: float
+    rss_mb: float
+    hwm_mb: float
+
+
+def proc_stats(pid: int) -> ProcStats:
+    """CPU seconds (user+system) and resident memory (now, peak) of one process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    mem = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            mem[key] = int(value.split()[0]) / 1024
+    return ProcStats(cpu, mem.get("VmRSS", 0.0), mem.get("VmHWM", 0.0))
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of one process's main thread and of all its other threads (for the
+    controller: the event loop's default executor)."""
+    out = {"main": 0.0, "other_threads": 0.0, "threads": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            out["main" if task.name == str(pid) else "other_threads"] += (
+                int(fields[11]) + int(fields[12])) / CLK_TCK
+            out["threads"] += 1
+    return out
+
+
+def env_cpu(env: Environment) -> float:
+    """CPU seconds used so far by an environment's etcd, API servers and simulator."""
+    st = env.state()
+    total = 0.0
+    for pid in [st.etcd_pid, st.simulator_pid, *(c.pid for c in st.clusters.values())]:
+        with contextlib.suppress(OSError):
+            total += proc_stats(pid).cpu_s
+    return total
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, all cores (/proc/stat)."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK, sum(ticks) / CLK_TCK
+
+
+def busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
+    """How busy all cores were between two ``machine_cpu`` readings (100 = all cores)."""
+    return 100 * (after[0] - before[0]) / max(after[1] - before[1], 1e-9)
+
+
+# ----- Prometheus text ---------------------------------------------------------------
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """Samples of one metric (exact name) from Prometheus text format."""
+    out = []
+    for line in text.splitlines():
+        if not line.startswith(name) or line[len(name):len(name) + 1] not in ("{", " "):
+            continue
+        labels_part, _, value = line.rpartition(" ")
+        out.append((dict(_LABEL.findall(labels_part)), float(value)))
+    return out
+
+
+def total(text: str, name: str, **labels: str) -> float:
+    return sum(v for lab, v in samples(text, name)
+               if all(lab.get(k) == want for k, want in labels.items()))
+
+
+Requests = dict[str, Counter[tuple[str, str]]]
+"""cluster -> (verb, resource[/subresource]) -> apiserver_request_total."""
+
+
+def requests_delta(after: Requests, before: Requests) -> Requests:
+    return {c: counts - before.get(c, Counter()) for c, counts in after.items()}
+
+
+def by_verb(counts: Counter[tuple[str, str]]) -> dict[str, int]:
+    out: Counter[str] = Counter()
+    for (verb, _), v in counts.items():
+        out[verb] += v
+    return dict(sorted(out.items()))
+
+
+def mutating(counts: Counter[tuple[str, str]], *, leases: bool = True) -> int:
+    """Mutating requests; leases=False leaves out the API servers' own lease renewals."""
+    return int(sum(v for (verb, res), v in counts.items()
+                   if verb in MUTATING and (leases or res != "leases")))
+
+
+def requests_total(counts: Counter[tuple[str, str]]) -> int:
+    return int(sum(counts.values()))
+
+
+def reads(counts: Counter[tuple[str, str]]) -> int:
+    """GET and LIST (a WATCH is counted when it ends, so it cannot be given to a window)."""
+    return int(sum(v for (verb, _), v in counts.items() if verb in ("GET", "LIST")))
+
+
+def writes_by_resource(counts: Counter[tuple[str, str]]) -> dict[str, int]:
+    return {f"{verb} {res}": int(v) for (verb, res), v in sorted(counts.items())
+            if verb in MUTATING}
+
+
+# ----- the environment ---------------------------------------------------------------
+def stop_env(env: Environment) -> None:
+    """``env.down()``, after sending SIGTERM at once to the processes it will stop one by one
+    (API servers, simulator, controllers: all started for this run; etcd is left to down),
+    so that they shut down in parallel."""
+    if env.state_path.exists():
+        st = env.state()
+        for pid in [*st.extras.values(), st.simulator_pid, *(c.pid for c in st.clusters.values())]:
+            if _alive(pid, str(env.dir)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+    env.down()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Bench:
+    """The running environment, one client per cluster and a raw HTTPS session."""
+
+    env: Environment
+    quick: bool
+    clients: dict[str, ClusterClient] = field(default_factory=dict)
+    http: aiohttp.ClientSession | None = None
+
+    @property
+    def hub(self) -> ClusterClient:
+        return self.clients["hub"]
+
+    @property
+    def spokes(self) -> list[str]:
+        return self.env.spokes()
+
+    def server(self, cluster: str) -> str:
+        return self.env.state().clusters[cluster].server
+
+    async def open(self) -> None:
+        for name in self.env.state().clusters:
+            cfg = vet(self.env.kubeconfig(name).read_bytes())
+            self.clients[name] = await ClusterClient.from_kubeconfig(name, cfg)
+        pki = self.env.pki  # the admin client certificate, for raw HTTPS and /metrics
+        tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        tls.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=64))
+
+    async def close(self) -> None:
+        for c in self.clients.values():
+            await c.close()
+        if self.http:
+            await self.http.close()
+
+    async def join_spokes(self) -> None:
+        """Register every spoke on the hub, as ``hmls cluster join`` does (in process)."""
+        hub = str(self.env.kubeconfig("hub"))
+        await asyncio.gather(*(ops.join(s, hub=hub, cluster_kubeconfig=str(self.env.kubeconfig(s)),
+                                        namespace="hmls-system", policy=KubeconfigPolicy())
+                               for s in self.spokes))
+
+    async def namespace(self, name: str, clusters: Iterable[str] | None = None) -> None:
+        for c in clusters or self.clients:
+            with contextlib.suppress(errors.Conflict):
+                await self.clients[c].create(NAMESPACES, None, {
+                    "apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+
+    async def clean(self, namespace: str, clusters: Iterable[str], *, owned_only: bool = True
+                    ) -> None:
+        """Delete the benchmark's objects in one namespace of some spokes (delete-collection),
+        so the next controller's spoke informers start from nothing."""
+        query = [("labelSelector", OWNER_UID)] if owned_only else []
+        await asyncio.gather(*(self.clients[c].request("DELETE", res.path(namespace), query=query)
+                               for c in clusters for res in SPOKE_KINDS))
+
+    async def create_all(self, objs: list[Obj], *, concurrency: int = 16) -> None:
+        """Create HyperMLServices on the hub, ``concurrency`` at a time."""
+        sem = asyncio.Semaphore(concurrency)
+
+        async def one(obj: Obj) -> None:
+            async with sem:
+                await self.hub.create(HMLS, obj["metadata"]["namespace"], obj)
+
+        await asyncio.gather(*(one(o) for o in objs))
+
+    async def metrics_text(self, cluster: str) -> str:
+        assert self.http is not None
+        async with self.http.get(f"{self.server(cluster)}/metrics") as resp:
+            resp.raise_for_status()
+            return await resp.text()
+
+    async def requests(self, clusters: Iterable[str] | None = None) -> Requests:
+        """apiserver_request_total of every (or some) API server, by (verb, resource)."""
+        names = list(clusters or self.env.state().clusters)
+        texts = await asyncio.gather(*(self.metrics_text(c) for c in names))
+        out: Requests = {}
+        for name, text in zip(names, texts, strict=True):
+            counts: Counter[tuple[str, str]] = Counter()
+            for lab, v in samples(text, "apiserver_request_total"):
+                res = lab.get("resource") or "(non-resource)"
+                if lab.get("subresource"):
+                    res += "/" + lab["subresource"]
+                counts[(lab.get("verb", ""), res)] += int(v)
+            out[name] = counts
+        return out
+
+
+class HubTracker:
+    """A hub watch on one namespace that tells when ``count`` HyperMLServices satisfy a
+    predicate at the same time (the clock stops on the event that completes the set)."""
+
+    def __init__(self, hub: ClusterClient, namespace: str) -> None:
+        self.informer = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
+        self._waiters: list[tuple[Callable[[Obj], bool], int, set[str], asyncio.Future[float]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> HubTracker:
+        self._task = asyncio.create_task(self.informer.run())
+        await self.informer.synced.wait()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def _event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
+        now = time.perf_counter()
+        obj = new or old
+        if obj is None:
+            return
+        name = obj["metadata"]["name"]
+        for pred, count, ok, fut in list(self._waiters):
+            if new is not None and pred(new):
+                ok.add(name)
+            else:
+                ok.discard(name)
+            if len(ok) >= count and not fut.done():
+                fut.set_result(now)
+                self._waiters.remove((pred, count, ok, fut))
+
+    def count(self, pred: Callable[[Obj], bool]) -> int:
+        return sum(1 for o in self.informer.store.values() if pred(o))
+
+    async def wait(self, pred: Callable[[Obj], bool], count: int, timeout: float) -> float:
+        """perf_counter() of the event after which ``count`` objects satisfy ``pred``."""
+        ok = {o["metadata"]["name"] for o in self.informer.store.values() if pred(o)}
+        if len(ok) >= count:
+            return time.perf_counter()
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiters.append((pred, count, ok, fut))
+        try:
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise TimeoutError(f"only {len(ok)} of {count} HyperMLServices in "
+                               f"{self.informer.namespace} got there within {timeout:.0f}s") from None
+
+
+# ----- the controller process --------------------------------------------------------
+class Controller:
+    """One ``hmls controller`` process started with ``Environment.start_process``, watching
+    only the given hub namespaces (so each measurement sees only its own HyperMLServices)."""
+
+    def __init__(self, bench: Bench, namespaces: list[str], *, name: str = "controller",
+                 cprofile_to: Path | None = None) -> None:
+        self.bench = bench
+        self.namespaces = namespaces
+        self.name = name
+        self.cprofile_to = cprofile_to
+        self.port = 0
+        self.pid = 0
+        self.started = 0.0
+
+    def start(self) -> int:
+        """Spawn (from the event loop's thread: the environment ties children to it)."""
+        self.port = free_port()
+        hub = str(self.bench.env.kubeconfig("hub"))
+        wrap = ["-m", "cProfile", "-o", str(self.cprofile_to)] if self.cprofile_to else []
+        argv = [sys.executable, *wrap, "-m", "hmls", "controller", "--kubeconfig", hub,
+                "--watch-namespaces", ",".join(self.namespaces),
+                "--metrics-bind-address", f"127.0.0.1:{self.port}"]
+        self.started = time.perf_counter()
+        self.pid = self.bench.env.start_process(self.name, argv)
+        return self.pid
+
+    async def metrics(self) -> str:
+        assert self.bench.http is not None
+        async with self.bench.http.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
+            return await resp.text()
+
+    async def wait_ready(self, timeout: float = 60.0) -> float:
+        """Seconds from spawn until /readyz answers 200."""
+        assert self.bench.http is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with contextlib.suppress(aiohttp.ClientError):
+                async with self.bench.http.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
+                    if resp.status == 200:
+                        return time.perf_counter() - self.started
+            await asyncio.sleep(0.05)
+        raise TimeoutError(f"controller not ready after {timeout:.0f}s; see "
+                           f"{self.bench.env.log_path(self.name)}")
+
+    async def counters(self) -> dict[str, float]:
+        text = await self.metrics()
+        return {"applied": total(text, "hmls_apply_total", result="applied"),
+                "unchanged": total(text, "hmls_apply_total", result="unchanged"),
+                "apply_failed": total(text, "hmls_apply_total", result="failed"),
+                "status_writes": total(text, "hmls_status_writes_total"),
+                "reconciles": total(text, "hmls_reconcile_total"),
+                "queue_depth": total(text, "hmls_queue_depth")}
+
+    async def settle(self, *, quiet: float = 2.0, timeout: float = 300.0,
+                     min_reconciles: int = 0) -> dict[str, float]:
+        """Wait until the queue is empty and no counter moved for ``quiet`` seconds."""
+        await self.wait_ready(timeout)
+        deadline = time.monotonic() + timeout
+        last, since = None, time.monotonic()
+        while time.monotonic() < deadline:
+            now = await self.counters()
+            moving = {k: v for k, v in now.items() if k != "queue_depth"}
+            if moving != last:
+                last, since = moving, time.monotonic()
+            elif (now["queue_depth"] == 0 and now["reconciles"] >= min_reconciles
+                  and time.monotonic() - since >= quiet):
+                return now
+            await asyncio.sleep(0.25)
+        raise TimeoutError(f"controller did not settle within {timeout:.0f}s")
+
+    def stats(self) -> ProcStats:
+        return proc_stats(self.pid)
+
+    def _exited(self) -> bool:
+        """Reap the process if it has exited (never blocks)."""
+        try:
+            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
+        except ChildProcessError:
+            return True
+
+    async def stop(self) -> None:
+        """SIGTERM the process we started (by pid; SIGKILL after 20 s) and reap it, without
+        blocking the event loop: measurements may be running on it."""
+        if not self.pid:
+            return
+        for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                if self._exited():
+                    self.pid = 0
+                    return
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"controller {self.pid} did not exit")

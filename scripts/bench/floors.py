@@ -1,0 +1,184 @@
+"""Floors: what single API calls cost on this machine, measured before any controller runs.
+
+  apply          server-side apply of a 2 KB MLService to spoke1, each one a real change (an
+                 annotation counter), through raw aiohttp (admin client certificate from the
+                 environment's pki dir; the response is read, not parsed) and through
+                 ``ClusterClient.apply`` (kubernetes-asyncio, what the controller uses), at
+                 concurrency 1, 4 and 16: ops/s and latency (the two paths alternate in 4 rounds).
+  hub_create     POST of a HyperMLService to the hub.
+  hub_patch      a metadata merge patch on the hub (what adding the finalizer costs).
+  status_patch   a status-subresource merge patch of a HyperMLService on the hub, with an
+                 aggregatedStatus item and conditions (what the controller writes).
+  watch_delivery from issuing that status patch until a hub watch (``Informer``) sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from common import MLSERVICE_BYTES, Bench, hyper, log, mlservice, summary
+
+from hmls.devenv.simulator import MLSERVICE
+from hmls.engine.reconciler import HMLS
+from hmls.kube.client import APPLY, Obj
+from hmls.kube.watching import Informer
+
+NS = "bench-floor"
+MANAGER = "bench-floor"
+SEQ = "bench.hmls.tensorstack.dev/seq"
+CONCURRENCY = (1, 4, 16)
+ROUNDS = 4
+_seq = itertools.count()
+
+
+def _variant(template: Obj, worker: int, seq: int) -> Obj:
+    meta = template["metadata"]
+    return {**template, "metadata": {**meta, "name": f"floor-{worker}",
+                                     "annotations": {**meta["annotations"], SEQ: str(seq)}}}
+
+
+async def _round(apply: Callable[[Obj], Awaitable[Any]], template: Obj, concurrency: int,
+                 ops: int) -> tuple[list[float], float]:
+    """``ops`` applies spread over ``concurrency`` workers, each on its own object:
+    (latencies, wall seconds)."""
+    latencies: list[float] = []
+
+    async def worker(w: int) -> None:
+        for _ in range(ops // concurrency):
+            obj = _variant(template, w, next(_seq))
+            t0 = time.perf_counter()
+            await apply(obj)
+            latencies.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(w) for w in range(concurrency)))
+    return latencies, time.perf_counter() - t0
+
+
+async def _applies(b: Bench, ops: int) -> dict[str, dict[str, dict[str, float]]]:
+    assert b.http is not None
+    spoke = b.clients["spoke1"]
+    server = b.server("spoke1")
+    http = b.http
+    template = mlservice("floor", NS)
+
+    async def raw(obj: Obj) -> None:
+        url = server + MLSERVICE.path(NS, obj["metadata"]["name"])
+        async with http.patch(url, params={"fieldManager": MANAGER}, data=json.dumps(obj),
+                              headers={"Content-Type": APPLY, "Accept": "application/json"}) as r:
+            r.raise_for_status()
+            await r.read()
+
+    async def client(obj: Obj) -> None:
+        await spoke.apply(obj, field_manager=MANAGER, resource=MLSERVICE)
+
+    paths = {"raw_http": raw, "cluster_client": client}
+    for fn in paths.values():  # warm-up: the objects exist, connection pools are filled
+        await _round(fn, template, max(CONCURRENCY), max(CONCURRENCY))
+    out: dict[str, dict[str, dict[str, float]]] = {p: {} for p in paths}
+    for c in CONCURRENCY:
+        lat: dict[str, list[float]] = {p: [] for p in paths}
+        wall = dict.fromkeys(paths, 0.0)
+        for _ in range(ROUNDS):  # alternate, so that a change in load hits both paths alike
+            for p, fn in paths.items():
+                got, seconds = await _round(fn, template, c, ops // ROUNDS)
+                lat[p] += got
+                wall[p] += seconds
+        for p in paths:
+            out[p][f"c{c}"] = {"concurrency": c, "ops_per_s": len(lat[p]) / wall[p],
+                               **summary(lat[p])}
+    return out
+
+
+def _status(seq: int) -> Obj:
+    return {"observedGeneration": 1, "summary": {"clusters": 1, "applied": "1/1", "ready": "1/1"},
+            "aggregatedStatus": [{
+                "cluster": "spoke1", "applied": True,
+                "appliedMessage": "Manifest has been successfully applied", "ready": True,
+                "resource": {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+                             "name": "floor", "namespace": NS},
+                "status": {"address": {"url": f"http://floor-{seq}.{NS}.ksvc.spoke1.t9kcloud.cn"},
+                           "conditions": [{"type": "Ready", "status": "True"}]}}],
+            "conditions": [{"type": "FullyApplied", "status": "True", "reason": "AllApplied",
+                            "message": "All manifests have been successfully applied",
+                            "observedGeneration": 1, "lastTransitionTime": "2025-01-01T00:00:00Z"}]}
+
+
+async def _hub(b: Bench, runs: int) -> dict[str, dict[str, float]]:
+    hub = b.hub
+    spec_objs = [mlservice("floor", NS)]
+    creates = []
+    for i in range(runs):
+        obj = hyper(f"floor-create-{i}-{int(time.time())}", NS, ["spoke1"], spec_objs)
+        t0 = time.perf_counter()
+        await hub.create(HMLS, NS, obj)
+        creates.append(time.perf_counter() - t0)
+    target = hyper(f"floor-status-{int(time.time())}", NS, ["spoke1"], spec_objs)
+    name = (await hub.create(HMLS, NS, target))["metadata"]["name"]
+    patches = []
+    for i in range(runs):
+        t0 = time.perf_counter()
+        await hub.patch(HMLS, NS, name, {"metadata": {"labels": {SEQ: str(i)}}},
+                        field_manager=MANAGER)
+        patches.append(time.perf_counter() - t0)
+
+    waiting: dict[str, asyncio.Future[float]] = {}
+
+    def on_event(kind: str, old: Obj | None, new: Obj | None) -> None:
+        now = time.perf_counter()
+        url = (((new or {}).get("status") or {}).get("aggregatedStatus") or [{}])[0]
+        fut = waiting.pop(str(((url.get("status") or {}).get("address") or {}).get("url")), None)
+        if fut and not fut.done():
+            fut.set_result(now)
+
+    informer = Informer(hub, HMLS, namespace=NS, on_event=on_event)
+    task = asyncio.create_task(informer.run())
+    await informer.synced.wait()
+    status_rtt, delivery = [], []
+    for i in range(runs):
+        status = _status(i)
+        fut = asyncio.get_running_loop().create_future()
+        waiting[status["aggregatedStatus"][0]["status"]["address"]["url"]] = fut
+        t0 = time.perf_counter()
+        await hub.patch(HMLS, NS, name, {"status": status}, subresource="status",
+                        field_manager=MANAGER)
+        status_rtt.append(time.perf_counter() - t0)
+        delivery.append(await asyncio.wait_for(fut, 10) - t0)
+    task.cancel()
+    return {"hub_create": summary(creates), "hub_patch": summary(patches),
+            "status_patch": summary(status_rtt), "watch_delivery": summary(delivery)}
+
+
+async def run(b: Bench) -> dict[str, Any]:
+    ops = 128 if b.quick else 512
+    runs = 30 if b.quick else 100
+    await b.namespace(NS, ["hub", "spoke1"])
+    applies = await _applies(b, ops)
+    hub = await _hub(b, runs)
+    result: dict[str, Any] = {"object_bytes": MLSERVICE_BYTES, "ops_per_level": ops,
+                              "apply": applies, **hub}
+    for c in CONCURRENCY:
+        raw, cli = applies["raw_http"][f"c{c}"], applies["cluster_client"][f"c{c}"]
+        log(f"floor apply c={c}: raw {raw['ops_per_s']:.0f} ops/s p50 {raw['p50_ms']:.1f} ms "
+            f"p99 {raw['p99_ms']:.1f} ms | ClusterClient {cli['ops_per_s']:.0f} ops/s p50 "
+            f"{cli['p50_ms']:.1f} ms p99 {cli['p99_ms']:.1f} ms "
+            f"(client/raw p50 x{cli['p50_ms'] / raw['p50_ms']:.2f})")
+    for key in ("hub_create", "hub_patch", "status_patch", "watch_delivery"):
+        log(f"floor {key}: p50 {hub[key]['p50_ms']:.1f} ms p99 {hub[key]['p99_ms']:.1f} ms")
+    return result
+
+
+def apply_ops_max(floors: dict[str, Any]) -> float:
+    """The best ClusterClient apply throughput measured (ops/s)."""
+    return max(v["ops_per_s"] for v in floors["apply"]["cluster_client"].values())
+
+
+def p50_s(floors: dict[str, Any], key: str) -> float:
+    if key == "apply":
+        return float(floors["apply"]["cluster_client"]["c1"]["p50_ms"]) / 1000
+    return float(floors[key]["p50_ms"]) / 1000

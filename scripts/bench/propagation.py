@@ -1,0 +1,95 @@
+"""Status propagation, with latency.py's flip (``flip_ready``: an MLService's Ready condition
+set on a spoke through the status subresource, as its controller would).
+
+  one spoke    flip one spoke's MLService to Ready=False; the clock stops when a hub watch
+               shows the HyperMLService Ready=False; the simulator then restores it (0.5 s)
+               and we wait for Ready=True before the next run.  Lower bound from the floors:
+               2·watch (the flip seen by the controller, its status patch seen by us).
+  all spokes   flip every spoke's MLService at once (then the simulator restores them all):
+               how many hub status writes the controller makes for that storm, read from its
+               ``hmls_status_writes_total`` before and after (ideal: 2, one for "all not
+               ready", one for "all ready again"; one per spoke event would be 2 x spokes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from common import Bench, Controller, hyper, log, mlservice, summary
+from floors import p50_s
+from latency import NAMESPACE, Watcher, cond, flip_ready
+
+from hmls.engine.reconciler import HMLS
+
+NAME = "prop"
+MLSVC = "torch-mnist-s3"  # the object flip_ready flips
+
+
+def _not_ready(obj: dict[str, Any]) -> int:
+    return sum(1 for i in (obj.get("status") or {}).get("aggregatedStatus") or []
+               if i.get("resource", {}).get("kind") == "MLService" and i.get("ready") is False)
+
+
+async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, Any]:
+    runs = 10 if b.quick else 50
+    rounds = 2 if b.quick else 10
+    spokes = b.spokes
+    await b.namespace(NAMESPACE, ["hub", *spokes])
+    watcher = Watcher(b.hub)
+    task = asyncio.create_task(watcher.informer.run())
+    await watcher.informer.synced.wait()
+
+    def mine(o: dict[str, Any]) -> bool:
+        return bool(o["metadata"]["name"] == NAME)
+
+    def is_ready(o: dict[str, Any]) -> bool:
+        return mine(o) and cond(o, "Ready") == "True" and _not_ready(o) == 0
+
+    rd = watcher.wait(is_ready)
+    await b.hub.create(HMLS, NAMESPACE, hyper(NAME, NAMESPACE, spokes, [mlservice(MLSVC, NAMESPACE)]))
+    await asyncio.wait_for(rd, 60)
+    await ctl.settle(quiet=1.0)
+
+    one, w0 = [], (await ctl.counters())["status_writes"]
+    for i in range(runs):
+        notready = watcher.wait(lambda o: mine(o) and cond(o, "Ready") == "False")
+        t0 = time.perf_counter()
+        await flip_ready(b.clients[spokes[i % len(spokes)]], "False")
+        one.append(await asyncio.wait_for(notready, 30) - t0)
+        await asyncio.wait_for(watcher.wait(is_ready), 30)  # the simulator restores it
+    single_writes = (await ctl.settle(quiet=1.0))["status_writes"] - w0
+
+    storm_writes, all_seen, all_back = [], [], []
+    for _ in range(rounds):
+        before = (await ctl.settle(quiet=1.0))["status_writes"]
+        seen = watcher.wait(lambda o: mine(o) and _not_ready(o) == len(spokes))
+        t0 = time.perf_counter()
+        await asyncio.gather(*(flip_ready(b.clients[s], "False") for s in spokes))
+        # not seen if the simulator restored some before the hub showed all of them at once
+        with contextlib.suppress(TimeoutError):
+            all_seen.append(await asyncio.wait_for(seen, 5) - t0)
+        now = watcher.informer.get(NAMESPACE, NAME)
+        if now is None or not is_ready(now):
+            await asyncio.wait_for(watcher.wait(is_ready), 30)
+        all_back.append(time.perf_counter() - t0)
+        storm_writes.append((await ctl.settle(quiet=1.0))["status_writes"] - before)
+    task.cancel()
+    lb = 2 * p50_s(floors, "watch_delivery") * 1000
+    result = {
+        "runs": runs, "spoke_status_to_hub": summary(one), "lower_bound_ms": lb,
+        "status_writes_per_single_flip": single_writes / runs,
+        "storm": {"spokes": len(spokes), "rounds": rounds, "status_writes": storm_writes,
+                  "status_writes_mean": sum(storm_writes) / rounds,
+                  "ideal_writes": 2, "naive_writes": 2 * len(spokes),
+                  "all_not_ready_seen": summary(all_seen) if all_seen else None,
+                  "rounds_all_not_ready_seen": len(all_seen),
+                  "flip_to_all_ready_again": summary(all_back)}}
+    s = result["spoke_status_to_hub"]
+    log(f"propagation: p50 {s['p50_ms']:.0f} ms p99 {s['p99_ms']:.0f} ms | lower bound "
+        f"{lb:.0f} ms (x{s['p50_ms'] / lb:.1f}) | {single_writes / runs:.1f} status writes per flip")
+    log(f"storm of {len(spokes)} flips: status writes per round {storm_writes} "
+        f"(ideal 2, one per event {2 * len(spokes)})")
+    return result

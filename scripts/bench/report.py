@@ -1,0 +1,346 @@
+"""Writes one run's result: OUT/<mode>.json, a Markdown report OUT/<mode>.md and a chart of
+how cost grows OUT/<mode>.png (matplotlib).
+
+``python scripts/bench/report.py OUT/<mode>.json`` renders the Markdown and the chart again
+from a stored result."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from common import ratio
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+               "unknown")
+    mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                  if line.startswith("MemTotal"))
+    return {"cpu_model": cpu, "cores": os.cpu_count(), "ram_gib": round(mem_kb / 2**20, 1),
+            "python": sys.version.split()[0], "kernel": os.uname().release}
+
+
+def loadavg() -> float:
+    return float(Path("/proc/loadavg").read_text().split()[0])
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.1f}" if v < 10 else f"{v:.0f}"
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head),
+            *("| " + " | ".join(str(c) for c in r) + " |" for r in rows), ""]
+
+
+def _machine(r: dict[str, Any]) -> list[str]:
+    m = r["machine"]
+    rows = [["CPU", m["cpu_model"]], ["cores", m["cores"]], ["RAM", f"{m['ram_gib']} GiB"],
+            ["Python", m["python"]], ["kernel", m["kernel"]],
+            ["kube-apiserver", m["kube_apiserver"]], ["etcd", m["etcd"]],
+            ["kubectl", m["kubectl"]],
+            ["API servers", f"main environment: {m['api_servers']['main']} (hub, 8 spokes, "
+             f"ingress) on one etcd; idle environment: {m['api_servers']['idle']} (hub, 4 "
+             "spokes, ingress) on another"]]
+    phases = ", ".join(f"{k} {v['seconds']:.0f} s (load {v['loadavg_start']:.1f}→"
+                       f"{v['loadavg_end']:.1f})" + (" in the background" if k == "idle_windows"
+                                                     else "") for k, v in r["phases"].items())
+    code, end = r.get("code") or {"commit": "unknown", "uncommitted": []}, r.get("code_at_end")
+    measured = f"hmls at commit {code['commit']}" + (
+        f" with uncommitted changes ({', '.join(code['uncommitted'])})" if code["uncommitted"] else "")
+    if end and end != code:
+        measured += (f"; **the working tree changed during the run** (now {end['commit']}"
+                     + (f", uncommitted {', '.join(end['uncommitted'])}" if end["uncommitted"] else "")
+                     + "): controllers started later ran the newer code")
+    return ["## Machine", "", *_table(["", ""], rows), f"Code measured: {measured}.", "",
+            f"Run `{r['command']}` started {r['started']}, {r['total_s']:.0f} s in all "
+            f"(environment up {r['environment_up_s']:.0f} s). Phases: {phases}.", "",
+            "The machine is shared: other test runs may have been using its 2 cores; the 1-minute "
+            "load average around each phase shows how busy it was. Nothing here is asserted.", ""]
+
+
+def _floors(f: dict[str, Any]) -> list[str]:
+    rows = []
+    for c in ("c1", "c4", "c16"):
+        raw, cli = f["apply"]["raw_http"][c], f["apply"]["cluster_client"][c]
+        rows.append([raw["concurrency"], f"{raw['ops_per_s']:.0f}", _ms(raw["p50_ms"]),
+                     _ms(raw["p99_ms"]), f"{cli['ops_per_s']:.0f}", _ms(cli["p50_ms"]),
+                     _ms(cli["p99_ms"]), f"x{ratio(cli['p50_ms'], raw['p50_ms'])}"])
+    other = [[k.replace("_", " "), _ms(f[k]["p50_ms"]), _ms(f[k]["p99_ms"]), f[k]["n"]]
+             for k in ("hub_create", "hub_patch", "status_patch", "watch_delivery")]
+    return ["## 1. Floors (no controller running)", "",
+            f"Server-side apply of a {f['object_bytes']} B MLService to one spoke, each apply a "
+            f"real change; {f['ops_per_level']} applies per level.", "",
+            *_table(["concurrency", "raw HTTP ops/s", "p50 ms", "p99 ms", "ClusterClient ops/s",
+                     "p50 ms", "p99 ms", "client/raw p50"], rows),
+            *_table(["hub call", "p50 ms", "p99 ms", "n"], other),
+            "`watch delivery` = from issuing a status patch to a hub watch seeing it (includes "
+            "the patch).", ""]
+
+
+def _apply(a: dict[str, Any]) -> list[str]:
+    rows = []
+    for c in a["cases"]:
+        s, lb, kc = c["create_to_fully_applied"], c["lower_bound"]["ms"], c["kubectl_sequential"]
+        rows.append([c["spokes"], c["manifests"], _ms(s["p50_ms"]), _ms(s["p90_ms"]),
+                     _ms(s["p99_ms"]), _ms(c["create_to_ready"]["p50_ms"]),
+                     f"{_ms(lb)} (d={c['lower_bound']['depth']})", f"x{ratio(s['p50_ms'], lb)}",
+                     f"{_ms(kc['p50_ms'])} / {_ms(kc['p90_ms'])}",
+                     f"x{ratio(s['p50_ms'], kc['p50_ms'])}"])
+    return ["## 2. Apply latency: create → FullyApplied seen on the hub", "",
+            f"{a['runs']} runs per case (kubectl: {a['kubectl_runs']}); ms.", "",
+            *_table(["spokes", "manifests", "p50", "p90", "p99", "→Ready p50", "lower bound",
+                     "p50/LB", "kubectl p50 / p90", "hmls/kubectl"], rows),
+            "Lower bound (floor p50s of this run): `LB = 2·watch + hub_patch + d·apply1` - the "
+            "controller must see the create (a watch delivery), add its finalizer (a hub patch), "
+            "apply d dependency groups one after the other (d=1 for 1 manifest, 3 for 5; "
+            "clusters in parallel, so k does not appear) at the single-apply floor, and write "
+            "status that a watch delivers. p50/LB above 1 is the controller's own work plus "
+            "contention for the 2 cores. kubectl = `kubectl apply -f` of the same manifests to "
+            "each cluster in turn (real processes, client-side apply, warm discovery cache). "
+            "→Ready includes the simulator's 0.5 s status delay.", ""]
+
+
+def _propagation(p: dict[str, Any]) -> list[str]:
+    s, storm = p["spoke_status_to_hub"], p["storm"]
+    seen = storm["all_not_ready_seen"]
+    rows = [["one spoke flips Ready=False → hub Ready=False", _ms(s["p50_ms"]), _ms(s["p99_ms"]),
+             s["n"], f"{_ms(p['lower_bound_ms'])} (x{ratio(s['p50_ms'], p['lower_bound_ms'])})"]]
+    if seen:
+        rows.append([f"{storm['spokes']} spokes flip at once → hub shows all {storm['spokes']}",
+                     _ms(seen["p50_ms"]), _ms(seen["p99_ms"]), seen["n"], ""])
+    return ["## 3. Status propagation", "",
+            *_table(["", "p50 ms", "p99 ms", "n", "lower bound 2·watch"], rows),
+            f"Hub status writes per single flip and its restoration: "
+            f"{p['status_writes_per_single_flip']:.2f} (ideal 2).", "",
+            f"{storm['spokes']} spokes flipping at once, then restored by the simulator "
+            f"({storm['rounds']} rounds): hub status writes per round {storm['status_writes']} "
+            f"(mean {storm['status_writes_mean']:.1f}; ideal {storm['ideal_writes']}, one per "
+            f"spoke event {storm['naive_writes']}).", ""]
+
+
+def _idle(i: dict[str, Any]) -> list[str]:
+    rows = [[c, f"{v['mutating']} / {v['baseline_mutating']} / {v['controller_mutating']}",
+             f"{v['non_lease']} / {v['baseline_non_lease']} / {v['controller_non_lease']}",
+             f"{v['reads']} / {v['baseline_reads']} / {v['controller_reads']}"]
+            for c, v in i["servers"].items()]
+    c, r = i["controller"], i["restart"]
+    writes = sorted({w for v in i["servers"].values() for w in v["writes"]})
+    return ["## 4. Idle cost", "",
+            f"On the idle environment: {i['crs']} HyperMLServices x {i['spokes']} spokes, "
+            f"settled; {i['window_s']:.0f} s idle with the controller, then the same servers "
+            "for the same time without it (baseline). These windows ran while the other "
+            "measurements ran on the main environment; the idle environment's processes used "
+            f"{i['environment_cpu_s']:.1f} CPU s over both windows "
+            f"({i['environment_cpu_pct_of_one_core']:.1f}% of one core), the background load it "
+            "added to them.", "",
+            *_table(["server", "mutating: with controller / baseline / difference",
+                     "of which not lease renewals", "GET+LIST"], rows),
+            f"Mutating requests with the controller minus the baseline, all servers: "
+            f"**{i['controller_mutating_total']}** in {i['window_s']:.0f} s; leaving out the API "
+            "servers' own lease renewals (a PUT every 10 s each, which the controller never makes "
+            "without --leader-elect; their count moves by one at a window's edge): "
+            f"**{i['controller_non_lease_total']}**. Written while the controller ran: "
+            f"{', '.join(writes) or 'nothing'}. WATCH requests are left out of the reads: the "
+            "API server counts one when it ends, not in the window it covered.", "",
+            f"Controller over the window: {c['cpu_s']:.2f} CPU s "
+            f"({c['cpu_pct_of_one_core']:.2f}% of one core), RSS {c['rss_mb_start']:.0f} → "
+            f"{c['rss_mb_end']:.0f} MB (peak {c['peak_rss_mb']:.0f} MB); its counters moved by "
+            f"{c['counters_delta']}.", "",
+            f"Restart on the settled state: **{r['applies_resent']} applies re-sent** (target 0; "
+            f"{r['unchanged']} unchanged), {r['status_writes']} status writes, "
+            f"{r['reconciles']} reconciles, settled in {r['settle_s']:.1f} s using "
+            f"{r['cpu_s']:.1f} CPU s (peak RSS {r['peak_rss_mb']:.0f} MB); writes during the "
+            f"restart other than lease renewals: {r['non_lease_writes']} (all: "
+            f"{r['writes'] or 'none'}).", ""]
+
+
+def _scale(s: dict[str, Any], chart: str, quick: bool) -> list[str]:
+    cost, load = [], []
+    for c in s["cases"]:
+        req, ctl = c["requests"], c["controller"]
+        cost.append([c["crs"], c["spokes"], f"{c['startup_s']:.1f}",
+                     f"{c['to_fully_applied_s']:.1f}",
+                     f"{c['apply_floor_s']:.1f} (x{ratio(c['to_fully_applied_s'], c['apply_floor_s'])})",
+                     f"{c['to_ready_s']:.1f}", f"{c['per_cr_ms']:.1f}", f"{c['cpu_s']['settled']:.1f}",
+                     f"{c['cpu_per_cr_ms']:.1f}", f"{c['peak_rss_mb']:.0f}"])
+        load.append([c["crs"], c["spokes"], f"{req['hub']['total']} ({req['hub']['mutating']})",
+                     f"{req['spokes']['total']} ({req['spokes']['mutating']}; simulator "
+                     f"{req['spokes']['simulator']})", ctl["reconciles"], ctl["applied"],
+                     ctl["status_writes"], f"{c['servers_cpu_s']:.0f}",
+                     f"{c['machine_busy_pct']:.0f}%"])
+    out = ["## 5. Scale: cold start to all FullyApplied", "",
+           *_table(["CRs", "spokes", "startup s", "→FullyApplied s", "apply floor s", "→Ready s",
+                    "ms/CR", "CPU s", "CPU ms/CR", "peak RSS MB"], cost),
+           "Clock from the controller's spawn; startup = until its /readyz answers. apply floor = "
+           "CRs·spokes / the best ClusterClient apply throughput of the floors. ms/CR and CPU "
+           "ms/CR: to FullyApplied, after startup. CPU s and peak RSS: at settled (after Ready).",
+           "",
+           *_table(["CRs", "spokes", "hub requests (mutating)", "spoke requests (mutating)",
+                    "reconciles", "applies", "status writes", "servers' CPU s",
+                    "machine busy"], load),
+           "Requests from spawn to settled, from apiserver_request_total; on spokes the "
+           "simulator's status patches and reads are in there (counted apart). servers' CPU s = "
+           "the environment's API servers, etcd and simulator over the case; machine busy = "
+           "both cores, everything on the machine included (other users too).", ""]
+    for key, g in s["growth"].items():
+        if not key.startswith("k"):
+            continue
+        out.append(f"- {key[1:]} spokes: time ≈ {g['time_vs_crs']['intercept']:.1f} s + "
+                   f"{g['time_vs_crs']['slope'] * 1000:.1f} ms·CRs; CPU ≈ "
+                   f"{g['cpu_vs_crs']['intercept']:.1f} s + {g['cpu_vs_crs']['slope'] * 1000:.1f} "
+                   f"ms·CRs; peak RSS ≈ {g['peak_rss_vs_crs']['intercept']:.0f} MB + "
+                   f"{g['rss_per_cr_kb']:.1f} KB·CRs; per-CR time x{g['per_cr_time_growth']:.2f}, "
+                   f"per-CR CPU x{g['per_cr_cpu_growth']:.2f} from smallest to largest: "
+                   + ("**super-linear (> 1.5x)**" if g["superlinear"] else "not super-linear"))
+    if quick:
+        out.append("- quick sizes take a few seconds per case: their growth ratios are mostly "
+                   "noise; see the full run")
+    pc = s["growth"]["rss_per_cluster_mb"]
+    if pc["mb"] is not None:
+        out.append(f"- memory per cluster at {pc['crs']} CRs: {pc['mb']:.1f} MB (peak RSS "
+                   "difference between spoke counts, per spoke)")
+    out += ["", f"![how cost grows]({chart})", ""]
+    return out
+
+
+def _profile(s: dict[str, Any], folded: str | None) -> list[str]:
+    p = s["profiled_run"]
+    prof = p["profile"]
+    plain = next(c for c in s["cases"] if (c["crs"], c["spokes"]) == (p["crs"], p["spokes"]))
+    unit = "samples" if prof["tool"] == "py-spy" else "seconds"
+    if prof["tool"] == "cProfile":
+        why = (f"ptrace was refused here ({s['ptrace_refused']}), so " if s["ptrace_refused"]
+               else "As asked (--profiler cprofile), ")
+        note = (why + "that controller ran under `python -m cProfile -o` (deterministic "
+                "profiling slows it down); seconds are own wall time in the profile, so the "
+                "event loop's epoll wait there is mostly idle time, not CPU.")
+    else:
+        note = (f"py-spy at {prof['rate_hz']} Hz, `--nonblocking` (the controller is never "
+                f"paused), idle excluded: {prof['samples']} samples of CPU time. py-spy itself "
+                f"used {prof['profiler_cpu_s']:.1f} CPU s on the same cores during that case.")
+        if folded:
+            note += f" Folded stacks (flamegraph.pl / speedscope input): `{folded}`."
+    rows = [[i + 1, f"`{r['function']}`", r["file"], f"{r[unit]:.0f}" if unit == "samples"
+             else f"{r[unit]:.2f}", f"{r['pct']:.1f}%"] for i, r in enumerate(prof["top_own"])]
+    hm = [[f"`{r['function']}`", r["file"], f"{r['pct']:.1f}%"] for r in prof["top_hmls_inclusive"]]
+    threads = plain["controller_threads_cpu_s"]
+    return ["## 6. Profile of the worst scale case", "",
+            f"The {p['crs']} CRs x {p['spokes']} spokes case, run once more with the profiler "
+            f"from the controller's spawn until settled: FullyApplied in "
+            f"{p['to_fully_applied_s']:.1f} s and {p['cpu_s']['settled']:.1f} CPU s (without the "
+            f"profiler, above: {plain['to_fully_applied_s']:.1f} s, "
+            f"{plain['cpu_s']['settled']:.1f} CPU s). {note}", "",
+            f"The controller's CPU by thread in the unprofiled case (/proc/<pid>/task): main "
+            f"thread (the event loop) "
+            f"{threads['main']:.1f} s, its {threads['threads'] - 1:.0f} other threads (the "
+            f"loop's default executor) {threads['other_threads']:.1f} s.", "",
+            "Top 15 functions by own time:", "",
+            *_table(["#", "function", "file", unit, "share"], rows),
+            "hmls functions by inclusive time (own time plus what they call):", "",
+            *_table(["function", "file", "share"], hm)]
+
+
+def markdown(r: dict[str, Any], chart: str, folded: str | None) -> str:
+    lines = [f"# hmls benchmarks ({r['mode']})", "",
+             "Generated by `scripts/bench/run.py`" + (" --quick" if r["mode"] == "quick" else "")
+             + " against real kube-apiserver and etcd processes on this machine (loopback).", "",
+             *_machine(r), *_floors(r["floors"])]
+    if "apply" in r:
+        lines += _apply(r["apply"])
+    if "propagation" in r:
+        lines += _propagation(r["propagation"])
+    if "idle" in r:
+        lines += _idle(r["idle"])
+    if "scale" in r:
+        lines += _scale(r["scale"], chart, r["mode"] == "quick") + _profile(r["scale"], folded)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def chart(r: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
+    m = r["machine"]
+    fig.suptitle(f"hmls benchmarks ({r['mode']}) — {m['cpu_model']}, {m['cores']} cores, "
+                 f"kube-apiserver {m['kube_apiserver']}", fontsize=10)
+    if "scale" in r:
+        cases = r["scale"]["cases"]
+        for k in sorted({c["spokes"] for c in cases}):
+            mine = sorted((c for c in cases if c["spokes"] == k), key=lambda c: c["crs"])
+            xs = [c["crs"] for c in mine]
+            g = r["scale"]["growth"][f"k{k}"]
+            label = f"{k} spoke{'s' if k > 1 else ''}"
+            color = None
+            for ax, ys, fit in (
+                    (axes[0][0], [c["to_fully_applied_s"] for c in mine], g["time_vs_crs"]),
+                    (axes[0][1], [c["cpu_s"]["settled"] for c in mine], g["cpu_vs_crs"]),
+                    (axes[1][0], [c["peak_rss_mb"] for c in mine], g["peak_rss_vs_crs"])):
+                color = ax.plot(xs, ys, "o-", color=color, label=label)[0].get_color()
+                ax.plot(xs, [fit["intercept"] + fit["slope"] * x for x in xs], ":", color=color,
+                        alpha=0.6)
+            axes[0][0].plot(xs, [c["apply_floor_s"] for c in mine], "--", color=color, alpha=0.5,
+                            label=f"apply-throughput floor, {label}")
+        for ax, title in ((axes[0][0], "cold start → all FullyApplied (s)"),
+                          (axes[0][1], "controller CPU to settle (s)"),
+                          (axes[1][0], "controller peak RSS (MB)")):
+            ax.set_title(title, fontsize=10)
+            ax.set_ylim(bottom=0)
+            ax.set_xlabel("HyperMLServices")
+            ax.legend(fontsize=8)
+            ax.grid(alpha=0.3)
+    if "apply" in r:
+        ax = axes[1][1]
+        cases = r["apply"]["cases"]
+        for mcount in sorted({c["manifests"] for c in cases}):
+            mine = [c for c in cases if c["manifests"] == mcount]
+            xs = [c["spokes"] for c in mine]
+            line = ax.plot(xs, [c["create_to_fully_applied"]["p50_ms"] for c in mine], "o-",
+                           label=f"hmls p50, {mcount} manifest{'s' if mcount > 1 else ''}")[0]
+            ax.fill_between(xs, [c["create_to_fully_applied"]["p50_ms"] for c in mine],
+                            [c["create_to_fully_applied"]["p99_ms"] for c in mine],
+                            color=line.get_color(), alpha=0.15)
+            ax.plot(xs, [c["kubectl_sequential"]["p50_ms"] for c in mine], "s--",
+                    color=line.get_color(), alpha=0.7, label=f"kubectl p50, {mcount}")
+            ax.plot(xs, [c["lower_bound"]["ms"] for c in mine], ":", color=line.get_color(),
+                    label=f"lower bound, {mcount}")
+        ax.set_title("create → FullyApplied (ms; band p50-p99)", fontsize=10)
+        ax.set_xlabel("spokes")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write(out: Path, r: dict[str, Any]) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    mode = r["mode"]
+    paths = [out / f"{mode}.json", out / f"{mode}.md", out / f"{mode}.png"]
+    folded = None
+    source = ((r.get("scale") or {}).get("profiled_run", {}).get("profile") or {}).pop("folded", None)
+    if source:
+        paths.append(out / f"{mode}-profile.folded")
+        shutil.copyfile(source, paths[-1])
+    if (out / f"{mode}-profile.folded").exists():  # also when re-rendering a stored result
+        folded = f"{mode}-profile.folded"
+    paths[0].write_text(json.dumps(r, indent=2) + "\n")
+    paths[1].write_text(markdown(r, paths[2].name, folded))
+    chart(r, paths[2])
+    print(paths[1].read_text())
+    return paths
+
+
+if __name__ == "__main__":
+    stored = Path(sys.argv[1])
+    write(stored.parent, json.loads(stored.read_text()))

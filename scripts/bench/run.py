@@ -1,0 +1,182 @@
+"""hmls benchmark suite against real local API servers (``make bench`` / ``make bench-quick``).
+
+A local environment (etcd, a kube-apiserver each for the hub, 8 spokes and the ingress
+cluster, the MLService simulator) is started, the spokes are joined, and the measurements
+run one after the other:
+
+  floors         single API calls: SSA (raw HTTP and ClusterClient, concurrency 1/4/16),
+                 hub create / patch / status patch, watch delivery      (floors.py)
+  apply          create → FullyApplied, 1/4/8 spokes x 1/5 manifests, lower bound, kubectl
+                                                                        (apply_latency.py)
+  propagation    spoke status → hub, and 8 spokes flipping at once       (propagation.py)
+  scale          cold start for N CRs x k spokes, growth fits, profile  (scale.py)
+  idle           writes and CPU while idle vs a no-controller baseline, restart (idle.py),
+                 on a second environment (hub, 4 spokes, ingress): it is set up first, its
+                 two T-long windows run while the others run, its restart comes last
+
+Results go to OUT/<mode>.json, OUT/<mode>.md and OUT/<mode>.png (mode: full or quick).
+Nothing is asserted: figures are printed and written, with ratios against the floors and
+baselines of the same run.  Timings on a shared machine are noisy; the report records the
+load average around each phase.
+
+  python scripts/bench/run.py [--quick] [--dir DIR] [--out docs/benchmarks] [--only a,b]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import apply_latency
+import floors
+import idle
+import propagation
+import scale
+from common import REPO, Bench, Controller, log, stop_env
+from latency import NAMESPACE
+from report import loadavg, machine, write
+
+from hmls.devenv import binaries
+from hmls.devenv.environment import Environment
+
+PHASES = ("floors", "apply", "propagation", "scale", "idle")
+SPOKES = 8
+IDLE_SPOKES = 4
+
+
+async def _phase(result: dict[str, Any], name: str, body: Callable[[], Awaitable[Any]]) -> Any:
+    load0, t0 = loadavg(), time.perf_counter()
+    log(f"--- {name} (load average {load0:.2f})")
+    value = await body()
+    result["phases"][name] = {"seconds": time.perf_counter() - t0, "loadavg_start": load0,
+                              "loadavg_end": loadavg()}
+    return value
+
+
+def _code() -> dict[str, Any]:
+    """Which hmls the controllers ran: the commit and any uncommitted changes under hmls/."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                              check=False).stdout.strip()
+
+    return {"commit": git("rev-parse", "--short", "HEAD"),
+            "uncommitted": git("status", "--porcelain", "--", "hmls").splitlines()}
+
+
+def _kubectl_version() -> str:
+    out = subprocess.run(["kubectl", "version", "--client", "-o", "yaml"], capture_output=True,
+                         text=True, check=False).stdout
+    return next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                 if line.strip().startswith("gitVersion")), "unknown")
+
+
+async def suite(main_env: Environment, idle_env: Environment | None, quick: bool,
+                only: set[str], profiler: str) -> dict[str, Any]:
+    b = Bench(main_env, quick)
+    ib = Bench(idle_env, quick) if idle_env else None
+    benches = [x for x in (b, ib) if x]
+    background: asyncio.Task[dict[str, Any]] | None = None
+    try:
+        for x in benches:
+            await x.open()
+            await x.join_spokes()
+        result: dict[str, Any] = {
+            "mode": "quick" if quick else "full",
+            "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "machine": {**machine(),
+                        "kube_apiserver": (await b.hub.version()).get("gitVersion"),
+                        "etcd": binaries.ETCD_VERSION, "kubectl": _kubectl_version(),
+                        "api_servers": {"main": len(main_env.state().clusters),
+                                        "idle": len(idle_env.state().clusters) if idle_env else 0}},
+            "code": _code(), "phases": {}}
+        if ib:  # set up first, then let the idle windows run under the other measurements
+            ctl = await _phase(result, "idle_setup", lambda: idle.prepare(ib))
+            background = asyncio.create_task(_phase(result, "idle_windows",
+                                                    lambda: idle.windows(ib, ctl)))
+        fl = result["floors"] = await _phase(result, "floors", lambda: floors.run(b))
+        if only & {"apply", "propagation"}:
+            ctl = Controller(b, [NAMESPACE])
+            ctl.start()
+            await ctl.wait_ready()
+            if "apply" in only:
+                result["apply"] = await _phase(result, "apply", lambda: apply_latency.run(b, fl))
+            if "propagation" in only:
+                result["propagation"] = await _phase(result, "propagation",
+                                                     lambda: propagation.run(b, ctl, fl))
+            await ctl.stop()
+            await b.clean(NAMESPACE, b.spokes)
+            await b.clean(apply_latency.KUBECTL_NS, b.spokes, owned_only=False)
+        if "scale" in only:
+            result["scale"] = await _phase(result, "scale", lambda: scale.run(b, fl, profiler=profiler))
+        if ib and background:
+            log("waiting for the idle windows to end")
+            result["idle"] = await background
+            result["idle"]["restart"] = await _phase(result, "idle_restart",
+                                                     lambda: idle.restart(ib))
+        result["code_at_end"] = _code()
+        return result
+    finally:
+        if background and not background.done():
+            background.cancel()
+        for x in benches:
+            await x.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer runs and smaller sizes (about 3 minutes)")
+    parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-suite"),
+                        help="environments go to DIR/main and DIR/idle (stopped and wiped first)")
+    parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
+    parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto",
+                        help="for the worst scale case (auto: py-spy unless ptrace is refused)")
+    parser.add_argument("--only", default=",".join(PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)} (floors always run)")
+    args = parser.parse_args()
+    only = {p for p in args.only.split(",") if p}
+    if only - set(PHASES):
+        parser.error(f"unknown phases: {', '.join(sorted(only - set(PHASES)))}")
+    if shutil.which("kubectl") is None:
+        parser.error("kubectl is not on PATH")
+    started = time.perf_counter()
+    root = Path(args.dir)
+    main_env = Environment(root / "main", die_with_parent=True, log=log)
+    idle_env = Environment(root / "idle", die_with_parent=True, log=log) if "idle" in only else None
+    envs = [e for e in (main_env, idle_env) if e]
+    # The environments start side by side, each from a thread of its own that lives until the
+    # end: their processes are tied to the thread that spawned them (die_with_parent).
+    starters = ThreadPoolExecutor(max_workers=len(envs), thread_name_prefix="env")
+    try:
+        for env in envs:
+            env.down()
+        ups = [starters.submit(env.up, spokes=spokes)
+               for env, spokes in zip(envs, (SPOKES, IDLE_SPOKES), strict=False)]
+        for up in ups:
+            up.result()
+        up_s = time.perf_counter() - started
+        result = asyncio.run(suite(main_env, idle_env, args.quick, only, args.profiler))
+    finally:
+        for env in envs:
+            stop_env(env)
+        starters.shutdown()
+    result["environment_up_s"] = up_s
+    result["total_s"] = time.perf_counter() - started
+    result["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    paths = write(Path(args.out), result)
+    log(f"done in {result['total_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Scale: cold start to all FullyApplied for N HyperMLServices x k spokes.
+
+Each case has a hub namespace of its own.  The N HyperMLServices (one 2 KB MLService each,
+to spokes 1..k) are created with no controller running; then a fresh controller process
+watching only that namespace is started and the clock runs from its spawn until a hub watch
+has seen every one of them FullyApplied (and then Ready, which needs the simulator's status).
+Measured per case: wall time, API requests to every server (apiserver_request_total,
+spawn → settled; on spokes the simulator's status writes are in there too, counted apart),
+controller CPU seconds (/proc/<pid>/stat; also by thread) and peak RSS (VmHWM), and, to see
+what bounded the wall time, the CPU used by the environment's servers (API servers, etcd,
+simulator) and how busy the machine's cores were (/proc/stat, other users included).  Between cases the
+controller is stopped and the case's spoke objects are deleted.
+
+Growth: linear fits of time, CPU and peak RSS against N for each k; memory per CR (slope)
+and per cluster (difference between k values at the largest N); per-CR cost = (time or CPU
+after the controller is ready) / N, flagged super-linear when it grows > 1.5x from the
+smallest to the largest N.  The worst case (largest N x k) is then run once more with a
+profiler attached (so that the fitted cases are not disturbed by it): py-spy sampling
+without pausing the controller (its own CPU use, on the same cores, is reported), or the
+controller under cProfile if ptrace is refused.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from common import (
+    Bench,
+    Controller,
+    HubTracker,
+    busy_pct,
+    by_verb,
+    env_cpu,
+    hyper,
+    linear_fit,
+    log,
+    machine_cpu,
+    mlservice,
+    mutating,
+    ratio,
+    requests_delta,
+    requests_total,
+    thread_cpu,
+)
+from floors import apply_ops_max
+from latency import cond
+from profiling import PySpy, ptrace_refusal, top_cprofile, top_pyspy
+
+SUPERLINEAR = 1.5
+SIMULATOR = (("PATCH", "mlservices/status"), ("GET", "mlservices"))
+
+
+def _applied(o: dict[str, Any]) -> bool:
+    return cond(o, "FullyApplied") == "True"
+
+
+def _ready(o: dict[str, Any]) -> bool:
+    return cond(o, "Ready") == "True"
+
+
+async def case(b: Bench, n: int, k: int, *, profile: str | None = None) -> dict[str, Any]:
+    """One cold start.  profile: None, "py-spy" or "cprofile"."""
+    ns = f"scale-{n}-{k}" + (f"-{profile}" if profile else "")
+    spokes = b.spokes[:k]
+    await b.namespace(ns, ["hub", *spokes])
+    await b.create_all([hyper(f"s-{i}", ns, spokes, [mlservice(f"svc-{i}", ns)])
+                        for i in range(n)])
+    out = b.env.dir / f"profile-{ns}"
+    ctl = Controller(b, [ns], name=f"controller-{ns}",
+                     cprofile_to=out.with_suffix(".pstats") if profile == "cprofile" else None)
+    spy = PySpy(out.with_suffix(".raw")) if profile == "py-spy" else None
+    timeout = 120 + n * k * 0.2
+    async with HubTracker(b.hub, ns) as hub:
+        before = await b.requests(["hub", *spokes])
+        machine0, servers0 = machine_cpu(), env_cpu(b.env)
+        ctl.start()
+        if spy:
+            await spy.start(ctl.pid)
+        startup = await ctl.wait_ready()
+        at_ready = ctl.stats()
+        t_applied = await hub.wait(_applied, n, timeout) - ctl.started
+        at_applied = ctl.stats()
+        t_ready = await hub.wait(_ready, n, timeout) - ctl.started
+        counters = await ctl.settle(quiet=1.0, timeout=timeout)
+        settled, threads = ctl.stats(), thread_cpu(ctl.pid)
+        machine1, servers1 = machine_cpu(), env_cpu(b.env)
+        delta = requests_delta(await b.requests(["hub", *spokes]), before)
+    profile_result: dict[str, Any] | None = None
+    if spy:
+        spy_cpu = await spy.stop()
+        profile_result = {**top_pyspy(spy.out), "profiler_cpu_s": spy_cpu, "folded": str(spy.out)}
+    await ctl.stop()
+    if profile == "cprofile":
+        profile_result = top_cprofile(out.with_suffix(".pstats"))
+    await b.clean(ns, spokes)
+    hub_req, spoke_req = delta["hub"], sum((delta[s] for s in spokes), Counter())
+    sim = sum(spoke_req[key] for key in SIMULATOR)
+    result = {
+        "crs": n, "spokes": k, "applies": n * k,
+        "startup_s": startup, "to_fully_applied_s": t_applied, "to_ready_s": t_ready,
+        "cpu_s": {"at_ready": at_ready.cpu_s, "at_fully_applied": at_applied.cpu_s,
+                  "settled": settled.cpu_s},
+        "rss_mb": settled.rss_mb, "peak_rss_mb": settled.hwm_mb,
+        "controller_threads_cpu_s": threads,
+        "servers_cpu_s": servers1 - servers0, "machine_busy_pct": busy_pct(machine0, machine1),
+        "controller": {k_: int(v) for k_, v in counters.items()},
+        "requests": {
+            "hub": {"total": requests_total(hub_req), "mutating": mutating(hub_req),
+                    "by_verb": by_verb(hub_req)},
+            "spokes": {"total": requests_total(spoke_req), "mutating": mutating(spoke_req),
+                       "by_verb": by_verb(spoke_req), "simulator": int(sim)}},
+        "per_cr_ms": 1000 * (t_applied - startup) / n,
+        "cpu_per_cr_ms": 1000 * (at_applied.cpu_s - at_ready.cpu_s) / n,
+    }
+    if profile_result:
+        result["profile"] = profile_result
+    return result
+
+
+def growth(cases: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    spokes = sorted({c["spokes"] for c in cases})
+    for k in spokes:
+        mine = sorted((c for c in cases if c["spokes"] == k), key=lambda c: c["crs"])
+        xs = [float(c["crs"]) for c in mine]
+        small, large = mine[0], mine[-1]
+        time_growth = large["per_cr_ms"] / small["per_cr_ms"]
+        cpu_growth = large["cpu_per_cr_ms"] / small["cpu_per_cr_ms"]
+        out[f"k{k}"] = {
+            "time_vs_crs": linear_fit(xs, [c["to_fully_applied_s"] for c in mine]),
+            "cpu_vs_crs": linear_fit(xs, [c["cpu_s"]["settled"] for c in mine]),
+            "peak_rss_vs_crs": linear_fit(xs, [c["peak_rss_mb"] for c in mine]),
+            "per_cr_time_growth": time_growth, "per_cr_cpu_growth": cpu_growth,
+            "superlinear": time_growth > SUPERLINEAR or cpu_growth > SUPERLINEAR,
+        }
+        out[f"k{k}"]["rss_per_cr_kb"] = out[f"k{k}"]["peak_rss_vs_crs"]["slope"] * 1024
+    n_max = max(c["crs"] for c in cases)
+    at_max = {c["spokes"]: c for c in cases if c["crs"] == n_max}
+    lo, hi = min(at_max), max(at_max)
+    out["rss_per_cluster_mb"] = {
+        "crs": n_max,
+        "mb": (at_max[hi]["peak_rss_mb"] - at_max[lo]["peak_rss_mb"]) / (hi - lo) if hi > lo else None}
+    return out
+
+
+async def run(b: Bench, floors: dict[str, Any], *, profiler: str = "auto") -> dict[str, Any]:
+    """profiler: "auto" (py-spy unless ptrace is refused, then cProfile), "py-spy", "cprofile"."""
+    sizes, spoke_counts = ((50, 100), (1, 2)) if b.quick else ((100, 300, 1000), (1, 4))
+    cases = []
+    for k in spoke_counts:
+        for n in sizes:
+            c = await case(b, n, k)
+            c["apply_floor_s"] = n * k / apply_ops_max(floors)
+            log(f"scale {n} CRs x {k} spokes: FullyApplied in {c['to_fully_applied_s']:.1f} s "
+                f"(startup {c['startup_s']:.1f} s; apply-throughput floor {c['apply_floor_s']:.1f} s, "
+                f"x{ratio(c['to_fully_applied_s'], c['apply_floor_s'])}), Ready in "
+                f"{c['to_ready_s']:.1f} s, CPU {c['cpu_s']['settled']:.1f} s, peak RSS "
+                f"{c['peak_rss_mb']:.0f} MB, requests hub {c['requests']['hub']['total']} "
+                f"spokes {c['requests']['spokes']['total']}")
+            cases.append(c)
+    fits = growth(cases)
+    for k in spoke_counts:
+        g = fits[f"k{k}"]
+        log(f"growth at {k} spokes: {g['time_vs_crs']['slope'] * 1000:.1f} ms/CR, "
+            f"{g['rss_per_cr_kb']:.1f} KB/CR, per-CR time x{g['per_cr_time_growth']:.2f} and CPU "
+            f"x{g['per_cr_cpu_growth']:.2f} smallest→largest"
+            + (" - SUPER-LINEAR" if g["superlinear"] else ""))
+    refusal = await ptrace_refusal() if profiler != "cprofile" else None
+    tool = "cprofile" if refusal or profiler == "cprofile" else "py-spy"
+    profiled = await case(b, max(sizes), max(spoke_counts), profile=tool)
+    log(f"profiled re-run of {max(sizes)} x {max(spoke_counts)} ({profiled['profile']['tool']}): "
+        f"FullyApplied in {profiled['to_fully_applied_s']:.1f} s")
+    return {"cases": cases, "growth": fits, "profiled_run": profiled, "ptrace_refused": refusal}
