@@ -95,6 +95,21 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_http_ok(proc: subprocess.Popen[bytes], url: str, log: Path, *, timeout: float) -> None:
+    """Wait until url answers 200; fail with the log's tail if proc exits or time runs out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{proc.args[0]} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} not ready after {timeout}s: {log.read_text()[-3000:]}")
+
+
 class Controller:
     """An ``hmls controller`` subprocess against the session's hub."""
 
@@ -113,17 +128,7 @@ class Controller:
              "--probe-interval", "1", *self.extra],
             stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"controller exited: {self.log.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/readyz", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("controller did not become ready")
+        wait_http_ok(self.proc, f"http://127.0.0.1:{self.port}/readyz", self.log, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         assert self.proc is not None

@@ -9,7 +9,6 @@ import json
 import math
 import shutil
 import subprocess
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +21,7 @@ import yaml
 from hmls.devenv.environment import Environment, _free_port, _set_pdeathsig
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
-from tests.conftest import Controller, eventually, kubectl
+from tests.conftest import Controller, eventually, kubectl, wait_http_ok
 from tests.integration.helpers import (
     configmap,
     create,
@@ -66,17 +65,7 @@ class Prometheus:
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 preexec_fn=_set_pdeathsig)
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited: {self.log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready: {self.log.read_text()[-3000:]}")
+        wait_http_ok(self.proc, f"{self.url}/-/ready", self.log, timeout=60)
 
     def stop(self) -> None:
         if self.proc is None:
