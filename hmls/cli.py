@@ -59,7 +59,8 @@ def _controller(args: argparse.Namespace) -> int:
         watch_namespaces=tuple(n for n in args.watch_namespaces.split(",") if n),
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
-        probe_interval=args.probe_interval, kubeconfig_policy=_policy(args),
+        probe_interval=args.probe_interval, batch_window=args.batch_window,
+        kubeconfig_policy=_policy(args),
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace or None,
         lease_seconds=args.lease_seconds, renew_deadline=args.lease_seconds * 2 / 3,
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel API writes per cluster (default 8)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
                      help="seconds between cluster reachability probes (default 10)")
+    ctl.add_argument("--batch-window", type=float, default=0.1,
+                     help="seconds spoke status changes are gathered before the HyperMLService "
+                          "is reconciled, so that changes arriving together cost one status "
+                          "write (default 0.1)")
     ctl.add_argument("--leader-elect", action="store_true",
                      help="run as one of several replicas; only the Lease holder works")
     ctl.add_argument("--leader-election-namespace", default="",

@@ -19,6 +19,9 @@ class Settings:
     workers: int = 4
     per_cluster_concurrency: int = 8
     probe_interval: float = 10.0
+    batch_window: float = 0.1
+    """Seconds a spoke event waits before its HyperMLService is reconciled, so that changes
+    arriving together (several spokes turning Ready) cost one reconcile and one status write."""
     request_timeout: float = 10.0
     kubeconfig_policy: KubeconfigPolicy = field(default_factory=KubeconfigPolicy)
     leader_elect: bool = False

@@ -34,6 +34,14 @@ log = logging.getLogger("hmls.manager")
 SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
 
 
+def _echo(old: Obj | None, new: Obj | None) -> bool:
+    """The watch delivering a version the cache already holds: the response to our own write
+    (``HubCache.observe``), acted on when it was made.  Any other change, including one made
+    between our read and our write, arrives with a resourceVersion the cache has not seen."""
+    return (old is not None and new is not None
+            and old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"))
+
+
 class Manager:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
@@ -52,13 +60,14 @@ class Manager:
         if obj is None:
             return
         self.hub_cache.index(obj, deleted=kind == "DELETED")
-        if kind != "DELETED":
-            self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        if kind == "DELETED" or _echo(old, new):
+            return
+        self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
 
     def _owner_changed(self, uid: str) -> None:
         key = self.hub_cache.key_for_uid(uid)
         if key:
-            self.queue.add(key)
+            self.queue.add_after(key, self.settings.batch_window)
 
     def _cluster_changed(self, cluster: str) -> None:
         for obj in self.hub_cache.objects():

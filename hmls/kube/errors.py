@@ -96,9 +96,6 @@ def translate(exc: BaseException) -> KubeError:
     """Map any exception raised by a call into the cluster to a KubeError."""
     if isinstance(exc, KubeError):
         return exc
-    status = getattr(exc, "status", None)
-    if isinstance(status, int) and status > 0 and hasattr(exc, "body"):
-        return from_status(status, exc.body, str(getattr(exc, "reason", "")))
     if isinstance(exc, TimeoutError | asyncio.TimeoutError):
         return Unreachable("request timed out")
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):

@@ -1,5 +1,7 @@
 """Writes one run's result: OUT/<mode>.json, a Markdown report OUT/<mode>.md and a chart of
-how cost grows OUT/<mode>.png (matplotlib).
+how cost grows OUT/<mode>.png (matplotlib).  When OUT/<mode>-before.json holds an earlier run
+(the code before an optimisation), the report ends with a before/after table of the headline
+figures.
 
 ``python scripts/bench/report.py OUT/<mode>.json`` renders the Markdown and the chart again
 from a stored result."""
@@ -69,16 +71,22 @@ def _floors(f: dict[str, Any]) -> list[str]:
     rows = []
     for c in ("c1", "c4", "c16"):
         raw, cli = f["apply"]["raw_http"][c], f["apply"]["cluster_client"][c]
+        gen = f["apply"]["kubernetes_asyncio"][c]
         rows.append([raw["concurrency"], f"{raw['ops_per_s']:.0f}", _ms(raw["p50_ms"]),
                      _ms(raw["p99_ms"]), f"{cli['ops_per_s']:.0f}", _ms(cli["p50_ms"]),
-                     _ms(cli["p99_ms"]), f"x{ratio(cli['p50_ms'], raw['p50_ms'])}"])
+                     _ms(cli["p99_ms"]), f"x{ratio(cli['p50_ms'], raw['p50_ms'])}",
+                     f"{gen['ops_per_s']:.0f}", _ms(gen["p50_ms"]),
+                     f"x{ratio(cli['ops_per_s'], gen['ops_per_s'])}"])
     other = [[k.replace("_", " "), _ms(f[k]["p50_ms"]), _ms(f[k]["p99_ms"]), f[k]["n"]]
              for k in ("hub_create", "hub_patch", "status_patch", "watch_delivery")]
     return ["## 1. Floors (no controller running)", "",
             f"Server-side apply of a {f['object_bytes']} B MLService to one spoke, each apply a "
             f"real change; {f['ops_per_level']} applies per level.", "",
             *_table(["concurrency", "raw HTTP ops/s", "p50 ms", "p99 ms", "ClusterClient ops/s",
-                     "p50 ms", "p99 ms", "client/raw p50"], rows),
+                     "p50 ms", "p99 ms", "client/raw p50", "kubernetes-asyncio ops/s", "p50 ms",
+                     "client/k-a ops/s"], rows),
+            "`kubernetes-asyncio` is its generated `CustomObjectsApi` on the same cluster: the path "
+            "ClusterClient took before it owned its aiohttp session (the in-run \"before\").", "",
             *_table(["hub call", "p50 ms", "p99 ms", "n"], other),
             "`watch delivery` = from issuing a status patch to a hub watch seeing it (includes "
             "the patch).", ""]
@@ -111,12 +119,18 @@ def _propagation(p: dict[str, Any]) -> list[str]:
     s, storm = p["spoke_status_to_hub"], p["storm"]
     seen = storm["all_not_ready_seen"]
     rows = [["one spoke flips Ready=False → hub Ready=False", _ms(s["p50_ms"]), _ms(s["p99_ms"]),
-             s["n"], f"{_ms(p['lower_bound_ms'])} (x{ratio(s['p50_ms'], p['lower_bound_ms'])})"]]
+             s["n"], f"{_ms(p['lower_bound_ms'])} (x{ratio(s['p50_ms'], p['lower_bound_ms'])})",
+             f"{_ms(p['p99_target_ms'])} (x{ratio(s['p99_ms'], p['p99_target_ms'])})"]]
     if seen:
         rows.append([f"{storm['spokes']} spokes flip at once → hub shows all {storm['spokes']}",
-                     _ms(seen["p50_ms"]), _ms(seen["p99_ms"]), seen["n"], ""])
+                     _ms(seen["p50_ms"]), _ms(seen["p99_ms"]), seen["n"], "", ""])
     return ["## 3. Status propagation", "",
-            *_table(["", "p50 ms", "p99 ms", "n", "lower bound 2·watch"], rows),
+            *_table(["", "p50 ms", "p99 ms", "n", "lower bound (p50/LB)", "p99 target (p99/target)"],
+                    rows),
+            f"The controller gathers spoke changes for its batch window "
+            f"({p['batch_window_ms']:.0f} ms, `--batch-window`) before reconciling. Lower bound "
+            "LB = window + 2·watch; the issue's p99 target = window + 3·watch + status patch "
+            "(floor p50s of this run).", "",
             f"Hub status writes per single flip and its restoration: "
             f"{p['status_writes_per_single_flip']:.2f} (ideal 2).", "",
             f"{storm['spokes']} spokes flipping at once, then restored by the simulator "
@@ -247,7 +261,53 @@ def _profile(s: dict[str, Any], folded: str | None) -> list[str]:
             *_table(["function", "file", "share"], hm)]
 
 
-def markdown(r: dict[str, Any], chart: str, folded: str | None) -> str:
+def _headline(r: dict[str, Any]) -> dict[str, tuple[float | None, str]]:
+    """Figure name -> (value, unit) for the before/after table; None where not measured."""
+    out: dict[str, tuple[float | None, str]] = {}
+    cli = r["floors"]["apply"]["cluster_client"]
+    for c in ("c1", "c16"):
+        out[f"client SSA throughput, concurrency {c[1:]}"] = (cli[c]["ops_per_s"], "ops/s")
+    for case in (r.get("apply") or {}).get("cases", []):
+        out[f"create → FullyApplied p50, {case['spokes']} spokes x {case['manifests']}"] = (
+            case["create_to_fully_applied"]["p50_ms"], "ms")
+    if "propagation" in r:
+        p = r["propagation"]
+        out["spoke status → hub p50"] = (p["spoke_status_to_hub"]["p50_ms"], "ms")
+        out["spoke status → hub p99"] = (p["spoke_status_to_hub"]["p99_ms"], "ms")
+        out[f"hub status writes, {p['storm']['spokes']} spokes flipping at once"] = (
+            p["storm"]["status_writes_mean"], "writes")
+    for c in (r.get("scale") or {}).get("cases", []):
+        what = f"{c['crs']} CRs x {c['spokes']} spokes"
+        out[f"cold start → all FullyApplied, {what}"] = (c["to_fully_applied_s"], "s")
+        out[f"controller CPU to settled, {what}"] = (c["cpu_s"]["settled"], "CPU s")
+        out[f"reconciles to settled, {what}"] = (c["controller"]["reconciles"], "")
+        out[f"peak RSS, {what}"] = (c["peak_rss_mb"], "MB")
+    if "idle" in r:
+        out["idle: controller writes"] = (r["idle"]["controller_non_lease_total"], "")
+        out["idle: controller CPU"] = (r["idle"]["controller"]["cpu_s"], "CPU s")
+        out["restart: applies re-sent"] = (r["idle"]["restart"]["applies_resent"], "")
+        out["restart: controller CPU to settled"] = (r["idle"]["restart"]["cpu_s"], "CPU s")
+    return out
+
+
+def _before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    old, new = _headline(before), _headline(after)
+    def fig(v: float | None, unit: str) -> str:
+        return f"{v:.0f}" if v is not None and not unit else f"{_ms(v)} {unit}"
+
+    rows = [[name, fig(old[name][0], unit), fig(value, unit),
+             f"x{ratio(value, old[name][0])}" if value and old[name][0] else "-"]
+            for name, (value, unit) in new.items() if name in old]
+    return ["## 7. Before and after", "",
+            f"The same suite on the code before the optimisations (commit "
+            f"{before['code']['commit']}, run {before['started']}, stored as "
+            f"`{before['mode']}-before.json`) and now. Both runs on this machine, each with its "
+            "own load; the floors of each run are in its own report.", "",
+            *_table(["figure", "before", "after", "after/before"], rows)]
+
+
+def markdown(r: dict[str, Any], chart: str, folded: str | None,
+             before: dict[str, Any] | None = None) -> str:
     lines = [f"# hmls benchmarks ({r['mode']})", "",
              "Generated by `scripts/bench/run.py`" + (" --quick" if r["mode"] == "quick" else "")
              + " against real kube-apiserver and etcd processes on this machine (loopback).", "",
@@ -260,6 +320,8 @@ def markdown(r: dict[str, Any], chart: str, folded: str | None) -> str:
         lines += _idle(r["idle"])
     if "scale" in r:
         lines += _scale(r["scale"], chart, r["mode"] == "quick") + _profile(r["scale"], folded)
+    if before is not None:
+        lines += _before_after(before, r)
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -335,7 +397,9 @@ def write(out: Path, r: dict[str, Any]) -> list[Path]:
     if (out / f"{mode}-profile.folded").exists():  # also when re-rendering a stored result
         folded = f"{mode}-profile.folded"
     paths[0].write_text(json.dumps(r, indent=2) + "\n")
-    paths[1].write_text(markdown(r, paths[2].name, folded))
+    stored_before = out / f"{mode}-before.json"
+    before = json.loads(stored_before.read_text()) if stored_before.exists() else None
+    paths[1].write_text(markdown(r, paths[2].name, folded, before))
     chart(r, paths[2])
     print(paths[1].read_text())
     return paths

@@ -4,7 +4,8 @@ A local environment (etcd, a kube-apiserver each for the hub, 8 spokes and the i
 cluster, the MLService simulator) is started, the spokes are joined, and the measurements
 run one after the other:
 
-  floors         single API calls: SSA (raw HTTP and ClusterClient, concurrency 1/4/16),
+  floors         single API calls: SSA (raw HTTP, ClusterClient, kubernetes-asyncio;
+                 concurrency 1/4/16),
                  hub create / patch / status patch, watch delivery      (floors.py)
   apply          create → FullyApplied, 1/4/8 spokes x 1/5 manifests, lower bound, kubectl
                                                                         (apply_latency.py)

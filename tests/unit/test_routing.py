@@ -1,0 +1,63 @@
+"""Unit tests for the Manager's event routing: which events enqueue a key, and when."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hmls.engine.manager import Manager
+from hmls.metrics import Metrics
+from hmls.settings import Settings
+
+WINDOW = 0.05
+
+
+def cr(rv: str, uid: str = "u1", name: str = "svc") -> dict[str, object]:
+    return {"metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": rv}}
+
+
+def manager() -> Manager:
+    return Manager(Settings(batch_window=WINDOW), metrics=Metrics())
+
+
+def test_watch_echo_of_our_own_write_does_not_enqueue() -> None:
+    m = manager()
+    m._cr_event("MODIFIED", cr("7"), cr("7"))
+    assert len(m.queue) == 0
+
+
+def test_any_new_version_enqueues_once() -> None:
+    m = manager()
+    m._cr_event("ADDED", None, cr("5"))
+    m._cr_event("MODIFIED", cr("5"), cr("6"))
+    assert len(m.queue) == 1
+
+
+def test_deletion_is_indexed_but_not_enqueued() -> None:
+    m = manager()
+    m._cr_event("ADDED", None, cr("5"))
+    m._cr_event("DELETED", cr("5"), None)
+    assert m.hub_cache.key_for_uid("u1") is None
+    assert len(m.queue) == 1  # only the ADDED
+
+
+async def test_spoke_events_within_the_batch_window_make_one_reconcile() -> None:
+    m = manager()
+    m._cr_event("ADDED", None, cr("5"))
+    assert await m.queue.get() == "ns/svc"
+    m.queue.done("ns/svc")
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(8):  # eight spokes reporting at once
+        m._owner_changed("u1")
+        await asyncio.sleep(WINDOW / 20)
+    assert len(m.queue) == 0  # held for the window
+    assert await asyncio.wait_for(m.queue.get(), 1.0) == "ns/svc"
+    assert loop.time() - start >= WINDOW * 0.9
+    await asyncio.sleep(WINDOW * 2)
+    assert len(m.queue) == 0  # the eight events became one key
+
+
+def test_event_for_an_unknown_owner_is_dropped() -> None:
+    m = manager()
+    m._owner_changed("nobody")
+    assert len(m.queue) == 0 and not m.queue._timers
