@@ -34,7 +34,8 @@ clean: demo-down
 
 # benchmark suite against real local API servers (scripts/bench/run.py); writes docs/benchmarks/
 # full.{json,md,png} (bench, < 20 min) or quick.* (bench-quick, < 3 min). BENCH_FLAGS="--dir D"
-.PHONY: bench bench-quick
+# bench-ab: before/after of the controller in one run (scripts/bench/ab.py; AB_FLAGS="--base REV")
+.PHONY: bench bench-quick bench-ab
 bench: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
 	$(PYTHON) scripts/bench/run.py $(BENCH_FLAGS)
@@ -42,3 +43,7 @@ bench: deps binaries
 bench-quick: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
 	$(PYTHON) scripts/bench/run.py --quick $(BENCH_FLAGS)
+
+bench-ab: deps binaries
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) scripts/bench/ab.py $(AB_FLAGS)

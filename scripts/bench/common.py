@@ -405,11 +405,16 @@ class Controller:
     only the given hub namespaces (so each measurement sees only its own HyperMLServices)."""
 
     def __init__(self, bench: Bench, namespaces: list[str], *, name: str = "controller",
-                 cprofile_to: Path | None = None) -> None:
+                 cprofile_to: Path | None = None, source: Path | None = None) -> None:
+        """source: a directory holding another ``hmls`` package to run instead of this
+        checkout's (an earlier revision, for before/after runs)."""
         self.bench = bench
         self.namespaces = namespaces
         self.name = name
+        if cprofile_to and source:
+            raise ValueError("cProfile runs only this checkout's controller (python -m cProfile -m hmls)")
         self.cprofile_to = cprofile_to
+        self.source = source
         self.port = 0
         self.pid = 0
         self.started = 0.0
@@ -419,7 +424,12 @@ class Controller:
         self.port = free_port()
         hub = str(self.bench.env.kubeconfig("hub"))
         wrap = ["-m", "cProfile", "-o", str(self.cprofile_to)] if self.cprofile_to else []
-        argv = [sys.executable, *wrap, "-m", "hmls", "controller", "--kubeconfig", hub,
+        if self.source:
+            wrap += ["-c", f"import runpy, sys; sys.path.insert(0, {str(self.source)!r}); "
+                     "runpy.run_module('hmls', run_name='__main__', alter_sys=True)"]
+        else:
+            wrap += ["-m", "hmls"]
+        argv = [sys.executable, *wrap, "controller", "--kubeconfig", hub,
                 "--watch-namespaces", ",".join(self.namespaces),
                 "--metrics-bind-address", f"127.0.0.1:{self.port}"]
         self.started = time.perf_counter()

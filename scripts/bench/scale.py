@@ -23,6 +23,7 @@ controller under cProfile if ptrace is refused.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from common import (
@@ -59,15 +60,17 @@ def _ready(o: dict[str, Any]) -> bool:
     return cond(o, "Ready") == "True"
 
 
-async def case(b: Bench, n: int, k: int, *, profile: str | None = None) -> dict[str, Any]:
-    """One cold start.  profile: None, "py-spy" or "cprofile"."""
-    ns = f"scale-{n}-{k}" + (f"-{profile}" if profile else "")
+async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
+               source: Path | None = None, tag: str = "") -> dict[str, Any]:
+    """One cold start.  profile: None, "py-spy" or "cprofile"; source: run the controller
+    of another checkout (see ``Controller``); tag: part of the namespace's name."""
+    ns = f"scale-{n}-{k}" + "".join(f"-{t}" for t in (profile, tag) if t)
     spokes = b.spokes[:k]
     await b.namespace(ns, ["hub", *spokes])
     await b.create_all([hyper(f"s-{i}", ns, spokes, [mlservice(f"svc-{i}", ns)])
                         for i in range(n)])
     out = b.env.dir / f"profile-{ns}"
-    ctl = Controller(b, [ns], name=f"controller-{ns}",
+    ctl = Controller(b, [ns], name=f"controller-{ns}", source=source,
                      cprofile_to=out.with_suffix(".pstats") if profile == "cprofile" else None)
     spy = PySpy(out.with_suffix(".raw")) if profile == "py-spy" else None
     timeout = 120 + n * k * 0.2
