@@ -14,6 +14,10 @@ Next to it:
                manifest, 3 for 5); apply1 = ClusterClient SSA at concurrency 1.  Clusters are
                applied in parallel, so k does not appear: what the measured time exceeds LB
                by is the controller's own work plus contention for the 2 cores.
+  throughput   (in the report) k·m applies at the best apply throughput of the floors (one
+               server, concurrency 16): what the 2 cores need for the applies alone when they
+               cannot all run at once.  Not a bound (k servers may together go a little faster
+               than one), but it shows when the machine, not the latency chain, sets the time.
   kubectl      what a release engineer would run instead: ``kubectl apply -f`` of the same
                manifests to each cluster, one after the other (client-side apply, warm
                discovery cache); the wall time of the real kubectl processes.
