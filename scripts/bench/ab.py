@@ -1,13 +1,20 @@
-"""Before/after in one process run: the scale phase's cold start, alternating the controller
-of an earlier revision (``--base``, exported with ``git archive``) and this checkout's.
+"""Before/after in one process run, alternating the controller of an earlier revision
+(``--base``, exported with ``git archive``) and this checkout's:
+
+  apply   create → FullyApplied on the hub (apply_latency.py's ``sample``) for --spokes
+          spokes x 1 and 5 manifests, --apply-runs creates per variant, round and case, each
+          variant's controller in a hub namespace of its own; p50/p90 of all its rounds.
+  scale   the scale phase's cold start of --crs HyperMLServices x --spokes spokes: wall time
+          to all FullyApplied, controller CPU seconds (spawn → settled), CPU by thread (the
+          event loop vs the executor threads), reconciles, status writes, requests, peak RSS;
+          medians over the rounds.
 
 Both controllers meet the same API servers, the same machine load and the same objects; the
-order alternates every round, so that a drift in load hits both alike.  Per variant: wall
-time to all FullyApplied, controller CPU seconds (spawn → settled), CPU by thread (the event
-loop vs the executor threads), reconciles, status writes, requests and peak RSS; medians over
-the rounds and their ratio (after / before).  Writes OUT/ab.json and OUT/ab.md.
+order alternates every round, so that a drift in load hits both alike.  Ratios are after /
+before.  Writes OUT/ab.json and OUT/ab.md.
 
-  python scripts/bench/ab.py [--base REV] [--crs 1000] [--spokes 4] [--rounds 3]
+  python scripts/bench/ab.py [--base REV] [--only apply,scale] [--crs 1000] [--spokes 4]
+                             [--rounds 3] [--apply-runs 30]
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import scale
-from common import REPO, Bench, log, ratio, stop_env
+from apply_latency import MANIFESTS, sample
+from common import REPO, Bench, Controller, log, pct, ratio, stop_env
+from latency import Watcher
 from report import loadavg, machine
 
 from hmls.devenv.environment import Environment
@@ -57,25 +66,72 @@ def _figures(c: dict[str, Any]) -> dict[str, float]:
             "spoke_requests": c["requests"]["spokes"]["total"], "peak_rss_mb": c["peak_rss_mb"]}
 
 
+def _orders(count: int) -> list[tuple[int, str]]:
+    """(round, variant) in the order they run: before first in even rounds, after in odd."""
+    return [(r, v) for r in range(count)
+            for v in (("before", "after") if r % 2 == 0 else ("after", "before"))]
+
+
+async def apply_rounds(b: Bench, base_src: Path, k: int, count: int, runs: int
+                       ) -> dict[str, dict[str, list[float]]]:
+    """Seconds from create to FullyApplied, by variant and manifest count, all rounds pooled."""
+    clusters = b.spokes[:k]
+    out: dict[str, dict[str, list[float]]] = {v: {str(m): [] for m in MANIFESTS}
+                                              for v in ("before", "after")}
+    for r, variant in _orders(count):
+        ns = f"ab-apply-{variant}{r}"
+        await b.namespace(ns, ["hub", *clusters])
+        watcher = Watcher(b.hub, ns)
+        task = asyncio.create_task(watcher.informer.run())
+        await watcher.informer.synced.wait()
+        ctl = Controller(b, [ns], name=f"controller-{ns}",
+                         source=base_src if variant == "before" else None)
+        ctl.start()
+        try:
+            await ctl.wait_ready()
+            for m in MANIFESTS:
+                applied, _ = await sample(b, watcher, clusters, m, runs, prefix=f"{variant}{r}")
+                out[variant][str(m)] += applied
+                log(f"apply round {r + 1} {variant} {k} spokes x {m}: p50 "
+                    f"{pct(applied, 50) * 1000:.0f} ms, load {loadavg():.1f}")
+        finally:
+            await ctl.stop()
+            task.cancel()
+        await b.clean(ns, clusters)
+    return out
+
+
 async def rounds(b: Bench, base_src: Path, n: int, k: int, count: int) -> dict[str, list[dict[str, float]]]:
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
-    for r in range(count):
-        order = ("before", "after") if r % 2 == 0 else ("after", "before")
-        for variant in order:
-            c = await scale.case(b, n, k, source=base_src if variant == "before" else None,
-                                 tag=f"{variant}{r}")
-            runs[variant].append(_figures(c))
-            log(f"round {r + 1} {variant}: FullyApplied in {c['to_fully_applied_s']:.1f} s, "
-                f"CPU {c['cpu_s']['settled']:.2f} s (event loop "
-                f"{c['controller_threads_cpu_s']['main']:.2f}, executor "
-                f"{c['controller_threads_cpu_s']['other_threads']:.2f}), "
-                f"{c['controller']['reconciles']:.0f} reconciles, load {loadavg():.1f}")
+    for r, variant in _orders(count):
+        c = await scale.case(b, n, k, source=base_src if variant == "before" else None,
+                             tag=f"{variant}{r}")
+        runs[variant].append(_figures(c))
+        log(f"round {r + 1} {variant}: FullyApplied in {c['to_fully_applied_s']:.1f} s, "
+            f"CPU {c['cpu_s']['settled']:.2f} s (event loop "
+            f"{c['controller_threads_cpu_s']['main']:.2f}, executor "
+            f"{c['controller_threads_cpu_s']['other_threads']:.2f}), "
+            f"{c['controller']['reconciles']:.0f} reconciles, load {loadavg():.1f}")
     return runs
 
 
-def _table(result: dict[str, Any]) -> str:
+def _row(label: str, before: float, after: float, fmt: Callable[[float], str]) -> str:
+    return f"| {label} | {fmt(before)} | {fmt(after)} | x{ratio(after, before)} |"
+
+
+def _apply_rows(result: dict[str, Any]) -> list[str]:
+    rows = []
+    for m in MANIFESTS:
+        for p in (50, 90):
+            before, after = (pct(result["apply"][v][str(m)], p) * 1000 for v in ("before", "after"))
+            rows.append(_row(f"create → FullyApplied p{p}, {result['spokes']} spokes x {m}, ms",
+                             before, after, lambda v: f"{v:.0f}"))
+    return rows
+
+
+def _scale_rows(result: dict[str, Any]) -> list[str]:
     def median(variant: str, key: str) -> float:
-        return float(statistics.median(r[key] for r in result["runs"][variant]))
+        return float(statistics.median(r[key] for r in result["scale"][variant]))
 
     names: list[tuple[str, str, Callable[[float], str]]] = [
         ("to_fully_applied_s", "cold start → all FullyApplied, s", lambda v: f"{v:.1f}"),
@@ -90,20 +146,30 @@ def _table(result: dict[str, Any]) -> str:
         ("spoke_requests", "spoke requests (simulator included)", lambda v: f"{v:.0f}"),
         ("peak_rss_mb", "peak RSS, MB", lambda v: f"{v:.0f}"),
     ]
-    rows = [f"| {label} | {fmt(median('before', key))} | {fmt(median('after', key))} | "
-            f"x{ratio(median('after', key), median('before', key))} |" for key, label, fmt in names]
+    return [_row(f"{label} ({result['crs']} CRs)", median("before", key), median("after", key), fmt)
+            for key, label, fmt in names]
+
+
+def _table(result: dict[str, Any]) -> str:
+    phases = []
+    if "apply" in result:
+        phases.append(f"apply latency: {result['apply_runs']} creates per variant, round and "
+                      "case, one at a time (p50/p90 over all rounds)")
+    if "scale" in result:
+        phases.append(f"cold start of {result['crs']} HyperMLServices x {result['spokes']} "
+                      "spokes (medians over the rounds)")
+    rows = (_apply_rows(result) if "apply" in result else []) + (
+        _scale_rows(result) if "scale" in result else [])
     return "\n".join([
         "# Before/after in one run", "",
         f"`{result['command']}`, started {result['started']}, {result['total_s']:.0f} s; "
-        f"{result['crs']} HyperMLServices x {result['spokes']} spokes, cold start, "
-        f"{result['rounds']} rounds alternating the order. before = `hmls/` of "
-        f"{result['base'][:7]}; after = this checkout at {result['head']}"
+        f"{'; '.join(phases)}; {result['rounds']} rounds alternating the order. before = "
+        f"`hmls/` of {result['base'][:7]}; after = this checkout at {result['head']}"
         + (f" with uncommitted changes under hmls/ ({', '.join(result['uncommitted'])})"
            if result["uncommitted"] else "") + ".", "",
         f"Machine: {result['machine']['cpu_model']}, {result['machine']['cores']} cores, "
         f"Python {result['machine']['python']}; 1-minute load average "
         f"{result['loadavg_start']:.1f} at the start, {result['loadavg_end']:.1f} at the end.", "",
-        "Medians over the rounds:", "",
         "| figure | before | after | after/before |", "|---|---|---|---|", *rows, "",
         "Every round's figures are in `ab.json`. Nothing is asserted.", ""])
 
@@ -112,12 +178,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default=BASE, help=f"the 'before' revision (default {BASE})")
+    parser.add_argument("--only", default="apply,scale", help="comma-separated: apply, scale")
     parser.add_argument("--crs", type=int, default=1000)
     parser.add_argument("--spokes", type=int, default=4)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--apply-runs", type=int, default=30)
     parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-ab"))
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     args = parser.parse_args()
+    only = {p for p in args.only.split(",") if p}
+    if not only or only - {"apply", "scale"}:
+        parser.error("--only takes apply, scale or both")
     started = time.perf_counter()
     root = Path(args.dir)
     env = Environment(root / "env", die_with_parent=True, log=log)
@@ -130,12 +201,13 @@ def main() -> int:
                               check=False).stdout.strip()
 
     result: dict[str, Any] = {
-        "command": " ".join(["ab.py", *(f"--{k} {v}" for k, v in vars(args).items()
-                                       if k not in ("dir", "out"))]),
+        "command": " ".join(["ab.py", *(f"--{k.replace('_', '-')} {v}"
+                                       for k, v in vars(args).items() if k not in ("dir", "out"))]),
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
         "base": base, "head": git("rev-parse", "--short", "HEAD"),
         "uncommitted": git("status", "--porcelain", "--", "hmls").splitlines(),
-        "crs": args.crs, "spokes": args.spokes, "rounds": args.rounds}
+        "crs": args.crs, "spokes": args.spokes, "rounds": args.rounds,
+        "apply_runs": args.apply_runs}
 
     async def body() -> None:
         b = Bench(env, quick=False)
@@ -143,7 +215,11 @@ def main() -> int:
             await b.open()
             await b.join_spokes()
             result["loadavg_start"] = loadavg()
-            result["runs"] = await rounds(b, base_src, args.crs, args.spokes, args.rounds)
+            if "apply" in only:
+                result["apply"] = await apply_rounds(b, base_src, args.spokes, args.rounds,
+                                                     args.apply_runs)
+            if "scale" in only:
+                result["scale"] = await rounds(b, base_src, args.crs, args.spokes, args.rounds)
             result["loadavg_end"] = loadavg()
         finally:
             await b.close()

@@ -73,6 +73,28 @@ async def _kubectl(b: Bench, clusters: list[str], count: int, tag: str) -> float
     return elapsed
 
 
+async def sample(b: Bench, watcher: Watcher, clusters: list[str], m: int, runs: int,
+                 prefix: str = "al") -> tuple[list[float], list[float]]:
+    """runs sequential creates of a HyperMLService with m manifests on clusters in the
+    watcher's namespace (a controller running); seconds to FullyApplied and to Ready for each."""
+    applied, ready = [], []
+    ns = watcher.namespace
+    for i in range(runs):
+        name = f"{prefix}-{len(clusters)}-{m}-{i}"
+        obj = hyper(name, ns, clusters, manifests(m, ns, name))
+
+        def mine(o: dict[str, Any], n: str = name) -> bool:
+            return bool(o["metadata"]["name"] == n)
+
+        fa = watcher.wait(lambda o, f=mine: f(o) and cond(o, "FullyApplied") == "True")
+        rd = watcher.wait(lambda o, f=mine: f(o) and cond(o, "Ready") == "True")
+        t0 = time.perf_counter()
+        await b.hub.create(HMLS, ns, obj)
+        applied.append(await asyncio.wait_for(fa, 60) - t0)
+        ready.append(await asyncio.wait_for(rd, 60) - t0)
+    return applied, ready
+
+
 async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
     runs = 10 if b.quick else 50
     kubectl_runs = 2 if b.quick else 10
@@ -86,20 +108,7 @@ async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
     for k in SPOKES:
         clusters = b.spokes[:k]
         for m in MANIFESTS:
-            applied, ready = [], []
-            for i in range(runs):
-                name = f"al-{k}-{m}-{i}"
-                obj = hyper(name, NAMESPACE, clusters, manifests(m, NAMESPACE, name))
-
-                def mine(o: dict[str, Any], n: str = name) -> bool:
-                    return bool(o["metadata"]["name"] == n)
-
-                fa = watcher.wait(lambda o, f=mine: f(o) and cond(o, "FullyApplied") == "True")
-                rd = watcher.wait(lambda o, f=mine: f(o) and cond(o, "Ready") == "True")
-                t0 = time.perf_counter()
-                await b.hub.create(HMLS, NAMESPACE, obj)
-                applied.append(await asyncio.wait_for(fa, 60) - t0)
-                ready.append(await asyncio.wait_for(rd, 60) - t0)
+            applied, ready = await sample(b, watcher, clusters, m, runs)
             kubectl = [await _kubectl(b, clusters, m, f"kc-{k}-{m}-{i}") for i in range(kubectl_runs)]
             case = {"spokes": k, "manifests": m, "create_to_fully_applied": summary(applied),
                     "create_to_ready": summary(ready), "kubectl_sequential": summary(kubectl),

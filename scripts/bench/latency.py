@@ -49,8 +49,9 @@ def cond(obj: Obj | None, ctype: str) -> str | None:
 class Watcher:
     """Hub watch that resolves futures when an object satisfies a predicate."""
 
-    def __init__(self, hub: ClusterClient) -> None:
-        self.informer = Informer(hub, HMLS, namespace=NAMESPACE, on_event=self._event)
+    def __init__(self, hub: ClusterClient, namespace: str = NAMESPACE) -> None:
+        self.namespace = namespace
+        self.informer = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
         self.waiters: list[tuple[Any, asyncio.Future[float]]] = []
 
     def _event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
