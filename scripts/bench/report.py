@@ -48,9 +48,9 @@ def _machine(r: dict[str, Any]) -> list[str]:
             ["Python", m["python"]], ["kernel", m["kernel"]],
             ["kube-apiserver", m["kube_apiserver"]], ["etcd", m["etcd"]],
             ["kubectl", m["kubectl"]],
-            ["API servers", f"main environment: {m['api_servers']['main']} (hub, 8 spokes, "
-             f"ingress) on one etcd; idle environment: {m['api_servers']['idle']} (hub, 4 "
-             "spokes, ingress) on another"]]
+            ["API servers", f"main environment: {m['api_servers']['main']} (hub, "
+             f"{m['api_servers']['main'] - 2} spokes, ingress) on one etcd; idle environment: "
+             f"{m['api_servers']['idle']} (hub, 4 spokes, ingress) on another"]]
     phases = ", ".join(f"{k} {v['seconds']:.0f} s (load {v['loadavg_start']:.1f}→"
                        f"{v['loadavg_end']:.1f})" + (" in the background" if k == "idle_windows"
                                                      else "") for k, v in r["phases"].items())
@@ -313,7 +313,9 @@ def _before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
             f"The same suite on the code before the optimisations (commit "
             f"{before['code']['commit']}, run {before['started']}, stored as "
             f"`{before['mode']}-before.json`) and now. Both runs on this machine, each with its "
-            "own load; the floors of each run are in its own report.", "",
+            "own load; the floors of each run are in its own report. Timings of two runs can "
+            "differ by the load alone: `ab.md` (`make bench-ab`) runs both controllers "
+            "alternately on the same servers.", "",
             *_table(["figure", "before", "after", "after/before"], rows)]
 
 
