@@ -461,6 +461,7 @@ class Controller:
                 "apply_failed": total(text, "hmls_apply_total", result="failed"),
                 "status_writes": total(text, "hmls_status_writes_total"),
                 "reconciles": total(text, "hmls_reconcile_total"),
+                "reconcile_s": total(text, "hmls_reconcile_duration_seconds_sum"),
                 "queue_depth": total(text, "hmls_queue_depth")}
 
     async def settle(self, *, quiet: float = 2.0, timeout: float = 300.0,

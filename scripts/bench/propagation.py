@@ -56,14 +56,17 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     await asyncio.wait_for(rd, 60)
     await ctl.settle(quiet=1.0)
 
-    one, w0 = [], (await ctl.counters())["status_writes"]
+    one, c0 = [], await ctl.counters()
     for i in range(runs):
         notready = watcher.wait(lambda o: mine(o) and cond(o, "Ready") == "False")
         t0 = time.perf_counter()
         await flip_ready(b.clients[spokes[i % len(spokes)]], "False")
         one.append(await asyncio.wait_for(notready, 30) - t0)
         await asyncio.wait_for(watcher.wait(is_ready), 30)  # the simulator restores it
-    single_writes = (await ctl.settle(quiet=1.0))["status_writes"] - w0
+    c1 = await ctl.settle(quiet=1.0)
+    single_writes = c1["status_writes"] - c0["status_writes"]
+    reconcile_ms = 1000 * (c1["reconcile_s"] - c0["reconcile_s"]) / max(
+        c1["reconciles"] - c0["reconciles"], 1)
 
     storm_writes, all_seen, all_back = [], [], []
     for _ in range(rounds):
@@ -88,6 +91,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
         "runs": runs, "spoke_status_to_hub": summary(one), "batch_window_ms": window_ms,
         "lower_bound_ms": lb, "p99_target_ms": target,
         "status_writes_per_single_flip": single_writes / runs,
+        "reconcile_mean_ms": reconcile_ms,
         "storm": {"spokes": len(spokes), "rounds": rounds, "status_writes": storm_writes,
                   "status_writes_mean": sum(storm_writes) / rounds,
                   "ideal_writes": 2, "naive_writes": 2 * len(spokes),
@@ -97,7 +101,8 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     s = result["spoke_status_to_hub"]
     log(f"propagation: p50 {s['p50_ms']:.0f} ms p99 {s['p99_ms']:.0f} ms | lower bound "
         f"{lb:.0f} ms (x{s['p50_ms'] / lb:.1f}) | p99 target {target:.0f} ms "
-        f"(x{s['p99_ms'] / target:.2f}) | {single_writes / runs:.1f} status writes per flip")
+        f"(x{s['p99_ms'] / target:.2f}) | {single_writes / runs:.1f} status writes per flip, "
+        f"reconcile {reconcile_ms:.1f} ms")
     log(f"storm of {len(spokes)} flips: status writes per round {storm_writes} "
         f"(ideal 2, one per event {2 * len(spokes)})")
     return result

@@ -141,7 +141,10 @@ def _propagation(p: dict[str, Any]) -> list[str]:
             f"The controller gathers spoke changes for its batch window "
             f"({p['batch_window_ms']:.0f} ms, `--batch-window`) before reconciling. Lower bound "
             "LB = window + 2·watch; the issue's p99 target = window + 3·watch + status patch "
-            "(floor p50s of this run).", "",
+            "(floor p50s of this run)." + (
+                f" One reconcile of this HyperMLService took {p['reconcile_mean_ms']:.1f} ms on "
+                "average (`hmls_reconcile_duration_seconds`): part of what p50 exceeds LB by."
+                if "reconcile_mean_ms" in p else ""), "",
             f"Hub status writes per single flip and its restoration: "
             f"{p['status_writes_per_single_flip']:.2f} (ideal 2).", "",
             f"{storm['spokes']} spokes flipping at once, then restored by the simulator "
