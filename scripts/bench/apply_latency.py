@@ -110,7 +110,7 @@ async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
         for m in MANIFESTS:
             applied, ready = await sample(b, watcher, clusters, m, runs)
             kubectl = [await _kubectl(b, clusters, m, f"kc-{k}-{m}-{i}") for i in range(kubectl_runs)]
-            case = {"spokes": k, "manifests": m, "create_to_fully_applied": summary(applied),
+            case: dict[str, Any] = {"spokes": k, "manifests": m, "create_to_fully_applied": summary(applied),
                     "create_to_ready": summary(ready), "kubectl_sequential": summary(kubectl),
                     "lower_bound": lower_bound(floors, m)}
             p50, lb = case["create_to_fully_applied"]["p50_ms"], case["lower_bound"]["ms"]

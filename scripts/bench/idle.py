@@ -45,7 +45,7 @@ SPOKES = 4
 
 
 def _per_server(window: Requests, baseline: Requests) -> dict[str, Any]:
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for c, counts in window.items():
         base = baseline.get(c, Counter())
         out[c] = {"mutating": mutating(counts), "baseline_mutating": mutating(base),

@@ -87,7 +87,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     watch_ms = p50_s(floors, "watch_delivery") * 1000
     lb = window_ms + 2 * watch_ms
     target = window_ms + 3 * watch_ms + p50_s(floors, "status_patch") * 1000
-    result = {
+    result: dict[str, Any] = {
         "runs": runs, "spoke_status_to_hub": summary(one), "batch_window_ms": window_ms,
         "lower_bound_ms": lb, "p99_target_ms": target,
         "status_writes_per_single_flip": single_writes / runs,

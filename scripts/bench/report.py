@@ -309,9 +309,12 @@ def _before_after(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
     def fig(v: float | None, unit: str) -> str:
         return f"{v:.0f}" if v is not None and not unit else f"{_ms(v)} {unit}"
 
-    rows = [[name, fig(old[name][0], unit), fig(value, unit),
-             f"x{ratio(value, old[name][0])}" if value and old[name][0] else "-"]
-            for name, (value, unit) in new.items() if name in old]
+    rows = []
+    for name, (value, unit) in new.items():
+        if name in old:
+            was = old[name][0]
+            rows.append([name, fig(was, unit), fig(value, unit),
+                         f"x{ratio(value, was)}" if value and was else "-"])
     return ["## 7. Before and after", "",
             f"The same suite on the code before the optimisations (commit "
             f"{before['code']['commit']}, run {before['started']}, stored as "
