@@ -110,9 +110,10 @@ async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
         for m in MANIFESTS:
             applied, ready = await sample(b, watcher, clusters, m, runs)
             kubectl = [await _kubectl(b, clusters, m, f"kc-{k}-{m}-{i}") for i in range(kubectl_runs)]
-            case: dict[str, Any] = {"spokes": k, "manifests": m, "create_to_fully_applied": summary(applied),
-                    "create_to_ready": summary(ready), "kubectl_sequential": summary(kubectl),
-                    "lower_bound": lower_bound(floors, m)}
+            case: dict[str, Any] = {
+                "spokes": k, "manifests": m, "create_to_fully_applied": summary(applied),
+                "create_to_ready": summary(ready), "kubectl_sequential": summary(kubectl),
+                "lower_bound": lower_bound(floors, m)}
             p50, lb = case["create_to_fully_applied"]["p50_ms"], case["lower_bound"]["ms"]
             kc = case["kubectl_sequential"]["p50_ms"]
             log(f"apply latency {k} spokes x {m} manifests: p50 {p50:.0f} ms p90 "

@@ -1,8 +1,8 @@
 """hmls benchmark suite against real local API servers (``make bench`` / ``make bench-quick``).
 
 A local environment (etcd, a kube-apiserver each for the hub, 8 spokes (4 with --quick) and
-the ingress cluster, the MLService simulator) is started, the spokes are joined, and the measurements
-run one after the other:
+the ingress cluster, the MLService simulator) is started, the spokes are joined, and the
+measurements run one after the other:
 
   floors         single API calls: SSA (raw HTTP, ClusterClient, kubernetes-asyncio;
                  concurrency 1/4/16),
