@@ -48,9 +48,10 @@ def _machine(r: dict[str, Any]) -> list[str]:
             ["Python", m["python"]], ["kernel", m["kernel"]],
             ["kube-apiserver", m["kube_apiserver"]], ["etcd", m["etcd"]],
             ["kubectl", m["kubectl"]],
-            ["API servers", f"main environment: {m['api_servers']['main']} (hub, "
-             f"{m['api_servers']['main'] - 2} spokes, ingress) on one etcd; idle environment: "
-             f"{m['api_servers']['idle']} (hub, 4 spokes, ingress) on another"]]
+            ["API servers", "; ".join(
+                f"{env} environment: {n} (hub, {n - 2} spokes, ingress) on {where} etcd"
+                for env, n, where in (("main", m["api_servers"]["main"], "one"),
+                                      ("idle", m["api_servers"]["idle"], "another")) if n)]]
     phases = ", ".join(f"{k} {v['seconds']:.0f} s (load {v['loadavg_start']:.1f}→"
                        f"{v['loadavg_end']:.1f})" + (" in the background" if k == "idle_windows"
                                                      else "") for k, v in r["phases"].items())

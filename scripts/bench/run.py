@@ -53,7 +53,6 @@ from hmls.devenv.environment import Environment
 PHASES = ("floors", "apply", "propagation", "scale", "idle")
 SPOKES = 8
 QUICK_SPOKES = 4  # fewer servers to start and no 8-spoke apply cases: the 3-minute budget
-IDLE_SPOKES = 4
 
 
 async def _phase(result: dict[str, Any], name: str, body: Callable[[], Awaitable[Any]]) -> Any:
@@ -164,7 +163,7 @@ def main() -> int:
         for env in envs:
             env.down()
         ups = [starters.submit(env.up, spokes=spokes)
-               for env, spokes in zip(envs, (QUICK_SPOKES if args.quick else SPOKES, IDLE_SPOKES),
+               for env, spokes in zip(envs, (QUICK_SPOKES if args.quick else SPOKES, idle.SPOKES),
                                           strict=False)]
         for up in ups:
             up.result()
