@@ -60,6 +60,7 @@ def _controller(args: argparse.Namespace) -> int:
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
         probe_interval=args.probe_interval, batch_window=args.batch_window,
+        probe_failure_threshold=args.probe_failure_threshold,
         kubeconfig_policy=_policy(args),
         leader_elect=args.leader_elect,
         leader_election_namespace=args.leader_election_namespace or None,
@@ -137,7 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     ctl.add_argument("--per-cluster-concurrency", type=int, default=8,
                      help="parallel API writes per cluster (default 8)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
-                     help="seconds between cluster reachability probes (default 10)")
+                     help="seconds between cluster health probes, GET /readyz (default 10)")
+    ctl.add_argument("--probe-failure-threshold", type=int, default=3,
+                     help="failed probes in a row before a cluster counts as unreachable "
+                          "(default 3)")
     ctl.add_argument("--batch-window", type=float, default=0.1,
                      help="seconds spoke status changes are gathered before the HyperMLService "
                           "is reconciled, so that changes arriving together cost one status "

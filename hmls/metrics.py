@@ -35,7 +35,8 @@ class Metrics:
             "hmls_queue_depth", "HyperMLService keys waiting to be reconciled.", registry=r)
         self.cluster_reachable = Gauge(
             "hmls_cluster_reachable",
-            "1 if the cluster answered its last probe, 0 otherwise.", ["cluster"], registry=r)
+            "1 if the cluster's health probe says it is reachable, 0 once it has failed "
+            "--probe-failure-threshold probes in a row.", ["cluster"], registry=r)
         self.clusters = Gauge(
             "hmls_clusters", "Registered clusters by state (ready, refused).", ["state"],
             registry=r)
@@ -46,6 +47,14 @@ class Metrics:
         self.leader = Gauge(
             "hmls_leader", "1 while this replica holds the leader Lease (or runs without "
             "leader election), 0 on a standby.", registry=r)
+        self.drift_corrected = Counter(
+            "hmls_drift_corrected_total",
+            "Spoke objects put back after a field hmls applied was changed by someone else.",
+            ["cluster"], registry=r)
+        self.spoke_task_restarts = Counter(
+            "hmls_spoke_task_restarts_total",
+            "Supervised per-cluster tasks (probe, watches) restarted after an unexpected error.",
+            ["cluster", "task"], registry=r)
         self.watch_restarts = Counter(
             "hmls_watch_restarts_total", "Watches restarted, by cluster, resource and reason.",
             ["cluster", "resource", "reason"], registry=r)

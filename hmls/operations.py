@@ -6,25 +6,23 @@ and returns text for the terminal or raises ``OperationError`` with a precise me
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import CLUSTER_LABEL
-from hmls.engine.reconciler import HMLS
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.registry import HEALTH_CONFIGMAP, recorded_health, registration
+from hmls.kube.resources import CONFIGMAPS, HMLS, NAMESPACES, SECRETS, Resource
 
-SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
-NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
 SSAR = Resource("authorization.k8s.io/v1", "SelfSubjectAccessReview",
                 "selfsubjectaccessreviews", namespaced=False)
 CLI_MANAGER = "hmls-cli"
@@ -33,7 +31,8 @@ _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # What the controller does on a spoke: (verb, group, resource).
 NEEDED = [(verb, group, res) for group, res in (
     ("tensorstack.dev", "mlservices"), ("tensorstack.dev", "mlserviceruntimes"), ("", "secrets"))
-    for verb in ("get", "list", "watch", "patch", "delete")]
+    for verb in ("get", "list", "watch", "patch", "delete")] + [
+    (verb, "", "namespaces") for verb in ("get", "list", "watch", "create")]
 
 
 class OperationError(RuntimeError):
@@ -139,46 +138,37 @@ def _uses(hmls: list[Obj], cluster: str) -> list[str]:
     return out
 
 
-@dataclass
-class ClusterRow:
-    name: str
-    server: str
-    reachable: str
-    version: str
-    error: str
-    used_by: int
-
-
-async def _row(secret: Obj, hmls: list[Obj], policy: KubeconfigPolicy) -> ClusterRow:
+def _row(secret: Obj, hmls: list[Obj], policy: KubeconfigPolicy,
+         verdicts: dict[str, dict[str, Any]]) -> list[str]:
+    """One line of ``cluster list``: the registration as the controller sees it, with its
+    health probe's verdict as the controller recorded it on the hub."""
     name = secret["metadata"]["labels"][CLUSTER_LABEL]
-    used = len(_uses(hmls, name))
-    try:
-        raw = base64.b64decode((secret.get("data") or {}).get("kubeconfig", ""))
-        cfg = vet(raw, policy)
-    except (KubeconfigRefused, ValueError) as exc:
-        return ClusterRow(name, "-", "no", "-", str(exc), used)
-    server = cfg["clusters"][0]["cluster"]["server"]
-    try:
-        client = await ClusterClient.from_kubeconfig(name, cfg, timeout=5.0)
-        try:
-            version = str((await client.version()).get("gitVersion", ""))
-        finally:
-            await client.close()
-    except errors.KubeError as exc:
-        return ClusterRow(name, server, "no", "-", exc.message, used)
-    return ClusterRow(name, server, "yes", version, "", used)
+    used = str(len(_uses(hmls, name)))
+    reg = registration(secret, policy)
+    if reg is None or reg.kubeconfig is None:
+        return [name, "-", "no", "-", "-", "-", used, reg.error if reg else "-"]
+    server = str(reg.kubeconfig["clusters"][0]["cluster"]["server"])
+    verdict = verdicts.get(name)
+    if verdict is None:
+        return [name, server, "unknown", "-", "-", "-", used, "no probe recorded yet (is the "
+                "controller running?)"]
+    reachable = verdict.get("reachable")
+    state = "yes" if reachable else "no"
+    last_seen = "now" if reachable else str(verdict.get("lastSeen") or "never")
+    return [name, server, state, str(verdict.get("since") or "-"), last_seen,
+            str(verdict.get("version") or "-"), used, str(verdict.get("lastError") or "-")]
 
 
 async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPolicy) -> str:
     async with hub_client(hub) as client:
         secrets, _ = await client.list(SECRETS, namespace=namespace, label_selector=CLUSTER_LABEL)
         hmls, _ = await client.list(HMLS)
-    rows = await asyncio.gather(*(_row(s, hmls, policy) for s in secrets))
-    if not rows:
+        verdicts = recorded_health(await client.get(CONFIGMAPS, namespace, HEALTH_CONFIGMAP))
+    if not secrets:
         return f"no clusters registered in namespace {namespace}"
-    table = [["NAME", "SERVER", "REACHABLE", "VERSION", "HYPERMLSERVICES", "LAST ERROR"]]
-    table += [[r.name, r.server, r.reachable, r.version, str(r.used_by), r.error or "-"]
-              for r in sorted(rows, key=lambda r: r.name)]
+    table = [["NAME", "SERVER", "REACHABLE", "SINCE", "LAST SEEN", "VERSION", "HYPERMLSERVICES",
+              "LAST ERROR"]]
+    table += sorted(_row(s, hmls, policy, verdicts) for s in secrets)
     return _table(table)
 
 

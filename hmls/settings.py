@@ -19,6 +19,8 @@ class Settings:
     workers: int = 4
     per_cluster_concurrency: int = 8
     probe_interval: float = 10.0
+    probe_failure_threshold: int = 3
+    """Consecutive failed probes before a reachable cluster counts as unreachable."""
     batch_window: float = 0.1
     """Seconds a spoke event waits before its HyperMLService is reconciled, so that changes
     arriving together (several spokes turning Ready) cost one reconcile and one status write."""

@@ -46,9 +46,8 @@ def main() -> int:
     run(*hmls, "cluster", "list", "--kubeconfig", hub)
     env.start_process("controller", [*hmls, "controller", "--kubeconfig", hub,
                                      "--metrics-bind-address", f"127.0.0.1:{args.metrics_port}"])
-    for cluster in ("hub", *env.spokes()):
-        run("kubectl", "--kubeconfig", str(env.kubeconfig(cluster)), "create", "namespace",
-            "demo", check=False)
+    # the seed's flow: the namespace on the hub only (hmls creates it on the spokes)
+    run("kubectl", "--kubeconfig", hub, "create", "namespace", "demo", check=False)
     sample = str(REPO / "config" / "samples" / "hmls-sample.yaml")
     run("kubectl", "--kubeconfig", hub, "apply", "-f", sample)
     started = time.monotonic()
@@ -63,7 +62,6 @@ def main() -> int:
     ingress = str(env.kubeconfig("ingress"))
     run(*hmls, "cluster", "join", "ingress", "--kubeconfig", hub,
         "--cluster-kubeconfig", ingress)
-    run("kubectl", "--kubeconfig", ingress, "create", "namespace", "demo", check=False)
     traffic = {"spec": {"traffic": {"ingressCluster": "ingress",
                                     "weights": {"spoke1": 30, "spoke2": 70}}}}
     run("kubectl", "--kubeconfig", hub, "patch", "hmls", "-n", "demo", "hmls-sample",

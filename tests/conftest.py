@@ -170,3 +170,10 @@ def controller(env: Environment, joined: list[str]) -> Iterator[Controller]:
 def load_sample() -> dict[str, Any]:
     data: dict[str, Any] = yaml.safe_load((REPO / "config" / "samples" / "hmls-sample.yaml").read_text())
     return data
+
+
+@pytest.fixture(scope="session")
+def ingress(env: Environment, joined: list[str]) -> str:
+    hmls_cli("cluster", "join", "ingress", "--kubeconfig", str(env.kubeconfig("hub")),
+             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), check=False)
+    return "ingress"

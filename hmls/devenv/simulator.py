@@ -17,7 +17,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.domain.models import timestamp
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import Resource
 from hmls.kube.watching import Informer
 
 READY_KNOB = "simulator.hmls.tensorstack.dev/ready"
@@ -26,7 +28,7 @@ log = logging.getLogger("hmls.simulator")
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return timestamp(dt.datetime.now(dt.UTC))
 
 
 def desired_status(obj: Obj, *, domain: str, previous: Obj | None, now: str) -> Obj:

@@ -7,6 +7,7 @@ change still gets a precise condition instead of an exception.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -26,6 +27,8 @@ OWNER_NAME = "hmls.tensorstack.dev/owner-name"
 OWNER_UID = "hmls.tensorstack.dev/owner-uid"
 HASH_ANNOTATION = "hmls.tensorstack.dev/applied-hash"
 DEFAULT_GATEWAY = "t9k.t9k-system"
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+"""Kubernetes' RFC 3339 timestamps at second precision (conditions, Events, status)."""
 ORPHAN_ANNOTATION = "hmls.tensorstack.dev/orphan-clusters"
 """On a HyperMLService being deleted: comma-separated clusters (or ``*``) whose objects are
 left in place so the deletion can finish while they are unreachable."""
@@ -69,6 +72,8 @@ class Spec(BaseModel):
     traffic: TrafficSpec | None = None
     take_over: bool = Field(False, alias="takeOver")
     """Force server-side apply: take fields that another field manager owns on a spoke."""
+    drift_policy: Literal["Correct", "Report"] = Field("Correct", alias="driftPolicy")
+    """What to do when a field hmls applied is changed on a spoke by someone else."""
 
     @model_validator(mode="after")
     def _weights_name_workload_clusters(self) -> Spec:
@@ -114,3 +119,13 @@ class Owner:
     def of(cls, obj: dict[str, Any]) -> Owner:
         meta = obj["metadata"]
         return cls(meta["namespace"], meta["name"], meta["uid"])
+
+
+def timestamp(when: dt.datetime) -> str:
+    return when.astimezone(dt.UTC).strftime(TIME_FORMAT)
+
+
+def parse_timestamp(text: str | None) -> dt.datetime | None:
+    if not text:
+        return None
+    return dt.datetime.strptime(text, TIME_FORMAT).replace(tzinfo=dt.UTC)

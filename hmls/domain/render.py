@@ -7,6 +7,7 @@ wrote them (workload, cluster, manifest) — the order of ``status.aggregatedSta
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 import json
@@ -99,12 +100,28 @@ def _prepare(manifest: dict[str, Any], owner: Owner) -> tuple[ResourceRef, dict[
         meta.pop(server_owned, None)
     body.pop("status", None)
     kind = str(body.get("kind", ""))
+    if kind == "Secret" and body.get("apiVersion") == "v1":
+        _string_data_to_data(body)
     if kind not in CLUSTER_SCOPED and not meta.get("namespace"):
         meta["namespace"] = owner.namespace
     meta["labels"] = {**(meta.get("labels") or {}), **owner_labels(owner)}
     ref = ResourceRef(str(body.get("apiVersion", "")), kind,
                       str(meta.get("namespace") or ""), str(meta.get("name", "")))
     return ref, body
+
+
+def _string_data_to_data(secret: dict[str, Any]) -> None:
+    """Apply a Secret's ``stringData`` as the ``data`` the server would store (stringData wins
+    over data, as on the server), so that hmls owns the stored fields and a change to them on
+    a spoke is seen as drift.  Anything but a map of strings is left for the server to refuse."""
+    string_data = secret.get("stringData")
+    data = secret.get("data") if secret.get("data") is not None else {}
+    if not (isinstance(string_data, dict) and isinstance(data, dict)
+            and all(isinstance(v, str) for v in string_data.values())):
+        return
+    encoded = {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}
+    secret["data"] = {**data, **encoded}
+    del secret["stringData"]
 
 
 def _hashed(cluster: str, ref: ResourceRef, body: dict[str, Any], rank: int,

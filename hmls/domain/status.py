@@ -8,6 +8,7 @@ Pure.  The reconciler collects one ``ItemResult`` per (cluster, manifest) and ca
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,15 +27,19 @@ class ItemResult:
     applied: bool
     message: str
     status: dict[str, Any] | None = None
+    observed_health: Health | None = None
+    """Readiness of the object as last observed (None: no readiness rule for its kind)."""
     created: bool = False
     """Not applied now, but applied earlier: the object may exist on the cluster."""
+    drift: str | None = None
+    """driftPolicy Report: what changed on the cluster behind hmls's back."""
 
     @property
     def health(self) -> Health | None:
-        h = health(self.ref.api_version, self.ref.kind, self.status)
-        if h is not None and not self.applied:
-            return Health(False, "not applied")
-        return h
+        if self.applied:
+            return self.observed_health
+        bare = {"apiVersion": self.ref.api_version, "kind": self.ref.kind}
+        return Health(False, "not applied") if health(bare) is not None else None
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -48,6 +53,10 @@ class ItemResult:
         h = self.health
         if h is not None:
             out["ready"] = h.ready
+            if not h.ready:
+                out["readyMessage"] = h.reason
+        if self.drift:
+            out["drift"] = self.drift
         if self.status is not None:
             out["status"] = self.status
         return out
@@ -75,19 +84,45 @@ def fully_applied(items: list[ItemResult]) -> Condition:
                      f"{len(failed)} of {len(items)} manifests not applied: {_listing(failed)}")
 
 
+def _counted(kinds: list[str]) -> str:
+    """"2 MLServices", or "4 objects (2 Deployments, 2 MLServices)" for several kinds."""
+    by_kind = Counter(kinds)
+    if len(by_kind) == 1:
+        kind, n = by_kind.popitem()
+        return f"{n} {kind}{'s' if n != 1 else ''}"
+    parts = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(by_kind.items()))
+    return f"{len(kinds)} objects ({parts})"
+
+
 def ready(items: list[ItemResult]) -> Condition:
+    """Every item whose kind has a readiness rule (``hmls.domain.health``) must be ready;
+    kinds without one count as ready once applied."""
     judged = [(i, i.health) for i in items]
     tracked = [(i, h) for i, h in judged if h is not None]
     if not tracked:
         applied = all(i.applied for i in items)
         return Condition("Ready", "True" if applied else "False",
-                         "NoMLService" if applied else "NotApplied",
-                         "No MLService in the workloads" + ("" if applied else "; not all applied"))
+                         "NoReadinessRule" if applied else "NotApplied",
+                         "No object in the workloads has a readiness rule; ready once applied"
+                         + ("" if applied else "; not all applied"))
     waiting = [f"{i.cluster}: {i.ref}: {h.reason}" for i, h in tracked if not h.ready]
+    counted = _counted([i.ref.kind for i, _ in tracked])
     if not waiting:
-        return Condition("Ready", "True", "AllReady", f"All {len(tracked)} MLServices are Ready")
+        return Condition("Ready", "True", "AllReady", f"{counted} is Ready" if len(tracked) == 1
+                         else f"All {counted} are Ready")
     return Condition("Ready", "False", "NotReady",
-                     f"{len(waiting)} of {len(tracked)} MLServices not ready: {_listing(waiting)}")
+                     f"{len(waiting)} of {counted} not ready: {_listing(waiting)}")
+
+
+def in_sync(items: list[ItemResult]) -> Condition:
+    """driftPolicy Report: whether every applied object still holds what hmls applied."""
+    drifted = [f"{i.cluster}: {i.ref}: {i.drift}" for i in items if i.drift]
+    if not drifted:
+        return Condition("InSync", "True", "NoDrift",
+                         "Every applied object holds what hmls applied")
+    return Condition("InSync", "False", "DriftReported",
+                     f"{len(drifted)} objects changed on their cluster (driftPolicy Report, "
+                     f"not corrected): {_listing(drifted)}")
 
 
 def merge_conditions(previous: list[dict[str, Any]], new: list[Condition], *,

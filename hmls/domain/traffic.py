@@ -19,10 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hmls.domain.models import Owner, TrafficSpec
+from hmls.domain.models import Owner, TrafficSpec, parse_timestamp, timestamp
 from hmls.domain.render import Desired, ResourceRef, materialize
 from hmls.domain.status import Condition, ItemResult
 
@@ -46,16 +47,6 @@ class Plan:
     status: dict[str, Any]
     condition: Condition
     requeue_after: float | None
-
-
-def _parse_time(text: str | None) -> dt.datetime | None:
-    if not text:
-        return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
-
-
-def _format_time(when: dt.datetime) -> str:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def host_of(url: str) -> str:
@@ -93,7 +84,7 @@ def routed_mlservice(spec_mlservice: str | None, items: list[ItemResult]) -> str
     return names[0]
 
 
-def backends(traffic: TrafficSpec, items: list[ItemResult], reachable: dict[str, bool | None]
+def backends(traffic: TrafficSpec, items: list[ItemResult], reachable: Mapping[str, bool | None]
              ) -> list[Backend]:
     name = routed_mlservice(traffic.mlservice, items)
     by_cluster = {i.cluster: i for i in items if i.ref.kind == "MLService" and i.ref.name == name}
@@ -194,7 +185,7 @@ def gateway_api_objects(*, namespace: str, owner_ns: str, owner_name: str, traff
 
 
 def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
-         reachable: dict[str, bool | None], previous: dict[str, Any] | None,
+         reachable: Mapping[str, bool | None], previous: dict[str, Any] | None,
          now: dt.datetime) -> Plan:
     owner_ns, owner_name = owner.namespace, owner.name
     prev_routes = {r["cluster"]: r for r in (previous or {}).get("routes") or []}
@@ -215,15 +206,15 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
             if lost:  # it had traffic: it must prove itself before getting it back
                 damped.add(b.cluster)
             continue
-        start = _parse_time(prev.get("healthySince")) or now
-        since[b.cluster] = _format_time(start)
+        start = parse_timestamp(prev.get("healthySince")) or now
+        since[b.cluster] = timestamp(start)
         if not prev.get("damped") or now - start >= window:
             eligible.add(b.cluster)
         else:
             damped.add(b.cluster)
             remaining = (window - (now - start)).total_seconds()
             waits.append(remaining)
-            reasons[b.cluster] = (f"recovering: healthy since {_format_time(start)}, gets traffic "
+            reasons[b.cluster] = (f"recovering: healthy since {timestamp(start)}, gets traffic "
                                   f"after {traffic.recovery_seconds}s")
     for c in eligible:
         if configured[c] == 0:

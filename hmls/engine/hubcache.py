@@ -10,12 +10,12 @@ from hmls.kube.watching import Informer
 
 
 class HubCache:
-    def __init__(self, informers: dict[str, Informer]) -> None:
+    def __init__(self, informers: dict[str, Informer[Obj]]) -> None:
         """informers: namespace -> informer; the key "" means all namespaces."""
         self.informers = informers
         self._by_uid: dict[str, str] = {}
 
-    def _for(self, namespace: str) -> Informer | None:
+    def _for(self, namespace: str) -> Informer[Obj] | None:
         return self.informers.get(namespace) or self.informers.get("")
 
     def get(self, namespace: str, name: str) -> Obj | None:

@@ -17,21 +17,20 @@ import uuid
 from collections.abc import Callable
 
 from hmls.domain.models import CLUSTER_LABEL
-from hmls.engine.feedback import SpokeWatches
 from hmls.engine.hubcache import HubCache
 from hmls.engine.queue import WorkQueue
-from hmls.engine.reconciler import HMLS, Reconciler
+from hmls.engine.reconciler import Reconciler
+from hmls.engine.spokes import Fleet, SpokeConfig
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.events import EventRecorder
 from hmls.kube.leader import LeaderElector, LostLeadership
-from hmls.kube.registry import ClusterRegistry
+from hmls.kube.resources import HMLS, SECRETS
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics, serve
 from hmls.settings import Settings
 
 log = logging.getLogger("hmls.manager")
-SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
 
 
 def _echo(old: Obj | None, new: Obj | None) -> bool:
@@ -47,11 +46,9 @@ class Manager:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.queue = WorkQueue(on_depth=self.metrics.queue_depth.set)
-        self.registry = ClusterRegistry(
-            namespace=settings.namespace, metrics=self.metrics, on_change=self._cluster_changed,
-            policy=settings.kubeconfig_policy, request_timeout=settings.request_timeout)
         self.hub_cache = HubCache({})
         self.elector: LeaderElector | None = None
+        self.fleet: Fleet | None = None
         self._started = False
 
     # ----- event routing -----------------------------------------------------------
@@ -78,8 +75,8 @@ class Manager:
             if cluster in spec_clusters | status_clusters or obj["metadata"].get("deletionTimestamp"):
                 self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
 
-    def _hub_restart(self, resource: str) -> Callable[[str], None]:
-        def restarted(reason: str) -> None:
+    def _hub_restart(self, resource: str) -> Callable[[str, errors.KubeError], None]:
+        def restarted(reason: str, failure: errors.KubeError) -> None:
             self.metrics.watch_restarts.labels("hub", resource, reason).inc()
         return restarted
 
@@ -141,26 +138,30 @@ class Manager:
             async with asyncio.TaskGroup() as tg:
                 if self.elector:
                     tg.create_task(self.elector.hold())
-                secrets = Informer(hub, SECRETS, namespace=s.namespace,
-                                   label_selector=CLUSTER_LABEL,
-                                   on_event=self.registry.on_secret_event,
-                                   on_restart=self._hub_restart("secrets"))
+                fleet = Fleet(namespace=s.namespace, hub=hub, metrics=self.metrics,
+                              config=SpokeConfig(
+                                  probe_interval=s.probe_interval,
+                                  failure_threshold=s.probe_failure_threshold,
+                                  per_cluster_concurrency=s.per_cluster_concurrency,
+                                  request_timeout=s.request_timeout),
+                              on_cluster=self._cluster_changed, on_owner=self._owner_changed,
+                              kubeconfig_policy=s.kubeconfig_policy)
+                self.fleet = fleet
+                secrets: Informer[Obj] = Informer(
+                    hub, SECRETS, namespace=s.namespace, label_selector=CLUSTER_LABEL,
+                    on_event=fleet.registry.on_secret_event,
+                    on_restart=self._hub_restart("secrets"))
                 namespaces = s.watch_namespaces or ("",)
                 self.hub_cache = HubCache({
                     ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event,
                                  on_restart=self._hub_restart(HMLS.plural))
                     for ns in namespaces})
-                watches = SpokeWatches(
-                    spawn=tg.create_task, metrics=self.metrics, on_owner=self._owner_changed,
-                    on_unreachable=lambda c, m: self.registry.report(c, reachable=False, error=m))
-                reconciler = Reconciler(
-                    hub=hub, hub_store=self.hub_cache, registry=self.registry, watches=watches,
-                    events=EventRecorder(hub), metrics=self.metrics,
-                    per_cluster_concurrency=s.per_cluster_concurrency)
-                tg.create_task(self.registry.run(probe_interval=s.probe_interval))
+                reconciler = Reconciler(hub=hub, hub_store=self.hub_cache, fleet=fleet,
+                                        events=EventRecorder(hub), metrics=self.metrics)
+                tg.create_task(fleet.run())
                 tg.create_task(secrets.run())
                 await secrets.synced.wait()
-                await self.registry.drained()
+                await fleet.drained()
                 for inf in self.hub_cache.informers.values():
                     tg.create_task(inf.run())
                 for inf in self.hub_cache.informers.values():
@@ -169,14 +170,15 @@ class Manager:
                     tg.create_task(self._worker(reconciler))
                 self._started = True
                 log.info("hmls controller started: %d clusters, %d HyperMLServices, "
-                         "%d workers", len(self.registry.all()),
+                         "%d workers", len(fleet.names()),
                          sum(1 for _ in self.hub_cache.objects()), s.workers)
         finally:
             self.queue.shutdown()
             self.metrics.leader.set(0)
             if self.elector:
                 await self.elector.release()
-            await self.registry.close()
+            if self.fleet is not None:
+                await self.fleet.close()
             await hub.close()
             await runner.cleanup()
 

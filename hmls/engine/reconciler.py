@@ -3,7 +3,15 @@
 Level-triggered and keyed by ``namespace/name``: every call recomputes everything from the
 hub object (from the hub informer's store) and the spoke informers' stores.  A failure on one
 cluster or one manifest becomes an ``ItemResult`` and never stops the others; the outcome
-tells the worker whether to requeue with backoff.
+tells the worker whether to requeue with backoff.  Any API answer about one object (4xx, or
+a 5xx such as an apply that cannot build its typed patch) is that item's failure alone; only
+a transport failure ends the cluster's turn in this reconcile, and only the spoke's probe
+decides whether the cluster is unreachable.
+
+Skip-unchanged: an object whose watched copy carries the desired hash and still owns every
+desired field (``hmls.domain.drift``) costs no request.  A field someone else changed is put
+back (forced apply; driftPolicy Correct) or reported (driftPolicy Report).  Spokes are reached
+through ``SpokeAPI``, so the engine can be tested with a fake spoke.
 
 Inventory — what hmls may have created and may therefore prune or clean up — is the union of
 the previous status's applied items, ``pendingDeletions`` and ``traffic.objects`` with the
@@ -16,39 +24,36 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from hmls.domain import status as status_mod
 from hmls.domain import traffic as traffic_mod
+from hmls.domain.access import AccessPolicy
+from hmls.domain.drift import detect
 from hmls.domain.models import (
-    API_VERSION,
     FIELD_MANAGER,
     FINALIZER,
-    HASH_ANNOTATION,
-    KIND,
     ORPHAN_ANNOTATION,
-    OWNER_UID,
-    PLURAL,
     InvalidSpec,
     Owner,
+    Spec,
     TrafficSpec,
     parse_spec,
+    timestamp,
 )
 from hmls.domain.render import Desired, ResourceRef, apply_order, render
 from hmls.domain.status import APPLIED_OK, Condition, ItemResult
-from hmls.engine.feedback import SpokeWatches
 from hmls.engine.hubcache import HubCache
+from hmls.engine.spokes import NamespaceView, Observed, Ref
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.events import EventRecorder
-from hmls.kube.registry import Cluster, ClusterRegistry
+from hmls.kube.resources import HMLS, Resource
 from hmls.metrics import Metrics
 
 log = logging.getLogger("hmls.reconciler")
-
-HMLS = Resource(API_VERSION, KIND, PLURAL, namespaced=True)
 
 
 def _now() -> dt.datetime:
@@ -63,19 +68,74 @@ class Outcome:
     """Converged, but look again after this many seconds (traffic damping)."""
 
 
+class SpokeAPI(Protocol):
+    """What the reconciler needs of one cluster (``hmls.engine.spokes.Spoke``)."""
+
+    name: str
+    access: AccessPolicy
+
+    @property
+    def reachable(self) -> bool | None: ...
+    def unusable(self) -> str | None: ...
+    async def resource(self, api_version: str, kind: str) -> Resource: ...
+    async def cached(self, resource: Resource, namespace: str | None, name: str
+                     ) -> Observed | None: ...
+    async def apply(self, body: Obj, resource: Resource, *, force: bool) -> Observed: ...
+    def owned(self, uid: str) -> list[Ref]: ...
+    async def delete(self, resource: Resource, namespace: str | None, name: str, *,
+                     owner_uid: str) -> bool: ...
+    async def ensure_namespace(self, name: str, owner: Owner) -> bool: ...
+    async def namespace(self, name: str) -> NamespaceView | None: ...
+
+
+class FleetAPI(Protocol):
+    """The registered clusters (``hmls.engine.spokes.Fleet``)."""
+
+    def get(self, name: str) -> SpokeAPI | None: ...
+    def names(self) -> list[str]: ...
+    def not_registered(self, name: str) -> str: ...
+    def reachability(self) -> Mapping[str, bool | None]: ...
+
+
+def _rejection(cluster: str, exc: errors.KubeError) -> str:
+    """The item's message for an API answer about that one object."""
+    if isinstance(exc, errors.UnknownKind):
+        return exc.message
+    if isinstance(exc, errors.Unreachable):
+        return f"cluster {cluster} is unreachable: {exc.message}"
+    if exc.status in (400, 422) or (exc.status == 500 and "typed patch" in exc.message):
+        what = "rejected"
+    else:
+        what = {401: "unauthorized", 403: "forbidden", 404: "not found",
+                409: "conflict"}.get(exc.status, "failed")
+    code = f" (HTTP {exc.status})" if what == "failed" and exc.status else ""
+    return f"{what} by cluster {cluster}{code}: {exc.message}"
+
+
+@dataclass
+class _ClusterRun:
+    """One cluster's part of one reconcile."""
+
+    spoke: SpokeAPI
+    owner: Owner
+    force: bool
+    correct_drift: bool
+    unreachable: str = ""
+    """Set by the first transport failure: the cluster's remaining items are not tried."""
+    corrected: list[str] = field(default_factory=list)
+    created_namespaces: list[str] = field(default_factory=list)
+
+
 class Reconciler:
-    def __init__(self, *, hub: ClusterClient, hub_store: HubCache, registry: ClusterRegistry,
-                 watches: SpokeWatches, events: EventRecorder, metrics: Metrics,
-                 per_cluster_concurrency: int = 8, now: Callable[[], dt.datetime] = _now) -> None:
+    def __init__(self, *, hub: ClusterClient, hub_store: HubCache, fleet: FleetAPI,
+                 events: EventRecorder, metrics: Metrics,
+                 now: Callable[[], dt.datetime] = _now) -> None:
         self.hub = hub
         self.store = hub_store
-        self.registry = registry
-        self.watches = watches
+        self.fleet = fleet
         self.events = events
         self.metrics = metrics
-        self._cap = per_cluster_concurrency
         self._not_applied: set[str] = set()
-        self._sems: dict[str, asyncio.Semaphore] = {}
         self._now = now
 
     def _track(self, key: str, obj: Obj | None) -> None:
@@ -90,13 +150,7 @@ class Reconciler:
         self.metrics.not_fully_applied.set(len(self._not_applied))
 
     def _clock(self) -> str:
-        return self._now().strftime("%Y-%m-%dT%H:%M:%SZ")
-
-    def _sem(self, cluster: str) -> asyncio.Semaphore:
-        sem = self._sems.get(cluster)
-        if sem is None:
-            sem = self._sems[cluster] = asyncio.Semaphore(self._cap)
-        return sem
+        return timestamp(self._now())
 
     # ----- entry point -------------------------------------------------------------
     async def reconcile(self, key: str) -> Outcome:
@@ -127,11 +181,13 @@ class Reconciler:
             return Outcome(True)
         desired = render(owner, spec)
         inventory = _inventory(previous)
-        applied = await self._apply_all(owner, desired, force=spec.take_over)
+        applied, runs = await self._apply_all(owner, desired, spec=spec)
         created = {(c, ref) for c, refs in inventory.items() for ref in refs}
         items = [_remember(applied[d.cluster][i], created) for i, d in enumerate(desired)]
         keep = _refs_by_cluster(desired)
         extra: list[Condition] = []
+        if spec.drift_policy == "Report":
+            extra.append(status_mod.in_sync(items))
         traffic_status, requeue_after, traffic_ok = None, None, True
         if spec.traffic is not None:
             traffic_status, cond, requeue_after = await self._traffic(owner, spec.traffic, items,
@@ -150,69 +206,180 @@ class Reconciler:
                                    now=self._clock(), extra=tuple(extra))
         new["pendingDeletions"] = pending or None
         new["traffic"] = traffic_status
+        new["createdNamespaces"] = await self._created_namespaces(desired) or None
         await self._write_status(obj, status_mod.fit(new))
         self._track(key, {"status": new})
-        await self._announce(obj, previous, items)
+        await self._announce(obj, previous, items, runs)
         converged = not pending and all(i.applied for i in items) and traffic_ok
         return Outcome(converged, requeue_after)
 
     # ----- fan-out -----------------------------------------------------------------
-    async def _apply_all(self, owner: Owner, desired: list[Desired], *, force: bool
-                         ) -> dict[str, dict[int, ItemResult]]:
+    async def _apply_all(self, owner: Owner, desired: list[Desired], *, spec: Spec
+                         ) -> tuple[dict[str, dict[int, ItemResult]], list[_ClusterRun]]:
         """Apply every item, clusters in parallel; results keyed by cluster, then item index."""
         by_cluster: dict[str, list[tuple[int, Desired]]] = {}
         for i, item in enumerate(desired):
             by_cluster.setdefault(item.cluster, []).append((i, item))
         names = sorted(by_cluster)
-        done = await asyncio.gather(*(self._apply_cluster(owner, n, by_cluster[n], force=force)
-                                      for n in names))
-        return dict(zip(names, done, strict=True))
+        runs: list[_ClusterRun] = []
+        done = await asyncio.gather(*(
+            self._apply_cluster(owner, n, by_cluster[n], force=spec.take_over,
+                                correct_drift=spec.drift_policy == "Correct", runs=runs)
+            for n in names))
+        return dict(zip(names, done, strict=True)), runs
 
-    def _usable(self, name: str) -> tuple[Cluster | None, str]:
-        cluster = self.registry.get(name)
-        if cluster is None:
-            return None, self.registry.not_registered(name)
-        if cluster.client is None:
-            return None, f"cluster {name} cannot be used: {cluster.error}"
-        if cluster.reachable is False:
-            return None, f"cluster {name} is unreachable: {cluster.last_error}"
-        return cluster, ""
+    def _usable(self, name: str) -> tuple[SpokeAPI | None, str]:
+        spoke = self.fleet.get(name)
+        if spoke is None:
+            return None, self.fleet.not_registered(name)
+        why = spoke.unusable()
+        return (None, why) if why else (spoke, "")
 
     async def _apply_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]], *,
-                             force: bool = False) -> dict[int, ItemResult]:
-        """Apply one cluster's items in dependency order; one result per item index."""
-        cluster, why = self._usable(name)
-        refused = cluster.access.refuse_owner(name, owner.namespace) if cluster else None
-        if cluster is None or refused:
+                             force: bool = False, correct_drift: bool = True,
+                             runs: list[_ClusterRun] | None = None) -> dict[int, ItemResult]:
+        """Apply one cluster's items: resolve kinds and check access, make sure their
+        namespaces exist, then apply in dependency order.  One result per item index; a
+        failure is that item's, except a transport failure, which ends the cluster's turn."""
+        spoke, why = self._usable(name)
+        refused = spoke.access.refuse_owner(name, owner.namespace) if spoke else None
+        if spoke is None or refused:
             return {i: ItemResult(name, item.ref, False, item.error or refused or why)
                     for i, item in items}
+        run = _ClusterRun(spoke, owner, force=force, correct_drift=correct_drift)
+        if runs is not None:
+            runs.append(run)
         results: dict[int, ItemResult] = {}
-        unreachable: list[str] = []
-        indexed = {id(item): i for i, item in items}
-        for group in apply_order([item for _, item in items]):
-            done = await asyncio.gather(*(
-                self._apply_one(cluster, owner, item, unreachable, force) for item in group))
+        resolved: list[tuple[int, Desired, Resource]] = []
+        for i, item in items:
+            failure = item.error
+            if failure is None:
+                try:
+                    res = await spoke.resource(item.ref.api_version, item.ref.kind)
+                    failure = spoke.access.refuse_object(
+                        name, kind=item.ref.kind, namespaced=res.namespaced,
+                        namespace=item.ref.namespace, owner_namespace=owner.namespace)
+                    if failure:
+                        self.metrics.apply_total.labels(name, "refused").inc()
+                except errors.KubeError as exc:
+                    failure = self._failed(run, exc)
+            if failure is None:
+                resolved.append((i, item, res))
+            else:
+                results[i] = ItemResult(name, item.ref, False, failure)
+        missing = await self._namespaces(run, resolved)
+        ready: dict[int, tuple[int, Resource]] = {}
+        for i, item, res in resolved:
+            namespace_failure = missing.get(item.ref.namespace) if res.namespaced else None
+            if namespace_failure:
+                results[i] = ItemResult(name, item.ref, False, namespace_failure)
+            else:
+                ready[id(item)] = (i, res)
+        for group in apply_order([item for _, item, _ in resolved if id(item) in ready]):
+            done = await asyncio.gather(*(self._apply_one(run, item, ready[id(item)][1])
+                                          for item in group))
             for item, result in zip(group, done, strict=True):
-                results[indexed[id(item)]] = result
-        if unreachable:
-            self.registry.report(name, reachable=False, error=unreachable[0])
+                results[ready[id(item)][0]] = result
         return results
+
+    async def _namespaces(self, run: _ClusterRun, resolved: list[tuple[int, Desired, Resource]]
+                          ) -> dict[str, str]:
+        """Create the namespaces the namespaced items need and the cluster lacks (unless the
+        manifests declare them); the failure message per namespace that cannot be had."""
+        declared = {item.ref.name for _, item, _ in resolved if item.ref.kind == "Namespace"}
+        needed = sorted({item.ref.namespace for _, item, res in resolved if res.namespaced}
+                        - declared)
+        failed: dict[str, str] = {}
+        for namespace in needed:
+            if run.unreachable:
+                failed[namespace] = run.unreachable
+                continue
+            try:
+                if await run.spoke.ensure_namespace(namespace, run.owner):
+                    run.created_namespaces.append(namespace)
+            except errors.KubeError as exc:
+                failed[namespace] = (f"namespace {namespace} is missing on cluster "
+                                     f"{run.spoke.name} and could not be created: "
+                                     f"{self._failed(run, exc)}")
+        return failed
+
+    def _failed(self, run: _ClusterRun, exc: errors.KubeError) -> str:
+        self.metrics.apply_total.labels(run.spoke.name, "failed").inc()
+        message = _rejection(run.spoke.name, exc)
+        if isinstance(exc, errors.Unreachable) and not run.unreachable:
+            run.unreachable = message
+        return message
+
+    async def _apply_one(self, run: _ClusterRun, item: Desired, res: Resource) -> ItemResult:
+        name, owner = run.spoke.name, run.owner
+        if run.unreachable:
+            return ItemResult(name, item.ref, False, run.unreachable)
+        body = item.body
+        if not res.namespaced and body["metadata"].get("namespace"):
+            body = {**body, "metadata": {k: v for k, v in body["metadata"].items()
+                                         if k != "namespace"}}
+        ns = item.ref.namespace if res.namespaced else None
+        try:
+            cached = await run.spoke.cached(res, ns, item.ref.name)
+            drift = None
+            if cached is not None:
+                holder = cached.owner_uid
+                if holder and holder != owner.uid:
+                    self.metrics.apply_total.labels(name, "conflict").inc()
+                    return ItemResult(name, item.ref, False, (
+                        f"conflict: {item.ref} on {name} is owned by another HyperMLService "
+                        f"({cached.owner_key()})"))
+                if cached.applied_hash == item.hash:
+                    drift = detect(item.body, cached.ownership)
+                    if drift is None:
+                        self.metrics.apply_total.labels(name, "unchanged").inc()
+                        return _observed(name, item, cached)
+                    if not run.correct_drift:
+                        self.metrics.apply_total.labels(name, "unchanged").inc()
+                        return replace(_observed(name, item, cached), drift=str(drift))
+            # an object this HyperMLService already owns takes the hub's content, whoever
+            # changed it since; anything else is taken only with takeOver
+            force = run.force or (run.correct_drift and cached is not None)
+            applied = await run.spoke.apply(body, res, force=force)
+            self.metrics.apply_total.labels(name, "applied").inc()
+            if drift is not None:
+                self.metrics.drift_corrected.labels(name).inc()
+                run.corrected.append(f"{item.ref}: restored {drift}")
+            return _observed(name, item, applied)
+        except errors.KubeError as exc:
+            return ItemResult(name, item.ref, False, self._failed(run, exc))
+
+    async def _created_namespaces(self, desired: list[Desired]) -> list[dict[str, str]]:
+        """The namespaces these manifests live in that hmls created, per cluster."""
+        out = []
+        for cluster, namespace in sorted({(d.cluster, d.ref.namespace) for d in desired
+                                          if d.ref.namespace and not d.error}):
+            spoke, _ = self._usable(cluster)
+            if spoke is None:
+                continue
+            try:
+                found = await spoke.namespace(namespace)
+            except errors.KubeError:
+                continue
+            if found is not None and found.created_by_hmls:
+                out.append({"cluster": cluster, "name": namespace})
+        return out
 
     async def _prune(self, owner: Owner, name: str, inventory: set[ResourceRef],
                      keep: set[ResourceRef]) -> list[dict[str, Any]]:
         """Delete this owner's objects on one cluster that are no longer desired."""
-        cluster, why = self._usable(name)
-        if cluster is None:
+        spoke, why = self._usable(name)
+        if spoke is None:
             return [_pending(name, ref, why) for ref in sorted(inventory - keep)]
-        return await self._delete_owned(cluster, owner, inventory, keep=keep, reason="Pruned")
+        return await self._delete_owned(spoke, owner, inventory, keep=keep, reason="Pruned")
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
                        previous: dict[str, Any]
                        ) -> tuple[dict[str, Any] | None, Condition, float | None]:
         """Plan and apply the HeadIngress objects: (status.traffic, TrafficReady, requeue)."""
-        reachable = {c.name: c.reachable for c in self.registry.all()}
         try:
-            plan = traffic_mod.plan(owner=owner, traffic=spec, items=items, reachable=reachable,
+            plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
+                                    reachable=self.fleet.reachability(),
                                     previous=previous.get("traffic"), now=self._now())
         except ValueError as exc:
             return None, Condition("TrafficReady", "False", "InvalidTraffic", str(exc)), None
@@ -225,104 +392,36 @@ class Reconciler:
             return plan.status, cond, plan.requeue_after
         return plan.status, plan.condition, plan.requeue_after
 
-    async def _apply_one(self, cluster: Cluster, owner: Owner, item: Desired,
-                         unreachable: list[str], force: bool) -> ItemResult:
-        name = cluster.name
-        assert cluster.client is not None
-        if item.error:
-            return ItemResult(name, item.ref, False, item.error)
-        if unreachable:
-            return ItemResult(name, item.ref, False,
-                              f"cluster {name} is unreachable: {unreachable[0]}")
-        try:
-            res = await cluster.client.resource(item.ref.api_version, item.ref.kind)
-            refused = cluster.access.refuse_object(
-                name, kind=item.ref.kind, namespaced=res.namespaced, namespace=item.ref.namespace,
-                owner_namespace=owner.namespace)
-            if refused:
-                self.metrics.apply_total.labels(name, "refused").inc()
-                return ItemResult(name, item.ref, False, refused)
-            body = item.body
-            if not res.namespaced and body["metadata"].get("namespace"):
-                body = {**body, "metadata": {k: v for k, v in body["metadata"].items()
-                                             if k != "namespace"}}
-            inf = await self.watches.informer(cluster, res)
-            ns = item.ref.namespace if res.namespaced else None
-            cached = inf.get(ns, item.ref.name)
-            if cached is not None:
-                labels = cached["metadata"]["labels"]
-                holder = labels.get(OWNER_UID)
-                if holder and holder != owner.uid:
-                    self.metrics.apply_total.labels(name, "conflict").inc()
-                    return ItemResult(name, item.ref, False, (
-                        f"conflict: {item.ref} on {name} is owned by another HyperMLService "
-                        f"({labels.get('hmls.tensorstack.dev/owner-namespace')}/"
-                        f"{labels.get('hmls.tensorstack.dev/owner-name')})"))
-                if cached["metadata"]["annotations"].get(HASH_ANNOTATION) == item.hash:
-                    self.metrics.apply_total.labels(name, "unchanged").inc()
-                    return ItemResult(name, item.ref, True, APPLIED_OK, cached.get("status"))
-            async with self._sem(name):
-                applied = await cluster.client.apply(body, field_manager=FIELD_MANAGER,
-                                                     resource=res, force=force)
-            inf.observe(applied)
-            self.metrics.apply_total.labels(name, "applied").inc()
-            return ItemResult(name, item.ref, True, APPLIED_OK, applied.get("status"))
-        except errors.Unreachable as exc:
-            unreachable.append(exc.message)
-            self.metrics.apply_total.labels(name, "failed").inc()
-            return ItemResult(name, item.ref, False, f"cluster {name} is unreachable: {exc.message}")
-        except errors.UnknownKind as exc:
-            self.metrics.apply_total.labels(name, "failed").inc()
-            return ItemResult(name, item.ref, False, exc.message)
-        except errors.KubeError as exc:
-            self.metrics.apply_total.labels(name, "failed").inc()
-            what = {409: "conflict", 422: "rejected", 403: "forbidden"}.get(exc.status, "failed")
-            return ItemResult(name, item.ref, False, f"{what} by cluster {name}: {exc.message}")
-
     # ----- prune and cleanup -------------------------------------------------------
-    async def _delete_owned(self, cluster: Cluster, owner: Owner, inventory: set[ResourceRef],
+    async def _delete_owned(self, spoke: SpokeAPI, owner: Owner, inventory: set[ResourceRef],
                             *, keep: set[ResourceRef], reason: str) -> list[dict[str, Any]]:
         """Delete objects of this owner on the cluster that are not in keep.
 
         Returns pendingDeletions items for what could not be deleted."""
-        assert cluster.client is not None
-        client = cluster.client
         candidates = set(inventory)
         # a cluster-scoped object is the same object whatever namespace its manifest named
         kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
-        for res, namespace, obj_name in self.watches.owned(cluster.name, owner.uid):
+        for res, namespace, obj_name in spoke.owned(owner.uid):
             if res.namespaced or (res.api_version, res.kind, obj_name) not in kept_unscoped:
                 candidates.add(ResourceRef(res.api_version, res.kind, namespace, obj_name))
         pending: list[dict[str, Any]] = []
         for ref in sorted(candidates - keep):
             try:
-                res = await client.resource(ref.api_version, ref.kind)
+                res = await spoke.resource(ref.api_version, ref.kind)
+                ns = ref.namespace if res.namespaced else None
+                if not await spoke.delete(res, ns, ref.name, owner_uid=owner.uid):
+                    continue  # gone, or not ours (any more): never touched
             except errors.UnknownKind:
                 continue  # the kind is not served: nothing of it can exist
             except errors.KubeError as exc:
-                pending.append(_pending(cluster.name, ref, exc.message))
+                pending.append(_pending(spoke.name, ref, _rejection(spoke.name, exc)))
                 continue
-            ns = ref.namespace if res.namespaced else None
-            try:
-                live = await client.get(res, ns, ref.name)
-                if live is None:
-                    continue
-                labels = (live.get("metadata") or {}).get("labels") or {}
-                if labels.get(OWNER_UID) != owner.uid:
-                    continue  # not ours (any more): never touch it
-                async with self._sem(cluster.name):
-                    await client.delete(res, ns, ref.name, uid=live["metadata"].get("uid"))
-            except errors.KubeError as exc:
-                pending.append(_pending(cluster.name, ref, exc.message))
-                if isinstance(exc, errors.Unreachable):
-                    self.registry.report(cluster.name, reachable=False, error=exc.message)
-                continue
-            self.metrics.prune_total.labels(cluster.name).inc()
-            log.info("%s: deleted %s from %s", owner.key, ref, cluster.name)
+            self.metrics.prune_total.labels(spoke.name).inc()
+            log.info("%s: deleted %s from %s", owner.key, ref, spoke.name)
             current = self.store.get(owner.namespace, owner.name)
             if current is not None:
                 await self.events.emit(current, type_="Normal", reason=reason,
-                                       message=f"deleted {ref} from cluster {cluster.name}")
+                                       message=f"deleted {ref} from cluster {spoke.name}")
         return pending
 
     async def _finalize(self, obj: Obj) -> bool:
@@ -335,8 +434,8 @@ class Reconciler:
         orphaned = {c.strip() for c in (meta.get("annotations") or {}).get(
             ORPHAN_ANNOTATION, "").split(",") if c.strip()}
         inventory = _inventory(previous)
-        for known in self.registry.all():
-            inventory.setdefault(known.name, set())
+        for known in self.fleet.names():
+            inventory.setdefault(known, set())
         waiting: list[str] = []
         if policy != "Orphan":
             for name, refs in sorted(inventory.items()):
@@ -345,12 +444,12 @@ class Reconciler:
                         await self.events.emit(obj, type_="Warning", reason="Orphaned", message=(
                             f"left {len(refs)} objects on cluster {name} ({ORPHAN_ANNOTATION})"))
                     continue
-                cluster, why = self._usable(name)
-                if cluster is None:
+                spoke, why = self._usable(name)
+                if spoke is None:
                     if refs:
                         waiting.append(f"{name} ({len(refs)} objects; {why})")
                     continue
-                left = await self._delete_owned(cluster, owner, refs, keep=set(),
+                left = await self._delete_owned(spoke, owner, refs, keep=set(),
                                                 reason="CleanedUp")
                 if left:
                     waiting.append(f"{name} ({len(left)} objects; {left[0]['message']})")
@@ -400,14 +499,31 @@ class Reconciler:
         self.metrics.status_writes.inc()
         self.store.observe(updated)
 
-    async def _announce(self, obj: Obj, previous: dict[str, Any], items: list[ItemResult]) -> None:
-        """Warning events for items that newly failed to apply."""
+    async def _announce(self, obj: Obj, previous: dict[str, Any], items: list[ItemResult],
+                        runs: list[_ClusterRun]) -> None:
+        """Warning events for items that newly failed to apply or were found changed, and
+        for drift put back and namespaces created."""
         before = {(p.get("cluster"), ResourceRef.from_status(p.get("resource") or {})):
                   p.get("appliedMessage") for p in previous.get("aggregatedStatus") or []}
         for item in items:
             if not item.applied and before.get((item.cluster, item.ref)) != item.message:
                 await self.events.emit(obj, type_="Warning", reason="ApplyFailed",
                                        message=f"{item.cluster}: {item.ref}: {item.message}")
+            if item.drift:
+                await self.events.emit(obj, type_="Warning", reason="DriftDetected",
+                                       message=f"{item.cluster}: {item.ref}: {item.drift}")
+        for run in runs:
+            for what in run.corrected:
+                await self.events.emit(obj, type_="Warning", reason="DriftCorrected",
+                                       message=f"{run.spoke.name}: {what}")
+            for namespace in run.created_namespaces:
+                await self.events.emit(obj, type_="Normal", reason="NamespaceCreated",
+                                       message=f"created namespace {namespace} on cluster "
+                                               f"{run.spoke.name}")
+
+
+def _observed(cluster: str, item: Desired, obj: Observed) -> ItemResult:
+    return ItemResult(cluster, item.ref, True, APPLIED_OK, obj.status, obj.health)
 
 
 def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:

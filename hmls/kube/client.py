@@ -25,6 +25,7 @@ from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import Configuration
 
 from hmls.kube import errors
+from hmls.kube.resources import Resource
 
 Obj = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
@@ -33,31 +34,33 @@ DISCOVERY_TTL = 30.0
 
 
 @dataclass(frozen=True)
-class Resource:
-    """Where a kind is served: ``/apis/<group>/<version>/[namespaces/<ns>/]<plural>``."""
-
-    api_version: str
-    kind: str
-    plural: str
-    namespaced: bool
-
-    def path(self, namespace: str | None = None, name: str | None = None,
-             subresource: str | None = None) -> str:
-        base = f"/api/{self.api_version}" if "/" not in self.api_version else f"/apis/{self.api_version}"
-        if self.namespaced and namespace:
-            base += f"/namespaces/{namespace}"
-        base += f"/{self.plural}"
-        if name:
-            base += f"/{name}"
-        if subresource:
-            base += f"/{subresource}"
-        return base
-
-
-@dataclass(frozen=True)
 class WatchEvent:
+    """One watch event whose object has ``metadata.name`` and ``metadata.resourceVersion``."""
+
     type: str  # ADDED | MODIFIED | DELETED | BOOKMARK
     object: Obj
+
+
+WATCH_TYPES = frozenset({"ADDED", "MODIFIED", "DELETED", "BOOKMARK"})
+
+
+def _identified(obj: Any, *, named: bool = True) -> bool:
+    """An object the caches can key: a dict whose metadata has a resourceVersion and (unless
+    it is a bookmark) a name."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    return (isinstance(meta, dict) and isinstance(meta.get("resourceVersion"), str)
+            and (isinstance(meta.get("name"), str) or not named))
+
+
+def _json_object(data: bytes | str) -> Obj:
+    """A JSON object from the wire; anything else is a Malformed answer, never a crash."""
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise errors.Malformed(f"answer is not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise errors.Malformed(f"answer is a JSON {type(value).__name__}, not an object")
+    return value
 
 
 def _ssl_context(cfg: Configuration) -> ssl.SSLContext:
@@ -170,10 +173,16 @@ class ClusterClient:
             raise errors.translate(exc) from exc
         finally:
             resp.release()
-        return cast(Obj, json.loads(data)) if data else {}
+        return _json_object(data) if data else {}
 
     async def version(self) -> Obj:
         return await self.request("GET", "/version")
+
+    async def readyz(self) -> None:
+        """The API server's own verdict on its health; raises KubeError when it is not ready
+        (the message names the failing checks) or cannot be reached."""
+        resp = await self._call("GET", "/readyz")
+        resp.release()
 
     # ----- discovery ---------------------------------------------------------------
     async def _group_version(self, api_version: str, *, refresh: bool) -> dict[str, Resource]:
@@ -190,9 +199,15 @@ class ClusterClient:
                 body = await self.request("GET", path)
             except errors.NotFound:
                 body = {"resources": []}
+            listed = body.get("resources")
+            if not isinstance(listed, list):
+                raise errors.Malformed(f"discovery of {api_version} has no resources list")
             kinds = {
-                r["kind"]: Resource(api_version, r["kind"], r["name"], bool(r.get("namespaced")))
-                for r in body.get("resources", []) if "/" not in r["name"]
+                str(r["kind"]): Resource(api_version, str(r["kind"]), str(r["name"]),
+                                         bool(r.get("namespaced")))
+                for r in listed
+                if isinstance(r, dict) and r.get("kind") and r.get("name")
+                and "/" not in str(r["name"])
             }
             self._discovery[api_version] = (time.monotonic(), kinds)
             return kinds
@@ -245,8 +260,10 @@ class ClusterClient:
         return await self.request("PATCH", res.path(namespace, name, subresource), query=query,
                                   body=patch, content_type=MERGE)
 
-    async def create(self, res: Resource, namespace: str | None, obj: Obj) -> Obj:
-        return await self.request("POST", res.path(namespace), body=obj)
+    async def create(self, res: Resource, namespace: str | None, obj: Obj, *,
+                     field_manager: str | None = None) -> Obj:
+        query = [("fieldManager", field_manager)] if field_manager else None
+        return await self.request("POST", res.path(namespace), query=query, body=obj)
 
     async def list(self, res: Resource, *, namespace: str | None = None,
                    label_selector: str | None = None, limit: int = 500) -> tuple[list[Obj], str]:
@@ -260,8 +277,12 @@ class ClusterClient:
             if token:
                 query.append(("continue", token))
             page = await self.request("GET", res.path(namespace), query=query)
-            items.extend(page.get("items") or [])
+            listed = page.get("items") or []
             meta = page.get("metadata") or {}
+            if not isinstance(listed, list) or not isinstance(meta, dict) or not all(
+                    _identified(o) for o in listed):
+                raise errors.Malformed(f"list of {res.plural} is not a list of objects")
+            items.extend(listed)
             token = meta.get("continue") or ""
             if not token:
                 return items, str(meta.get("resourceVersion", ""))
@@ -285,10 +306,15 @@ class ClusterClient:
                     raise errors.translate(exc) from exc
                 if not line:
                     return
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise errors.from_status(int(status.get("code") or 500), status)
-                yield WatchEvent(event["type"], event["object"])
+                event = _json_object(line)
+                kind, obj = event.get("type"), event.get("object")
+                if kind == "ERROR":
+                    status = obj if isinstance(obj, dict) else {}
+                    code = status.get("code")
+                    raise errors.from_status(code if isinstance(code, int) else 500, status)
+                if kind not in WATCH_TYPES or not _identified(obj, named=kind != "BOOKMARK"):
+                    raise errors.Malformed(f"watch of {res.plural} sent an event without "
+                                           "type or object metadata")
+                yield WatchEvent(str(kind), cast(Obj, obj))
         finally:
             resp.release()

@@ -48,7 +48,19 @@ class Forbidden(KubeError):
 
 
 class Unreachable(KubeError):
-    """No usable answer from the cluster: connection refused, TLS failure, timeout, 5xx."""
+    """No answer from the cluster at all: connection refused or reset, TLS failure, timeout.
+
+    Only a transport failure is this; any HTTP answer, even a 5xx, is about the request."""
+
+
+class ServerError(KubeError):
+    """A 5xx answer: the API server failed this request (an apply that cannot build its typed
+    patch answers 500, an aggregated API that is down answers 503).  It says nothing about
+    the cluster as a whole; the cluster's own health probe does."""
+
+
+class Malformed(KubeError):
+    """The server's answer could not be understood (not JSON, or missing required keys)."""
 
 
 class Throttled(KubeError):
@@ -87,7 +99,7 @@ def from_status(code: int, body: bytes | str | dict[str, Any] | None, reason: st
     if code == 429:
         return Throttled(message, status=code)
     if code >= 500:
-        return Unreachable(f"API server answered {code}: {message}", status=code)
+        return ServerError(message, status=code)
     cls = _BY_STATUS.get(code, KubeError)
     return cls(message, status=code)
 

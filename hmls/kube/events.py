@@ -11,10 +11,11 @@ import logging
 import time
 import uuid
 
+from hmls.domain.models import timestamp
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import EVENTS
 
-EVENTS = Resource("v1", "Event", "events", namespaced=True)
 log = logging.getLogger("hmls.events")
 
 
@@ -34,7 +35,7 @@ class EventRecorder:
             return
         self._recent = {k: t for k, t in self._recent.items() if now - t < self._dedupe}
         self._recent[key] = now
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stamp = timestamp(dt.datetime.now(dt.UTC))
         event: Obj = {
             "apiVersion": "v1", "kind": "Event",
             "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:12]}",

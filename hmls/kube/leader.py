@@ -16,9 +16,9 @@ import logging
 import time
 
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import LEASES
 
-LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 log = logging.getLogger("hmls.leader")
 
 

@@ -3,8 +3,11 @@
 It lists, then watches from the list's resourceVersion with bookmarks; a dropped watch
 resumes from the last seen resourceVersion; ``410 Gone`` (compaction) triggers a fresh
 list whose differences against the store are delivered as events, so no change is lost
-while disconnected.  Connection failures are retried with capped exponential backoff and
-reported through ``on_status`` (the cluster registry uses that for reachability).
+while disconnected.  Failures are retried with capped exponential backoff; whatever a
+server sends (a 5xx, a body that is not JSON, an event without metadata) is one failed
+attempt of this informer, counted through ``on_restart``, never an exception that leaves
+``run``.  The store keeps ``transform(object)`` (by default the object itself), so a cache
+holds only what its reader needs.
 """
 
 from __future__ import annotations
@@ -13,63 +16,74 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from typing import Generic, TypeVar, cast
 
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import Resource
 
 log = logging.getLogger("hmls.watch")
 
-EventHandler = Callable[[str, Obj | None, Obj | None], None]
-"""(event type, old object or None, new object or None); called in the event loop."""
+T = TypeVar("T")
+EventHandler = Callable[[str, T | None, T | None], None]
+"""(event type, old stored value or None, new stored value or None); called in the loop."""
 
 
 def _key(obj: Obj) -> tuple[str, str]:
     meta = obj["metadata"]
-    return meta.get("namespace", ""), meta["name"]
+    return str(meta.get("namespace") or ""), str(meta["name"])
 
 
-def _newer(a: Obj, b: Obj) -> bool:
+def _rv(obj: Obj) -> str:
+    return str(obj["metadata"].get("resourceVersion") or "")
+
+
+def newer(a: str, b: str) -> bool:
     """resourceVersions are opaque, but etcd's are integers; fall back to 'different'."""
-    ra, rb = a["metadata"].get("resourceVersion", ""), b["metadata"].get("resourceVersion", "")
-    if str(ra).isdigit() and str(rb).isdigit():
-        return int(ra) > int(rb)
-    return bool(ra != rb)
+    if a.isdigit() and b.isdigit():
+        return int(a) > int(b)
+    return a != b
 
 
-class Informer:
-    def __init__(self, client: ClusterClient, resource: Resource, *, on_event: EventHandler,
+class Informer(Generic[T]):
+    def __init__(self, client: ClusterClient, resource: Resource, *,
+                 on_event: EventHandler[T], transform: Callable[[Obj], T] | None = None,
                  namespace: str | None = None, label_selector: str | None = None,
-                 transform: Callable[[Obj], Obj] | None = None,
-                 on_restart: Callable[[str], None] | None = None,
+                 on_restart: Callable[[str, errors.KubeError], None] | None = None,
                  watch_timeout: int = 300) -> None:
         self.client = client
         self.resource = resource
         self.namespace = namespace
         self.label_selector = label_selector
-        self.store: dict[tuple[str, str], Obj] = {}
+        self.store: dict[tuple[str, str], T] = {}
+        self._versions: dict[tuple[str, str], str] = {}
         self.synced = asyncio.Event()
         self.attempted = asyncio.Event()
         """Set once the first list has succeeded or failed."""
-        self.last_error: str | None = None
         self.last_exception: errors.KubeError | None = None
         self._on_event = on_event
-        self._transform = transform or (lambda o: o)
-        self._on_restart = on_restart or (lambda reason: None)
+        self._transform: Callable[[Obj], T] = transform or (lambda o: cast(T, o))
+        self._on_restart = on_restart or (lambda reason, failure: None)
         self._watch_timeout = watch_timeout
         self._rv = ""
 
-    def get(self, namespace: str | None, name: str) -> Obj | None:
+    def get(self, namespace: str | None, name: str) -> T | None:
         return self.store.get((namespace or "", name))
 
-    def observe(self, obj: Obj) -> None:
-        """Record a response we just got from a write, unless the watch already has newer."""
-        new = self._transform(obj)
-        key = _key(new)
-        prev = self.store.get(key)
-        if prev is None or _newer(new, prev):
-            self.store[key] = new
+    def version(self, namespace: str | None, name: str) -> str | None:
+        """The resourceVersion of the stored copy."""
+        return self._versions.get((namespace or "", name))
 
-    def _emit(self, kind: str, old: Obj | None, new: Obj | None) -> None:
+    def observe(self, obj: Obj) -> T:
+        """Record a response we just got from a write, unless the watch already has newer;
+        returns the stored value."""
+        key, rv = _key(obj), _rv(obj)
+        prev = self._versions.get(key)
+        if prev is None or newer(rv, prev):
+            self.store[key], self._versions[key] = self._transform(obj), rv
+        return self.store[key]
+
+    def _emit(self, kind: str, old: T | None, new: T | None) -> None:
         try:
             self._on_event(kind, old, new)
         except Exception:  # a handler bug must not kill the watch
@@ -78,19 +92,20 @@ class Informer:
     async def _relist(self) -> None:
         items, rv = await self.client.list(self.resource, namespace=self.namespace,
                                            label_selector=self.label_selector)
-        fresh = {_key(o): self._transform(o) for o in items}
-        old_store, self.store = self.store, fresh
-        for key, obj in fresh.items():
-            prev = old_store.get(key)
-            if prev is None:
-                self._emit("ADDED", None, obj)
-            elif prev["metadata"].get("resourceVersion") != obj["metadata"].get("resourceVersion"):
-                self._emit("MODIFIED", prev, obj)
+        fresh = {_key(o): (self._transform(o), _rv(o)) for o in items}
+        old_store, old_versions = self.store, self._versions
+        self.store = {k: v for k, (v, _) in fresh.items()}
+        self._versions = {k: r for k, (_, r) in fresh.items()}
+        for key, (value, version) in fresh.items():
+            if key not in old_store:
+                self._emit("ADDED", None, value)
+            elif old_versions.get(key) != version:
+                self._emit("MODIFIED", old_store[key], value)
         for key, prev in old_store.items():
             if key not in fresh:
                 self._emit("DELETED", prev, None)
         self._rv = rv
-        self.last_error = None
+        self.last_exception = None
         self.synced.set()
         self.attempted.set()
 
@@ -98,19 +113,18 @@ class Informer:
         async for ev in self.client.watch(
                 self.resource, resource_version=self._rv, namespace=self.namespace,
                 label_selector=self.label_selector, timeout_seconds=self._watch_timeout):
-            rv = ev.object.get("metadata", {}).get("resourceVersion")
-            if ev.type == "BOOKMARK":
-                self._rv = rv or self._rv
-                continue
-            obj = self._transform(ev.object)
-            key = _key(obj)
-            prev = self.store.get(key)
-            if ev.type == "DELETED":
-                self.store.pop(key, None)
-                self._emit("DELETED", prev, None)
-            else:
-                self.store[key] = obj
-                self._emit(ev.type, prev, obj)
+            rv = _rv(ev.object)
+            if ev.type != "BOOKMARK":
+                key = _key(ev.object)
+                prev = self.store.get(key)
+                if ev.type == "DELETED":
+                    self.store.pop(key, None)
+                    self._versions.pop(key, None)
+                    self._emit("DELETED", prev, None)
+                else:
+                    value = self._transform(ev.object)
+                    self.store[key], self._versions[key] = value, rv
+                    self._emit(ev.type, prev, value)
             self._rv = rv or self._rv
 
     async def run(self) -> None:
@@ -124,17 +138,26 @@ class Informer:
                     need_list = False
                 await self._watch()
                 delay = 0.2  # a watch that ended normally (timeout) just resumes
-            except errors.Gone:
+            except errors.Gone as exc:
                 log.info("watch of %s on %s expired (410); re-listing",
                          self.resource.kind, self.client.name)
-                self._on_restart("expired")
+                self._on_restart("expired", exc)
                 need_list = True
-            except errors.KubeError as exc:
-                self.last_error, self.last_exception = exc.message, exc
+            except Exception as exc:  # any failure is one failed attempt
+                failure = _as_kube_error(exc)
+                self.last_exception = failure
                 self.attempted.set()
-                self._on_restart("error")
+                self._on_restart("error", failure)
                 log.info("watch of %s on %s failed: %s; retrying in %.1fs",
-                         self.resource.kind, self.client.name, exc.message, delay)
+                         self.resource.kind, self.client.name, failure.message, delay)
                 await asyncio.sleep(delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
-                need_list = need_list or not self._rv
+                need_list = need_list or not self._rv or isinstance(failure, errors.Malformed)
+
+
+def _as_kube_error(exc: Exception) -> errors.KubeError:
+    if isinstance(exc, errors.KubeError):
+        return exc
+    log.error("unexpected %s in an informer", type(exc).__name__, exc_info=exc)
+    return errors.KubeError(f"unexpected {type(exc).__name__}: {exc}")
+

@@ -36,7 +36,7 @@ from latency import NAMESPACE, Watcher, cond
 
 from hmls.domain.models import Owner
 from hmls.domain.render import apply_order, materialize
-from hmls.engine.reconciler import HMLS
+from hmls.kube.resources import HMLS
 
 SPOKES = (1, 4, 8)
 MANIFESTS = (1, 5)

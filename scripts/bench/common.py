@@ -31,16 +31,13 @@ from hmls.devenv.environment import Environment, _alive
 from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.kubeconfig import KubeconfigPolicy, vet
 from hmls.domain.models import API_VERSION, KIND, OWNER_UID
-from hmls.engine.reconciler import HMLS
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import CONFIGMAPS, HMLS, NAMESPACES, SECRETS, Resource
 from hmls.kube.watching import Informer
 
 REPO = Path(__file__).resolve().parents[2]
 MUTATING = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
-NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
-SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
-CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
 RUNTIMES = Resource("tensorstack.dev/v1beta1", "MLServiceRuntime", "mlserviceruntimes",
                     namespaced=True)
 SPOKE_KINDS = (MLSERVICE, RUNTIMES, SECRETS, CONFIGMAPS)
@@ -352,7 +349,7 @@ class HubTracker:
     predicate at the same time (the clock stops on the event that completes the set)."""
 
     def __init__(self, hub: ClusterClient, namespace: str) -> None:
-        self.informer = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
+        self.informer: Informer[Obj] = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
         self._waiters: list[tuple[Callable[[Obj], bool], int, set[str], asyncio.Future[float]]] = []
         self._task: asyncio.Task[None] | None = None
 

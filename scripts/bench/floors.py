@@ -31,8 +31,8 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from hmls.devenv.simulator import MLSERVICE
-from hmls.engine.reconciler import HMLS
 from hmls.kube.client import APPLY, Obj
+from hmls.kube.resources import HMLS
 from hmls.kube.watching import Informer
 
 NS = "bench-floor"
@@ -155,7 +155,7 @@ async def _hub(b: Bench, runs: int) -> dict[str, dict[str, float]]:
         if fut and not fut.done():
             fut.set_result(now)
 
-    informer = Informer(hub, HMLS, namespace=NS, on_event=on_event)
+    informer: Informer[Obj] = Informer(hub, HMLS, namespace=NS, on_event=on_event)
     task = asyncio.create_task(informer.run())
     await informer.synced.wait()
     status_rtt, delivery = [], []

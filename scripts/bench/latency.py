@@ -31,8 +31,8 @@ from common import summary
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.kubeconfig import vet
-from hmls.engine.reconciler import HMLS
 from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import HMLS
 from hmls.kube.watching import Informer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,7 +51,7 @@ class Watcher:
 
     def __init__(self, hub: ClusterClient, namespace: str = NAMESPACE) -> None:
         self.namespace = namespace
-        self.informer = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
+        self.informer: Informer[Obj] = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
         self.waiters: list[tuple[Any, asyncio.Future[float]]] = []
 
     def _event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
@@ -147,7 +147,7 @@ async def measure_reroute(clients: dict[str, ClusterClient], watcher: Watcher, s
         return [r["weight"] for r in vs["spec"]["http"][0]["route"]]
 
     vs_res = await clients["ingress"].resource("networking.istio.io/v1beta1", "VirtualService")
-    informer = Informer(clients["ingress"], vs_res, namespace=NAMESPACE, on_event=on_vs)
+    informer: Informer[Obj] = Informer(clients["ingress"], vs_res, namespace=NAMESPACE, on_event=on_vs)
     task = asyncio.create_task(informer.run())
     await informer.synced.wait()
     obj = copy.deepcopy(sample)

@@ -24,7 +24,7 @@ from common import Bench, Controller, hyper, log, mlservice, summary
 from floors import p50_s
 from latency import NAMESPACE, Watcher, cond, flip_ready
 
-from hmls.engine.reconciler import HMLS
+from hmls.kube.resources import HMLS
 from hmls.settings import Settings
 
 NAME = "prop"

@@ -11,12 +11,11 @@ import yaml
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.models import API_VERSION, KIND
-from hmls.engine.reconciler import HMLS
-from hmls.kube.client import ClusterClient, Obj, Resource
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import HMLS, Resource
 from tests.conftest import eventually, kubectl
 
-CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
-SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
+VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 
 
 def mlservice(name: str, *, replicas: int = 1) -> Obj:
@@ -113,3 +112,29 @@ async def write_requests(client: ClusterClient, resources: set[str]) -> float:
                 and labels.get("resource") in resources:
             total += float(m["value"])
     return total
+
+
+async def route_weights(client: ClusterClient, ns: str) -> dict[str, int] | None:
+    items, _ = await client.list(VS, namespace=ns)
+    if len(items) != 1:
+        return None
+    return {r["destination"]["host"].split(".")[3]: r["weight"]
+            for r in items[0]["spec"]["http"][0]["route"]}
+
+
+async def wait_weights(clients: dict[str, ClusterClient], ns: str, want: dict[str, int],
+                       timeout: float = 30) -> None:
+    async def check() -> bool:
+        return await route_weights(clients["ingress"], ns) == want
+    await eventually(check, timeout=timeout, what=f"VirtualService weights {want}")
+
+
+_EVENT = re.compile(r"^\s+(?P<type>Normal|Warning)\s+(?P<reason>\S+)\s+\S+\s+(?P<source>\S+)\s+"
+                    r"(?P<message>.*)$")
+
+
+def described_events(env: Environment, namespace: str, name: str) -> list[dict[str, str]]:
+    """The Events section of ``kubectl describe hmls``."""
+    out = kubectl(env, "hub", "describe", "hmls", "-n", namespace, name).stdout
+    _, _, section = out.partition("\nEvents:")
+    return [m.groupdict() for line in section.splitlines() if (m := _EVENT.match(line))]

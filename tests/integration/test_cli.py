@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import base64
 import json
-import re
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +18,12 @@ from hmls.devenv.environment import Environment
 from hmls.devenv.pki import CertificateAuthority, KeyPair
 from hmls.domain.models import CLUSTER_LABEL, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient
+from hmls.kube.resources import CONFIGMAPS
 from tests.conftest import Controller, eventually, hmls_cli, kubectl
 from tests.integration.helpers import (
-    CONFIGMAPS,
     configmap,
     create,
+    described_events,
     get_hmls,
     hmls,
     items,
@@ -34,11 +35,13 @@ from tests.integration.helpers import (
 
 Clients = dict[str, ClusterClient]
 VERSION = "v1.34.4"
-LIST_HEADER = ["NAME", "SERVER", "REACHABLE", "VERSION", "HYPERMLSERVICES", "LAST ERROR"]
+LIST_HEADER = ["NAME", "SERVER", "REACHABLE", "SINCE", "LAST SEEN", "VERSION", "HYPERMLSERVICES",
+               "LAST ERROR"]
 STATUS_HEADER = ["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"]
 NEEDED = [f"{verb} {res}" for res in ("mlservices.tensorstack.dev",
                                       "mlserviceruntimes.tensorstack.dev", "secrets")
-          for verb in ("get", "list", "watch", "patch", "delete")]
+          for verb in ("get", "list", "watch", "patch", "delete")] + [
+    f"{verb} namespaces" for verb in ("get", "list", "watch", "create")]
 
 
 def not_registered(cluster: str) -> str:
@@ -113,17 +116,6 @@ def parse_table(lines: list[str], header: list[str]) -> list[dict[str, str]]:
 def cluster_rows(env: Environment) -> dict[str, dict[str, str]]:
     res = hmls_cli("cluster", "list", *hub(env))
     return {r["NAME"]: r for r in parse_table(res.stdout.splitlines(), LIST_HEADER)}
-
-
-_EVENT = re.compile(r"^\s+(?P<type>Normal|Warning)\s+(?P<reason>\S+)\s+\S+\s+(?P<source>\S+)\s+"
-                    r"(?P<message>.*)$")
-
-
-def described_events(env: Environment, namespace: str, name: str) -> list[dict[str, str]]:
-    """The Events section of ``kubectl describe hmls``."""
-    out = kubectl(env, "hub", "describe", "hmls", "-n", namespace, name).stdout
-    _, _, section = out.partition("\nEvents:")
-    return [m.groupdict() for line in section.splitlines() if (m := _EVENT.match(line))]
 
 
 def delete_leaving_objects(env: Environment, namespace: str, name: str) -> None:
@@ -212,7 +204,8 @@ async def test_join_lists_the_permissions_the_credentials_lack(
                        "name": "hmls-cli-reader"}]},
     ]
     kubectl(env, "spoke1", "apply", "-f", "-", input=yaml.safe_dump_all(rbac))
-    missing = [n for n in NEEDED if n.split()[0] in ("patch", "delete")]
+    missing = [n for n in NEEDED if n.split()[0] in ("patch", "delete")
+               or n.endswith(" namespaces")]
     expected = ("hmls cluster join: the kubeconfig for joinreader lacks permissions hmls needs: "
                 + ", ".join(missing) + "\n")
 
@@ -242,7 +235,19 @@ def test_join_refuses_unloadable_ca_data_with_a_message(env: Environment, tmp_pa
 
 
 # ----- 2. cluster list -----------------------------------------------------------------------
-def test_list_shows_health_versions_and_use(env: Environment, joined: list[str]) -> None:
+async def listed(env: Environment, ready: Callable[[dict[str, dict[str, str]]], bool]
+                 ) -> dict[str, dict[str, str]]:
+    """``cluster list`` rows, once the controller's recorded verdicts satisfy ready."""
+    async def check() -> dict[str, dict[str, str]] | None:
+        rows = cluster_rows(env)
+        return rows if ready(rows) else None
+    result: dict[str, dict[str, str]] = await eventually(check, timeout=20, interval=0.5,
+                                                         what="recorded cluster verdicts")
+    return result
+
+
+async def test_list_shows_the_probe_verdicts_versions_and_use(
+        env: Environment, controller: Controller) -> None:
     ns = "t-cli-list"
     namespace_everywhere(env, ns)
     dead = spoke_kubeconfig(env)
@@ -250,17 +255,20 @@ def test_list_shows_health_versions_and_use(env: Environment, joined: list[str])
     raw = [register_raw(env, "brokenx", b"::: not yaml"),
            register_raw(env, "deadlist", yaml.safe_dump(dead).encode())]
     try:
-        before = cluster_rows(env)
+        before = await listed(env, lambda rows: rows.get("deadlist", {}).get("REACHABLE") == "no"
+                              and all(rows[s]["REACHABLE"] == "yes" for s in ("spoke1", "spoke2")))
         for spoke in ("spoke1", "spoke2"):
             server = spoke_kubeconfig(env, spoke)["clusters"][0]["cluster"]["server"]
             row = before[spoke]
-            assert (row["SERVER"], row["REACHABLE"], row["VERSION"], row["LAST ERROR"]) == (
-                server, "yes", VERSION, "-")
+            assert (row["SERVER"], row["REACHABLE"], row["LAST SEEN"], row["VERSION"],
+                    row["LAST ERROR"]) == (server, "yes", "now", VERSION, "-")
+            assert row["SINCE"].endswith("Z")
         assert before["brokenx"] == {
-            "NAME": "brokenx", "SERVER": "-", "REACHABLE": "no", "VERSION": "-",
-            "HYPERMLSERVICES": "0", "LAST ERROR": "kubeconfig has no current-context"}
+            "NAME": "brokenx", "SERVER": "-", "REACHABLE": "no", "SINCE": "-", "LAST SEEN": "-",
+            "VERSION": "-", "HYPERMLSERVICES": "0",
+            "LAST ERROR": "kubeconfig has no current-context"}
         assert before["deadlist"]["SERVER"] == "https://127.0.0.1:9"
-        assert before["deadlist"]["REACHABLE"] == "no"
+        assert before["deadlist"]["LAST SEEN"] == "never"
         assert before["deadlist"]["LAST ERROR"].startswith("cannot connect to 127.0.0.1:9: ")
 
         # Counted per HyperMLService, not per workload: spoke1 appears in two workloads.
@@ -276,17 +284,18 @@ def test_list_shows_health_versions_and_use(env: Environment, joined: list[str])
         kubectl(env, "hub", "delete", "secret", "-n", "hmls-system", *raw, "--ignore-not-found")
 
 
-def test_list_shows_a_row_for_an_unloadable_kubeconfig(env: Environment, joined: list[str]) -> None:
+async def test_list_shows_a_row_for_an_unloadable_kubeconfig(
+        env: Environment, controller: Controller) -> None:
     cfg = spoke_kubeconfig(env)
     cfg["clusters"][0]["cluster"]["certificate-authority-data"] = base64.b64encode(
         b"not a certificate").decode()
     raw = register_raw(env, "badcalist", yaml.safe_dump(cfg).encode())
     try:
-        res = hmls_cli("cluster", "list", *hub(env), check=False)
-        assert res.returncode == 0, res.stderr
-        rows = {r["NAME"]: r for r in parse_table(res.stdout.splitlines(), LIST_HEADER)}
+        rows = await listed(env, lambda rows: rows.get("badcalist", {}).get("REACHABLE") == "no"
+                            and rows["spoke1"]["REACHABLE"] == "yes")
         assert rows["spoke1"]["REACHABLE"] == "yes"
-        assert rows["badcalist"]["REACHABLE"] == "no"
+        assert rows["badcalist"]["LAST ERROR"].startswith("cannot be used: kubeconfig could "
+                                                           "not be loaded")
     finally:
         kubectl(env, "hub", "delete", "secret", "-n", "hmls-system", raw, "--ignore-not-found")
 

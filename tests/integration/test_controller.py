@@ -22,10 +22,9 @@ from hmls.domain.models import (
     OWNER_UID,
 )
 from hmls.kube.client import ClusterClient
+from hmls.kube.resources import CONFIGMAPS, SECRETS
 from tests.conftest import Controller, eventually, hmls_cli, kubectl, load_sample
 from tests.integration.helpers import (
-    CONFIGMAPS,
-    SECRETS,
     condition,
     configmap,
     create,

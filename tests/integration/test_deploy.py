@@ -141,6 +141,9 @@ ALLOWED = [
     ("get", "secrets", "-n", NAMESPACE), ("list", "secrets", "-n", NAMESPACE),
     ("watch", "secrets", "-n", NAMESPACE),
     ("create", "leases.coordination.k8s.io", "-n", NAMESPACE),
+    ("create", "configmaps", "-n", NAMESPACE),
+    ("get", "configmaps/hmls-cluster-health", "-n", NAMESPACE),
+    ("patch", "configmaps/hmls-cluster-health", "-n", NAMESPACE),
     ("get", "leases.coordination.k8s.io/hmls-controller", "-n", NAMESPACE),
     ("update", "leases.coordination.k8s.io/hmls-controller", "-n", NAMESPACE),
 ]
@@ -153,6 +156,7 @@ DENIED = [
     ("update", HMLS_RES, "-A"), ("deletecollection", HMLS_RES, "-A"),
     ("delete", HMLS_RES, "--subresource=status", "-A"),
     ("get", "configmaps", "-A"), ("list", "configmaps", "-n", NAMESPACE),
+    ("patch", "configmaps/other", "-n", NAMESPACE), ("create", "configmaps", "-n", "demo"),
     ("delete", "events", "-n", "demo"), ("list", "events", "-A"), ("patch", "events", "-n", "demo"),
     ("update", HMLS_RES, "--subresource=status", "-n", "demo"),
     ("update", HMLS_RES, "--subresource=finalizers", "-A"),
@@ -214,6 +218,9 @@ def test_rbac_is_exactly_what_the_controller_uses(env: Environment, applied: Doc
     assert _rules(env, NAMESPACE) == CLUSTER_WIDE | {
         ("", "secrets", "", "get"), ("", "secrets", "", "list"), ("", "secrets", "", "watch"),
         ("coordination.k8s.io", "leases", "", "create"),
+        ("", "configmaps", "", "create"),
+        ("", "configmaps", "hmls-cluster-health", "get"),
+        ("", "configmaps", "hmls-cluster-health", "patch"),
         ("coordination.k8s.io", "leases", "hmls-controller", "get"),
         ("coordination.k8s.io", "leases", "hmls-controller", "update"),
     }

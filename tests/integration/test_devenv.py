@@ -13,7 +13,7 @@ import yaml
 from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
-from hmls.domain.health import mlservice
+from hmls.domain.health import health
 from hmls.kube.client import ClusterClient
 from tests.conftest import eventually, kubectl, load_sample
 
@@ -130,7 +130,9 @@ async def test_server_side_apply_and_simulator(env: Environment,
 
 async def _ready(status_fn, want: bool = True):  # type: ignore[no-untyped-def]
     status = await status_fn()
-    return status if status and mlservice(status).ready is want else None
+    verdict = health({"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+                      "status": status})
+    return status if status and verdict is not None and verdict.ready is want else None
 
 
 def test_up_twice_is_idempotent(env: Environment) -> None:

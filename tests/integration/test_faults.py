@@ -23,10 +23,10 @@ from hmls.devenv.pki import CertificateAuthority, KeyPair
 from hmls.devenv.simulator import READY_KNOB
 from hmls.domain.access import ALLOW_CLUSTER_SCOPED, ALLOW_OTHER_NAMESPACES, ALLOWED_NAMESPACES
 from hmls.domain.models import CLUSTER_LABEL, FINALIZER
-from hmls.kube.client import ClusterClient, Resource
+from hmls.kube.client import ClusterClient
+from hmls.kube.resources import CONFIGMAPS, LEASES
 from tests.conftest import Controller, eventually, free_port, hmls_cli, kubectl, load_sample
 from tests.integration.helpers import (
-    CONFIGMAPS,
     condition,
     configmap,
     create,
@@ -41,7 +41,6 @@ from tests.integration.helpers import (
 )
 
 Clients = dict[str, ClusterClient]
-LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 
 
 def join_alias(env: Environment, alias: str, source: str, kubeconfig: Path | None = None,

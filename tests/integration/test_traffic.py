@@ -11,9 +11,11 @@ import yaml
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import READY_KNOB
-from hmls.kube.client import ClusterClient, Obj, Resource
-from tests.conftest import Controller, eventually, hmls_cli, kubectl
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import Resource
+from tests.conftest import Controller, eventually, kubectl
 from tests.integration.helpers import (
+    VS,
     condition,
     create,
     get_hmls,
@@ -21,20 +23,14 @@ from tests.integration.helpers import (
     mlservice,
     namespace_everywhere,
     replace_spec,
+    route_weights,
     wait_condition,
+    wait_weights,
 )
 
 Clients = dict[str, ClusterClient]
 SE = Resource("networking.istio.io/v1beta1", "ServiceEntry", "serviceentries", namespaced=True)
-VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 HTTPROUTE = Resource("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", namespaced=True)
-
-
-@pytest.fixture(scope="module")
-def ingress(env: Environment, joined: list[str]) -> str:
-    hmls_cli("cluster", "join", "ingress", "--kubeconfig", str(env.kubeconfig("hub")),
-             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), check=False)
-    return "ingress"
 
 
 def seed(ns: str, **traffic: Any) -> Obj:
@@ -42,20 +38,6 @@ def seed(ns: str, **traffic: Any) -> Obj:
     obj["spec"]["traffic"] = {"ingressCluster": "ingress", "weights": {"spoke1": 30, "spoke2": 70},
                               **traffic}
     return obj
-
-
-async def route_weights(client: ClusterClient, ns: str) -> dict[str, int] | None:
-    items, _ = await client.list(VS, namespace=ns)
-    if len(items) != 1:
-        return None
-    return {r["destination"]["host"].split(".")[3]: r["weight"]
-            for r in items[0]["spec"]["http"][0]["route"]}
-
-
-async def wait_weights(clients: Clients, ns: str, want: dict[str, int], timeout: float = 30) -> None:
-    async def check() -> bool:
-        return await route_weights(clients["ingress"], ns) == want
-    await eventually(check, timeout=timeout, what=f"VirtualService weights {want}")
 
 
 async def test_seed_example_generates_the_seed_head_ingress(

@@ -366,3 +366,18 @@ def test_label_value_is_unique_for_different_long_names(prefix: str, tails: list
     assert len(set(values)) == len(values)
     assert all(len(v) <= 63 for v in values)
     assert values == [label_value(n) for n in batch]  # deterministic
+
+
+# ----- Secret stringData -----------------------------------------------------------------
+
+
+def test_secret_string_data_is_applied_as_the_data_the_server_stores() -> None:
+    body = one({**obj("Secret", "s3"), "data": {"old": "b2xk", "both": "eA=="},
+                "stringData": {".s3cfg": "host_base = x\n", "both": "y"}}).body
+    assert "stringData" not in body
+    assert body["data"] == {"old": "b2xk", "both": "eQ==", ".s3cfg": "aG9zdF9iYXNlID0geAo="}
+
+
+def test_secret_string_data_that_is_not_strings_is_left_for_the_server() -> None:
+    body = one({**obj("Secret", "s3"), "stringData": {"n": 1}}).body
+    assert body["stringData"] == {"n": 1} and "data" not in body

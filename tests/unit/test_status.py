@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hmls.domain.health import health
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import (
     Condition,
@@ -32,7 +33,8 @@ PAUSED_STATUS: dict[str, Any] = {"conditions": [{"type": "Paused", "status": "Tr
 
 
 def ok(cluster: str, ref: ResourceRef, status: dict[str, Any] | None = None) -> ItemResult:
-    return ItemResult(cluster, ref, True, OK, status)
+    seen = health({"apiVersion": ref.api_version, "kind": ref.kind, "status": status})
+    return ItemResult(cluster, ref, True, OK, status, seen)
 
 
 def failed(cluster: str, ref: ResourceRef, message: str = "boom") -> ItemResult:
@@ -84,14 +86,25 @@ def test_fully_applied_with_no_items_is_true() -> None:
 # ----- Ready -----------------------------------------------------------------------------
 
 
-def test_ready_without_mlservice_and_all_applied() -> None:
+def test_ready_without_readiness_rules_and_all_applied() -> None:
     assert ready([ok("s1", SECRET), ok("s1", RUNTIME)]) == Condition(
-        "Ready", "True", "NoMLService", "No MLService in the workloads")
+        "Ready", "True", "NoReadinessRule",
+        "No object in the workloads has a readiness rule; ready once applied")
 
 
-def test_ready_without_mlservice_not_all_applied() -> None:
+def test_ready_without_readiness_rules_not_all_applied() -> None:
     assert ready([ok("s1", SECRET), failed("s1", RUNTIME)]) == Condition(
-        "Ready", "False", "NotApplied", "No MLService in the workloads; not all applied")
+        "Ready", "False", "NotApplied",
+        "No object in the workloads has a readiness rule; ready once applied; not all applied")
+
+
+def test_ready_counts_every_kind_with_a_rule() -> None:
+    deploy = ResourceRef("apps/v1", "Deployment", "demo", "web")
+    items = [ok("s1", SVC, READY_STATUS), ok("s2", deploy, {"replicas": 1})]
+    cond = ready(items)
+    assert cond.status == "False"
+    assert cond.message.startswith("1 of 2 objects (1 Deployment, 1 MLService) not ready: "
+                                   "s2: Deployment demo/web: ")
 
 
 def test_ready_all_mlservices_ready() -> None:
@@ -239,7 +252,7 @@ def test_aggregate_complete_status() -> None:
          "message": "All manifests have been successfully applied",
          "observedGeneration": 3, "lastTransitionTime": T0},
         {"type": "Ready", "status": "True", "reason": "AllReady",
-         "message": "All 1 MLServices are Ready", "observedGeneration": 3,
+         "message": "1 MLService is Ready", "observedGeneration": 3,
          "lastTransitionTime": NOW},
         {"type": "ClustersReachable", "status": "True", "reason": "AllReachable",
          "message": "ok", "observedGeneration": 3, "lastTransitionTime": NOW},

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hmls.domain.health import health
 from hmls.domain.models import Owner, TrafficSpec, parse_spec
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import APPLIED_OK, ItemResult
@@ -32,7 +33,10 @@ def ml_status(cluster: str, *, ready: bool = True) -> dict[str, Any]:
 
 
 def items(**ready: bool) -> list[ItemResult]:
-    return [ItemResult(c, ML, True, APPLIED_OK, ml_status(c, ready=r)) for c, r in ready.items()]
+    return [ItemResult(c, ML, True, APPLIED_OK, ml_status(c, ready=r),
+                       health({"apiVersion": ML.api_version, "kind": ML.kind,
+                               "status": ml_status(c, ready=r)}))
+            for c, r in ready.items()]
 
 
 SEED = TrafficSpec.model_validate({"ingressCluster": "ingress",

@@ -1,0 +1,501 @@
+"""Spoke: one object per registered cluster, owning everything that talks to that cluster.
+
+A ``Spoke`` holds the cluster's client, its informers (label-selected on the owner-uid label,
+started the first time a reconcile needs a kind), the owner index built from them, the
+limit on parallel writes, the access policy, the namespace cache, and the health probe that
+is the only writer of the cluster's reachability.  Everything it runs lives in its own task
+group, each task supervised (an unexpected exception is logged, counted and the task
+restarted with backoff), so nothing one spoke sends can stop the controller or another
+spoke.  The ``Fleet`` starts a Spoke when a registration appears, replaces it when the
+Secret's kubeconfig changes (the old one is stopped and its client closed: no informer is
+left retrying on a closed session) and stops it when the Secret goes.
+
+The reconciler sees spokes through the small ``SpokeAPI`` protocol of
+``hmls.engine.reconciler``; watch events reach the queue through ``on_owner(uid)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hmls.domain.access import AccessPolicy
+from hmls.domain.drift import Ownership
+from hmls.domain.health import Health, health, spec_subset
+from hmls.domain.kubeconfig import KubeconfigPolicy
+from hmls.domain.models import (
+    FIELD_MANAGER,
+    HASH_ANNOTATION,
+    OWNER_NAME,
+    OWNER_NAMESPACE,
+    OWNER_UID,
+    Owner,
+    timestamp,
+)
+from hmls.domain.reachability import Reachability
+from hmls.kube import errors
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.registry import ClusterRegistry, Registration
+from hmls.kube.resources import NAMESPACES, Resource
+from hmls.kube.watching import Informer
+from hmls.metrics import Metrics
+
+log = logging.getLogger("hmls.spokes")
+
+CREATED_BY_LABEL = "app.kubernetes.io/created-by"
+CREATED_BY = "hmls-controller"
+CREATED_FOR_ANNOTATION = "hmls.tensorstack.dev/created-for"
+"""On a namespace hmls created: the HyperMLService that first needed it."""
+
+
+def _str_map(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+@dataclass(frozen=True, slots=True)
+class Observed:
+    """A spoke object as the caches keep it: identity, the owner labels, the applied hash,
+    field ownership (for drift), status and the few spec fields readiness reads.  Never a
+    Secret's data, never a whole spec."""
+
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+    owner_labels: tuple[tuple[str, str], ...]
+    applied_hash: str | None
+    ownership: Ownership
+    status: dict[str, Any] | None
+    spec: dict[str, Any] | None
+    deleting: bool
+
+    @classmethod
+    def of(cls, raw: Obj, resource: Resource) -> Observed:
+        """Tolerant of whatever a server sends: a malformed field is dropped, never raised."""
+        meta = _dict(raw.get("metadata"))
+        labels = _str_map(meta.get("labels"))
+        status = raw.get("status") if resource.kind != "Secret" else None
+        generation = meta.get("generation")
+        return cls(
+            api_version=resource.api_version, kind=resource.kind,
+            namespace=str(meta.get("namespace") or ""), name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            generation=generation if isinstance(generation, int) else 0,
+            owner_labels=tuple(sorted((k, v) for k, v in labels.items()
+                                      if k in (OWNER_NAMESPACE, OWNER_NAME, OWNER_UID))),
+            applied_hash=_str_map(meta.get("annotations")).get(HASH_ANNOTATION),
+            ownership=Ownership.of(meta.get("managedFields"), FIELD_MANAGER),
+            status=status if isinstance(status, dict) else None,
+            spec=spec_subset(resource.api_version, resource.kind, _dict(raw.get("spec"))),
+            deleting=bool(meta.get("deletionTimestamp")))
+
+    @property
+    def owner_uid(self) -> str | None:
+        return dict(self.owner_labels).get(OWNER_UID)
+
+    def owner_key(self) -> str:
+        labels = dict(self.owner_labels)
+        return f"{labels.get(OWNER_NAMESPACE)}/{labels.get(OWNER_NAME)}"
+
+    @property
+    def health(self) -> Health | None:
+        meta: dict[str, Any] = {"generation": self.generation}
+        if self.deleting:
+            meta["deletionTimestamp"] = "set"
+        return health({"apiVersion": self.api_version, "kind": self.kind, "metadata": meta,
+                       "spec": self.spec, "status": self.status})
+
+
+@dataclass(frozen=True, slots=True)
+class NamespaceView:
+    name: str
+    terminating: bool
+    created_by_hmls: bool
+
+    @classmethod
+    def of(cls, raw: Obj) -> NamespaceView:
+        meta = _dict(raw.get("metadata"))
+        return cls(str(meta.get("name") or ""),
+                   _dict(raw.get("status")).get("phase") == "Terminating"
+                   or bool(meta.get("deletionTimestamp")),
+                   _str_map(meta.get("labels")).get(CREATED_BY_LABEL) == CREATED_BY)
+
+
+@dataclass(frozen=True)
+class SpokeConfig:
+    probe_interval: float = 10.0
+    failure_threshold: int = 3
+    """Consecutive failed probes before a reachable cluster is declared unreachable."""
+    per_cluster_concurrency: int = 8
+    request_timeout: float = 10.0
+    sync_timeout: float = 10.0
+    """How long a reconcile waits for a new informer's first list."""
+
+
+Ref = tuple[Resource, str, str]
+"""(resource, namespace, name) of an object on a spoke."""
+
+
+@dataclass
+class _Watched:
+    informer: Informer[Observed]
+    index: dict[str, set[Ref]] = field(default_factory=dict)
+
+
+class Spoke:
+    """One registered cluster; see the module docstring."""
+
+    def __init__(self, registration: Registration, client: ClusterClient | None, *,
+                 error: str | None, config: SpokeConfig, metrics: Metrics,
+                 on_owner: Callable[[str], None],
+                 on_health: Callable[[Spoke, bool], Awaitable[None]],
+                 now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+        self.name = registration.name
+        self.registration = registration
+        self.access: AccessPolicy = registration.access
+        self.client = client
+        self.error = error
+        """Why the registration cannot be used (kubeconfig refused or unloadable)."""
+        self.reachability = Reachability()
+        self._config = config
+        self._metrics = metrics
+        self._on_owner = on_owner
+        self._on_health = on_health
+        self._now = now
+        self._sem = asyncio.Semaphore(config.per_cluster_concurrency)
+        self._watched: dict[Resource, _Watched] = {}
+        self._namespaces: Informer[NamespaceView] | None = None
+        self._kick = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
+        self.started = asyncio.Event()
+
+    # ----- lifetime ------------------------------------------------------------------
+    async def run(self) -> None:
+        """Until cancelled: the probe and every informer, each supervised."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                self._tg = tg
+                if self.client is not None:
+                    tg.create_task(self._supervise("probe", self._probe_loop))
+                self.started.set()
+                await asyncio.Event().wait()  # until stopped
+        finally:
+            self._tg = None
+            if self.client is not None:
+                await self.client.close()
+            if self.reachability.reachable is not None:
+                self._metrics.cluster_reachable.remove(self.name)
+
+    def _spawn(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        assert self._tg is not None, "spoke not running"
+        self._tg.create_task(self._supervise(what, run))
+
+    async def _supervise(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
+        delay = 1.0
+        while True:
+            try:
+                await run()
+                return
+            except Exception:
+                log.exception("cluster %s: %s failed; restarting in %.0fs", self.name, what, delay)
+                self._metrics.spoke_task_restarts.labels(self.name, what).inc()
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
+    # ----- health --------------------------------------------------------------------
+    def unusable(self) -> str | None:
+        """Why nothing can be done on this cluster now, or None."""
+        if self.client is None:
+            return f"cluster {self.name} cannot be used: {self.error}"
+        if self.reachability.reachable is False:
+            return f"cluster {self.name} is unreachable: {self.reachability.last_error}"
+        return None
+
+    @property
+    def reachable(self) -> bool | None:
+        return self.reachability.reachable
+
+    def kick(self) -> None:
+        """A request just failed in transport: probe now instead of at the next interval."""
+        self._kick.set()
+
+    async def probe(self) -> None:
+        assert self.client is not None
+        now = timestamp(self._now())
+        before = self.reachability
+        try:
+            await self.client.readyz()
+            version = before.version
+            if before.reachable is not True:  # first answer, or back after an outage
+                version = str((await self.client.version()).get("gitVersion") or "")
+            after = before.after_probe(ok=True, now=now, version=version)
+        except errors.KubeError as exc:
+            reason = exc.message if isinstance(exc, errors.Unreachable) else (
+                f"API server not ready: {exc.message}")
+            after = before.after_probe(ok=False, now=now, error=reason,
+                                       threshold=self._config.failure_threshold)
+        self.reachability = after
+        self._metrics.cluster_reachable.labels(self.name).set(1 if after.reachable else 0)
+        flipped = after.reachable is not before.reachable
+        if flipped:
+            log.info("cluster %s is now %s%s", self.name,
+                     "reachable" if after.reachable else "unreachable",
+                     f": {after.last_error}" if after.last_error else "")
+        await self._on_health(self, flipped)
+
+    async def _probe_loop(self) -> None:
+        gap = min(1.0, self._config.probe_interval)
+        while True:
+            self._kick.clear()
+            await self.probe()
+            await asyncio.sleep(gap)  # kicks from a burst of failures cost one probe
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._kick.wait(), self._config.probe_interval - gap)
+
+    # ----- informers -----------------------------------------------------------------
+    def _restarted(self, resource: Resource) -> Callable[[str, errors.KubeError], None]:
+        def restarted(reason: str, failure: errors.KubeError) -> None:
+            self._metrics.watch_restarts.labels(self.name, resource.plural, reason).inc()
+            if isinstance(failure, errors.Unreachable):
+                self.kick()
+        return restarted
+
+    def _on_event(self, resource: Resource) -> Callable[[str, Observed | None, Observed | None], None]:
+        def handler(kind: str, old: Observed | None, new: Observed | None) -> None:
+            watched = self._watched[resource]
+            for obj, add in ((old, False), (new, True)):
+                uid = obj.owner_uid if obj else None
+                if obj is None or not uid:
+                    continue
+                ref = (resource, obj.namespace, obj.name)
+                if add:
+                    watched.index.setdefault(uid, set()).add(ref)
+                elif uid in watched.index:
+                    watched.index[uid].discard(ref)
+                    if not watched.index[uid]:
+                        del watched.index[uid]
+            if old != new:
+                for uid in {o.owner_uid for o in (old, new) if o and o.owner_uid}:
+                    self._on_owner(uid)
+        return handler
+
+    async def _synced(self, informer: Informer[Any]) -> None:
+        if informer.synced.is_set():
+            return
+        try:
+            await asyncio.wait_for(informer.attempted.wait(), self._config.sync_timeout)
+        except TimeoutError:
+            raise errors.Unreachable(f"could not list {informer.resource.plural} on cluster "
+                                     f"{self.name} within {self._config.sync_timeout:.0f}s"
+                                     ) from None
+        if not informer.synced.is_set():
+            failure = informer.last_exception or errors.KubeError("list failed")
+            raise type(failure)(f"could not list {informer.resource.plural} on cluster "
+                                f"{self.name}: {failure.message}", status=failure.status)
+
+    async def _informer(self, resource: Resource) -> Informer[Observed]:
+        assert self.client is not None
+        watched = self._watched.get(resource)
+        if watched is None:
+            inf: Informer[Observed] = Informer(
+                self.client, resource, on_event=self._on_event(resource), label_selector=OWNER_UID,
+                transform=lambda raw: Observed.of(raw, resource),
+                on_restart=self._restarted(resource))
+            watched = self._watched[resource] = _Watched(inf)
+            self._spawn(f"watch {resource.plural}", inf.run)
+        await self._synced(watched.informer)
+        return watched.informer
+
+    # ----- what the reconciler uses ------------------------------------------------------
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        assert self.client is not None
+        return await self.client.resource(api_version, kind)
+
+    async def cached(self, resource: Resource, namespace: str | None, name: str) -> Observed | None:
+        """The watched copy of an object hmls labels as owned (None: absent or not ours)."""
+        return (await self._informer(resource)).get(namespace, name)
+
+    async def apply(self, body: Obj, resource: Resource, *, force: bool) -> Observed:
+        assert self.client is not None
+        async with self._sem:
+            try:
+                applied = await self.client.apply(body, field_manager=FIELD_MANAGER,
+                                                  resource=resource, force=force)
+            except errors.Unreachable:
+                self.kick()
+                raise
+        watched = self._watched.get(resource)
+        return watched.informer.observe(applied) if watched else Observed.of(applied, resource)
+
+    def owned(self, uid: str) -> list[Ref]:
+        """What the watched kinds hold with this owner uid."""
+        refs = [r for w in self._watched.values() for r in w.index.get(uid, ())]
+        return sorted(refs, key=lambda r: (r[0].kind, r[1], r[2]))
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str, *,
+                     owner_uid: str) -> bool:
+        """Delete the object if a fresh read shows it carries this owner uid; False if it
+        is gone or not ours (then it is never touched)."""
+        assert self.client is not None
+        try:
+            live = await self.client.get(resource, namespace, name)
+            if live is None or _str_map(_dict(live.get("metadata")).get("labels")).get(
+                    OWNER_UID) != owner_uid:
+                return False
+            async with self._sem:
+                return await self.client.delete(resource, namespace, name,
+                                                uid=_dict(live.get("metadata")).get("uid"))
+        except errors.Unreachable:
+            self.kick()
+            raise
+
+    # ----- namespaces ----------------------------------------------------------------
+    async def _namespace_informer(self) -> Informer[NamespaceView]:
+        assert self.client is not None
+        if self._namespaces is None:
+            inf: Informer[NamespaceView] = Informer(
+                self.client, NAMESPACES, on_event=lambda *_: None, transform=NamespaceView.of,
+                on_restart=self._restarted(NAMESPACES))
+            self._namespaces = inf
+            self._spawn("watch namespaces", inf.run)
+        await self._synced(self._namespaces)
+        return self._namespaces
+
+    async def namespace(self, name: str) -> NamespaceView | None:
+        return (await self._namespace_informer()).get(None, name)
+
+    async def ensure_namespace(self, name: str, owner: Owner) -> bool:
+        """Create the namespace if it is missing; True if this call created it."""
+        assert self.client is not None
+        inf = await self._namespace_informer()
+        found = inf.get(None, name)
+        if found is not None:
+            if found.terminating:
+                raise errors.Conflict(f"namespace {name} is being deleted on cluster {self.name}")
+            return False
+        body: Obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+            "name": name, "labels": {CREATED_BY_LABEL: CREATED_BY},
+            "annotations": {CREATED_FOR_ANNOTATION: owner.key}}}
+        try:
+            async with self._sem:
+                created = await self.client.create(NAMESPACES, None, body,
+                                                   field_manager=FIELD_MANAGER)
+        except errors.Conflict:
+            return False  # created meanwhile by someone else
+        except errors.Unreachable:
+            self.kick()
+            raise
+        inf.observe(created)
+        log.info("cluster %s: created namespace %s for %s", self.name, name, owner.key)
+        return True
+
+
+class Fleet:
+    """Every registered cluster's Spoke, started, replaced and stopped by registry events."""
+
+    def __init__(self, *, namespace: str, hub: ClusterClient | None, config: SpokeConfig,
+                 metrics: Metrics, on_cluster: Callable[[str], None],
+                 on_owner: Callable[[str], None],
+                 kubeconfig_policy: KubeconfigPolicy | None = None) -> None:
+        self._config = config
+        self._metrics = metrics
+        self._on_cluster = on_cluster
+        self._on_owner = on_owner
+        self.registry = ClusterRegistry(namespace=namespace, hub=hub,
+                                        on_registered=self._registered,
+                                        on_removed=self._removed, policy=kubeconfig_policy)
+        self._spokes: dict[str, tuple[Spoke, asyncio.Task[None]]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._running = asyncio.Event()
+
+    def get(self, name: str) -> Spoke | None:
+        entry = self._spokes.get(name)
+        return entry[0] if entry else None
+
+    def all(self) -> list[Spoke]:
+        return [s for s, _ in self._spokes.values()]
+
+    def names(self) -> list[str]:
+        return sorted(self._spokes)
+
+    def not_registered(self, name: str) -> str:
+        return self.registry.not_registered(name)
+
+    def reachability(self) -> Mapping[str, bool | None]:
+        return {name: s.reachable for name, (s, _) in self._spokes.items()}
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            self._tg = tg
+            self._running.set()
+            tg.create_task(self.registry.run())
+
+    async def drained(self) -> None:
+        await self._running.wait()
+        await self.registry.drained()
+
+    async def _registered(self, reg: Registration) -> None:
+        current = self.get(reg.name)
+        if current is not None and current.registration.fingerprint == reg.fingerprint:
+            current.registration, current.access = reg, reg.access  # annotations only
+            self._on_cluster(reg.name)
+            return
+        await self._stop(reg.name)
+        client, error = None, reg.error
+        if reg.kubeconfig is not None:
+            try:
+                client = await ClusterClient.from_kubeconfig(
+                    reg.name, reg.kubeconfig, timeout=self._config.request_timeout)
+            except errors.KubeError as exc:
+                error = exc.message
+        spoke = Spoke(reg, client, error=error, config=self._config, metrics=self._metrics,
+                      on_owner=self._on_owner, on_health=self._health)
+        if client is None:
+            await self.registry.record(reg.name, {"reachable": False,
+                                                  "lastError": f"cannot be used: {error}"})
+        assert self._tg is not None
+        task = self._tg.create_task(spoke.run())
+        await spoke.started.wait()
+        self._spokes[reg.name] = (spoke, task)
+        self._export()
+        self._on_cluster(reg.name)
+
+    async def _removed(self, name: str) -> None:
+        await self._stop(name)
+        await self.registry.record(name, None)
+        self._export()
+        self._on_cluster(name)
+
+    async def _stop(self, name: str) -> None:
+        entry = self._spokes.pop(name, None)
+        if entry is None:
+            return
+        entry[1].cancel()
+        await asyncio.wait([entry[1]])
+
+    async def _health(self, spoke: Spoke, flipped: bool) -> None:
+        if self.get(spoke.name) is not spoke:
+            return  # replaced meanwhile
+        await self.registry.record(spoke.name, spoke.reachability.record())
+        if flipped:
+            self._on_cluster(spoke.name)
+
+    def _export(self) -> None:
+        refused = sum(1 for s in self.all() if s.client is None)
+        self._metrics.clusters.labels("ready").set(len(self._spokes) - refused)
+        self._metrics.clusters.labels("refused").set(refused)
+
+    async def close(self) -> None:
+        for name in list(self._spokes):
+            await self._stop(name)

@@ -1,0 +1,223 @@
+"""The reconciler's per-cluster apply against a fake spoke (``SpokeAPI``): one item's failure
+stays its own, namespaces come first, unchanged objects cost nothing, drift is put back or
+reported.  No API server: the real-server behaviour is in tests/integration/test_truth.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from hmls.domain.access import AccessPolicy
+from hmls.domain.drift import Ownership
+from hmls.domain.models import Owner, Spec
+from hmls.domain.render import render
+from hmls.engine.reconciler import Reconciler
+from hmls.engine.spokes import NamespaceView, Observed
+from hmls.kube import errors
+from hmls.kube.client import Obj
+from hmls.kube.resources import Resource
+from hmls.metrics import Metrics
+
+OWNER = Owner("demo", "svc", "uid-1")
+
+
+def fields_of(value: Any) -> dict[str, Any]:
+    """fieldsV1 of an apply of ``value`` where every list is atomic (as in a CRD)."""
+    if not isinstance(value, dict):
+        return {}
+    return {f"f:{k}": fields_of(v) for k, v in value.items()
+            if v is not None and k not in ("apiVersion", "kind", "name", "namespace")}
+
+
+def observed(body: Obj, res: Resource, *, uid: str = OWNER.uid, drop: str | None = None) -> Observed:
+    """What a watch would hold after hmls applied body (minus the field ``drop``, taken by
+    kubectl-patch)."""
+    fields = fields_of(body)
+    others: tuple[tuple[str, str], ...] = ()
+    if drop:
+        del fields["f:data"][f"f:{drop}"]
+        others = (("kubectl-patch", json.dumps({"f:data": {f"f:{drop}": {}}})),)
+    raw = {"metadata": {**body["metadata"], "uid": "u", "resourceVersion": "1",
+                        "labels": {**body["metadata"]["labels"],
+                                   "hmls.tensorstack.dev/owner-uid": uid},
+                        "managedFields": [{"manager": "hmls-controller", "operation": "Apply",
+                                           "fieldsType": "FieldsV1", "fieldsV1": fields}]}}
+    obs = Observed.of(raw, res)
+    return obs if not others else Observed(**{**_fields(obs), "ownership": Ownership(
+        obs.ownership.ours, others)})
+
+
+def _fields(obs: Observed) -> dict[str, Any]:
+    return {k: getattr(obs, k) for k in Observed.__slots__}
+
+
+class FakeSpoke:
+    def __init__(self, name: str = "s1") -> None:
+        self.name = name
+        self.access = AccessPolicy()
+        self.reachable: bool | None = True
+        self.objects: dict[tuple[str, str], Observed] = {}
+        self.applied: list[tuple[str, bool]] = []
+        self.failures: dict[str, errors.KubeError] = {}
+        self.namespaces: dict[str, NamespaceView] = {}
+        self.ensured: list[str] = []
+
+    def unusable(self) -> str | None:
+        return None
+
+    async def resource(self, api_version: str, kind: str) -> Resource:
+        if kind == "Widget":
+            raise errors.UnknownKind(f"kind Widget in apiVersion {api_version} is not served "
+                                     f"by cluster {self.name} (is its CRD installed?)")
+        return Resource(api_version, kind, kind.lower() + "s", namespaced=kind != "Namespace")
+
+    async def cached(self, resource: Resource, namespace: str | None, name: str) -> Observed | None:
+        return self.objects.get((resource.kind, name))
+
+    async def apply(self, body: Obj, resource: Resource, *, force: bool) -> Observed:
+        name = body["metadata"]["name"]
+        if name in self.failures:
+            raise self.failures[name]
+        self.applied.append((name, force))
+        self.objects[(resource.kind, name)] = observed(body, resource)
+        return self.objects[(resource.kind, name)]
+
+    def owned(self, uid: str) -> list[Any]:
+        return []
+
+    async def delete(self, resource: Resource, namespace: str | None, name: str, *,
+                     owner_uid: str) -> bool:
+        return False
+
+    async def ensure_namespace(self, name: str, owner: Owner) -> bool:
+        self.ensured.append(name)
+        if name == "forbidden-ns":
+            raise errors.Forbidden('namespaces is forbidden: User "x" cannot create', status=403)
+        if name in self.namespaces:
+            return False
+        self.namespaces[name] = NamespaceView(name, False, True)
+        return True
+
+    async def namespace(self, name: str) -> NamespaceView | None:
+        return self.namespaces.get(name)
+
+
+class FakeFleet:
+    def __init__(self, *spokes: FakeSpoke) -> None:
+        self.spokes = {s.name: s for s in spokes}
+
+    def get(self, name: str) -> FakeSpoke | None:
+        return self.spokes.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self.spokes)
+
+    def not_registered(self, name: str) -> str:
+        return f"cluster {name} is not registered"
+
+    def reachability(self) -> dict[str, bool | None]:
+        return {n: s.reachable for n, s in self.spokes.items()}
+
+
+def cm(name: str, namespace: str = "demo", **data: Any) -> Obj:
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": namespace}, "data": data or {"k": "v"}}
+
+
+async def apply(spoke: FakeSpoke, manifests: list[Obj], **spec: Any) -> dict[str, Any]:
+    parsed = Spec.model_validate({"workloads": [{"clusters": [spoke.name],
+                                                 "manifests": manifests}], **spec})
+    desired = render(OWNER, parsed)
+    rec = Reconciler(hub=None, hub_store=None, fleet=FakeFleet(spoke),  # type: ignore[arg-type]
+                     events=None, metrics=Metrics())  # type: ignore[arg-type]
+    results = await rec._apply_cluster(OWNER, spoke.name, list(enumerate(desired)),
+                                       force=parsed.take_over,
+                                       correct_drift=parsed.drift_policy == "Correct")
+    return {desired[i].ref.name: r for i, r in results.items()}
+
+
+async def test_each_failure_is_its_items_own() -> None:
+    spoke = FakeSpoke()
+    spoke.failures["bad"] = errors.ServerError(
+        "failed to create typed patch object (/v1, Kind=ConfigMap) demo/bad: .data.a: "
+        "expected string, got &value.valueUnstructured{Value:1}", status=500)
+    spoke.failures["dup"] = errors.Conflict("Apply failed with 1 conflict", status=409)
+    widget = {"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}}
+    out = await apply(spoke, [cm("bad"), cm("good"), widget, cm("dup")])
+    assert out["bad"].message.startswith("rejected by cluster s1: failed to create typed patch")
+    assert out["w"].message == ("kind Widget in apiVersion example.com/v1 is not served by "
+                                "cluster s1 (is its CRD installed?)")
+    assert out["dup"].message == "conflict by cluster s1: Apply failed with 1 conflict"
+    assert out["good"].applied is True
+    assert spoke.reachable is True  # the reconciler never decides reachability
+
+
+async def test_a_transport_failure_ends_the_clusters_turn() -> None:
+    spoke = FakeSpoke()
+    spoke.failures["secret"] = errors.Unreachable("cannot connect to 127.0.0.1:1: refused")
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "secret"}}
+    mls = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+           "metadata": {"name": "m"}, "spec": {}}
+    out = await apply(spoke, [secret, mls])
+    message = "cluster s1 is unreachable: cannot connect to 127.0.0.1:1: refused"
+    assert out["secret"].message == message
+    assert out["m"].message == message  # later ranks are not tried
+    assert spoke.applied == []
+
+
+async def test_missing_namespaces_are_created_first_and_once() -> None:
+    spoke = FakeSpoke()
+    spoke.access = AccessPolicy(other_namespaces=True)
+    out = await apply(spoke, [cm("a"), cm("b"), cm("c", "forbidden-ns")])
+    assert spoke.ensured == ["demo", "forbidden-ns"]
+    assert out["a"].applied and out["b"].applied
+    assert out["c"].message == (
+        "namespace forbidden-ns is missing on cluster s1 and could not be created: forbidden "
+        'by cluster s1: namespaces is forbidden: User "x" cannot create')
+
+
+async def test_the_access_policy_decides_before_any_namespace_is_made() -> None:
+    spoke = FakeSpoke()
+    out = await apply(spoke, [cm("c", "elsewhere")])
+    assert "differs from the HyperMLService's namespace" in out["c"].message
+    assert spoke.ensured == []
+
+
+async def test_unchanged_objects_cost_no_request() -> None:
+    spoke = FakeSpoke()
+    await apply(spoke, [cm("a")])
+    assert spoke.applied == [("a", False)]
+    out = await apply(spoke, [cm("a")])
+    assert spoke.applied == [("a", False)]
+    assert out["a"].applied and out["a"].drift is None
+
+
+@pytest.mark.parametrize("policy", ["Correct", "Report"])
+async def test_drift_is_put_back_or_reported(policy: str) -> None:
+    spoke = FakeSpoke()
+    await apply(spoke, [cm("a", k="v", other="x")])
+    res = Resource("v1", "ConfigMap", "configmaps", True)
+    applied_body = render(OWNER, Spec.model_validate(
+        {"workloads": [{"clusters": ["s1"], "manifests": [cm("a", k="v", other="x")]}]}))[0].body
+    spoke.objects[("ConfigMap", "a")] = observed(applied_body, res, drop="k")
+    out = await apply(spoke, [cm("a", k="v", other="x")], driftPolicy=policy)
+    if policy == "Correct":
+        assert spoke.applied == [("a", False), ("a", True)]  # forced: the field is ours again
+        assert out["a"].drift is None
+    else:
+        assert spoke.applied == [("a", False)]
+        assert out["a"].drift is not None and "data.k" in out["a"].drift
+        assert "kubectl-patch" in out["a"].drift
+
+
+async def test_an_object_of_another_owner_is_a_conflict() -> None:
+    spoke = FakeSpoke()
+    res = Resource("v1", "ConfigMap", "configmaps", True)
+    body = render(OWNER, Spec.model_validate(
+        {"workloads": [{"clusters": ["s1"], "manifests": [cm("a")]}]}))[0].body
+    spoke.objects[("ConfigMap", "a")] = observed(body, res, uid="someone-else")
+    out = await apply(spoke, [cm("a")])
+    assert out["a"].message.startswith("conflict: ConfigMap demo/a on s1 is owned by another")
+    assert spoke.applied == []
