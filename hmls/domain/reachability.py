@@ -11,6 +11,7 @@ it changes only on a transition or a new error, so an idle fleet writes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -28,6 +29,17 @@ class Reachability:
     failures: int = 0
     """Consecutive failed probes."""
     version: str = ""
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any] | None) -> Reachability:
+        """Resume from the verdict the hub keeps (a restarted controller keeps "since" and
+        writes nothing while nothing changed)."""
+        rec = record or {}
+        reachable = rec.get("reachable")
+        return cls(reachable if isinstance(reachable, bool) else None,
+                   str(rec["since"]) if rec.get("since") else None,
+                   str(rec["lastSeen"]) if rec.get("lastSeen") else None,
+                   str(rec.get("lastError") or ""), 0, str(rec.get("version") or ""))
 
     def after_probe(self, *, ok: bool, now: str, error: str = "", version: str = "",
                     threshold: int = 3) -> Reachability:

@@ -160,6 +160,7 @@ class Spoke:
                  error: str | None, config: SpokeConfig, metrics: Metrics,
                  on_owner: Callable[[str], None],
                  on_health: Callable[[Spoke, bool], Awaitable[None]],
+                 reachability: Reachability | None = None,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.name = registration.name
         self.registration = registration
@@ -167,7 +168,7 @@ class Spoke:
         self.client = client
         self.error = error
         """Why the registration cannot be used (kubeconfig refused or unloadable)."""
-        self.reachability = Reachability()
+        self.reachability = reachability or Reachability()
         self._config = config
         self._metrics = metrics
         self._on_owner = on_owner
@@ -194,7 +195,7 @@ class Spoke:
             self._tg = None
             if self.client is not None:
                 await self.client.close()
-            if self.reachability.reachable is not None:
+            with contextlib.suppress(KeyError):  # exported once probed
                 self._metrics.cluster_reachable.remove(self.name)
 
     def _spawn(self, what: str, run: Callable[[], Awaitable[None]]) -> None:
@@ -438,6 +439,7 @@ class Fleet:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             self._tg = tg
+            await self.registry.load_recorded()
             self._running.set()
             tg.create_task(self.registry.run())
 
@@ -460,7 +462,8 @@ class Fleet:
             except errors.KubeError as exc:
                 error = exc.message
         spoke = Spoke(reg, client, error=error, config=self._config, metrics=self._metrics,
-                      on_owner=self._on_owner, on_health=self._health)
+                      on_owner=self._on_owner, on_health=self._health,
+                      reachability=Reachability.from_record(self.registry.recorded(reg.name)))
         if client is None:
             await self.registry.record(reg.name, {"reachable": False,
                                                   "lastError": f"cannot be used: {error}"})

@@ -140,6 +140,20 @@ class ClusterRegistry:
         await self._events.join()
 
     # ----- recorded health -----------------------------------------------------------
+    async def load_recorded(self) -> None:
+        """Read the verdicts a previous controller left, so that unchanged ones are not
+        written again."""
+        if self._hub is None:
+            return
+        try:
+            self._recorded = recorded_health(
+                await self._hub.get(CONFIGMAPS, self.namespace, HEALTH_CONFIGMAP))
+        except errors.KubeError as exc:
+            log.warning("could not read the recorded cluster health: %s", exc.message)
+
+    def recorded(self, name: str) -> dict[str, Any] | None:
+        return self._recorded.get(name)
+
     async def record(self, name: str, verdict: dict[str, Any] | None) -> None:
         """Keep a cluster's probe verdict on the hub (None removes it); best effort, and
         only when it changed."""

@@ -38,7 +38,7 @@ def _rv(obj: Obj) -> str:
     return str(obj["metadata"].get("resourceVersion") or "")
 
 
-def newer(a: str, b: str) -> bool:
+def _newer(a: str, b: str) -> bool:
     """resourceVersions are opaque, but etcd's are integers; fall back to 'different'."""
     if a.isdigit() and b.isdigit():
         return int(a) > int(b)
@@ -70,16 +70,12 @@ class Informer(Generic[T]):
     def get(self, namespace: str | None, name: str) -> T | None:
         return self.store.get((namespace or "", name))
 
-    def version(self, namespace: str | None, name: str) -> str | None:
-        """The resourceVersion of the stored copy."""
-        return self._versions.get((namespace or "", name))
-
     def observe(self, obj: Obj) -> T:
         """Record a response we just got from a write, unless the watch already has newer;
         returns the stored value."""
         key, rv = _key(obj), _rv(obj)
         prev = self._versions.get(key)
-        if prev is None or newer(rv, prev):
+        if prev is None or _newer(rv, prev):
             self.store[key], self._versions[key] = self._transform(obj), rv
         return self.store[key]
 

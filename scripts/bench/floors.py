@@ -173,12 +173,23 @@ async def _hub(b: Bench, runs: int) -> dict[str, dict[str, float]]:
             "status_patch": summary(status_rtt), "watch_delivery": summary(delivery)}
 
 
+async def _readyz(b: Bench, runs: int) -> list[float]:
+    """One cluster health probe, as the controller's Spoke makes it."""
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        await b.clients["spoke1"].readyz()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
 async def run(b: Bench) -> dict[str, Any]:
     ops = 128 if b.quick else 512
     runs = 30 if b.quick else 100
     await b.namespace(NS, ["hub", "spoke1"])
     applies = await _applies(b, ops)
     hub = await _hub(b, runs)
+    hub["readyz"] = summary(await _readyz(b, runs))
     result: dict[str, Any] = {"object_bytes": MLSERVICE_BYTES, "ops_per_level": ops,
                               "apply": applies, **hub}
     for c in CONCURRENCY:
@@ -191,7 +202,7 @@ async def run(b: Bench) -> dict[str, Any]:
             f"{gen['ops_per_s']:.0f} ops/s p50 {gen['p50_ms']:.1f} ms | caller CPU per apply: raw "
             f"{raw['cpu_ms_per_op']:.2f} ms, ClusterClient {cli['cpu_ms_per_op']:.2f} ms, "
             f"kubernetes-asyncio {gen['cpu_ms_per_op']:.2f} ms")
-    for key in ("hub_create", "hub_patch", "status_patch", "watch_delivery"):
+    for key in ("hub_create", "hub_patch", "status_patch", "watch_delivery", "readyz"):
         log(f"floor {key}: p50 {hub[key]['p50_ms']:.1f} ms p99 {hub[key]['p99_ms']:.1f} ms")
     return result
 

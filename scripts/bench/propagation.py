@@ -11,6 +11,9 @@ set on a spoke through the status subresource, as its controller would).
                how many hub status writes the controller makes for that storm, read from its
                ``hmls_status_writes_total`` before and after (ideal: 2, one for "all not
                ready", one for "all ready again"; one per spoke event would be 2 x spokes).
+  drift        a merge patch of the MLService's ``spec.default`` on a spoke (field manager
+               bench-drift, as kubectl patch does); the clock stops when a watch on that spoke
+               shows the value hmls applied again.  Lower bound: window + 2·watch + apply.
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ from common import Bench, Controller, hyper, log, mlservice, summary
 from floors import p50_s
 from latency import NAMESPACE, Watcher, cond, flip_ready
 
+from hmls.devenv.simulator import MLSERVICE
+from hmls.kube.client import Obj
 from hmls.kube.resources import HMLS
+from hmls.kube.watching import Informer
 from hmls.settings import Settings
 
 NAME = "prop"
@@ -82,6 +88,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
             await asyncio.wait_for(watcher.wait(is_ready), 30)
         all_back.append(time.perf_counter() - t0)
         storm_writes.append((await ctl.settle(quiet=1.0))["status_writes"] - before)
+    drift = await _drift(b, runs)
     task.cancel()
     window_ms = Settings().batch_window * 1000
     watch_ms = p50_s(floors, "watch_delivery") * 1000
@@ -97,12 +104,46 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
                   "ideal_writes": 2, "naive_writes": 2 * len(spokes),
                   "all_not_ready_seen": summary(all_seen) if all_seen else None,
                   "rounds_all_not_ready_seen": len(all_seen),
-                  "flip_to_all_ready_again": summary(all_back)}}
+                  "flip_to_all_ready_again": summary(all_back)},
+        "drift_restored": summary(drift),
+        "drift_lower_bound_ms": window_ms + 2 * watch_ms + p50_s(floors, "apply") * 1000}
     s = result["spoke_status_to_hub"]
     log(f"propagation: p50 {s['p50_ms']:.0f} ms p99 {s['p99_ms']:.0f} ms | lower bound "
         f"{lb:.0f} ms (x{s['p50_ms'] / lb:.1f}) | p99 target {target:.0f} ms "
         f"(x{s['p99_ms'] / target:.2f}) | {single_writes / runs:.1f} status writes per flip, "
         f"reconcile {reconcile_ms:.1f} ms")
+    d = result["drift_restored"]
+    log(f"drift: spoke patch -> restored p50 {d['p50_ms']:.0f} ms p99 {d['p99_ms']:.0f} ms "
+        f"(lower bound {result['drift_lower_bound_ms']:.0f} ms)")
     log(f"storm of {len(spokes)} flips: status writes per round {storm_writes} "
         f"(ideal 2, one per event {2 * len(spokes)})")
     return result
+
+
+async def _drift(b: Bench, runs: int) -> list[float]:
+    """Patch spec.default behind hmls's back on each spoke in turn; time until it is back."""
+    restored: dict[str, asyncio.Future[float]] = {}
+
+    def watcher(spoke: str) -> Informer[Obj]:
+        def on_event(kind: str, old: Obj | None, new: Obj | None) -> None:
+            fut = restored.get(spoke)
+            if new and new["metadata"]["name"] == MLSVC and fut and not fut.done() \
+                    and (new.get("spec") or {}).get("default") == "origin":
+                fut.set_result(time.perf_counter())
+        return Informer(b.clients[spoke], MLSERVICE, namespace=NAMESPACE, on_event=on_event)
+
+    informers = [watcher(s) for s in b.spokes]
+    tasks = [asyncio.create_task(i.run()) for i in informers]
+    for i in informers:
+        await i.synced.wait()
+    out = []
+    for n in range(runs):
+        spoke = b.spokes[n % len(b.spokes)]
+        restored[spoke] = asyncio.get_running_loop().create_future()
+        t0 = time.perf_counter()
+        await b.clients[spoke].patch(MLSERVICE, NAMESPACE, MLSVC, {"spec": {"default": "drifted"}},
+                                     field_manager="bench-drift")
+        out.append(await asyncio.wait_for(restored[spoke], 30) - t0)
+    for t in tasks:
+        t.cancel()
+    return out

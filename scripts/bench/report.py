@@ -82,7 +82,8 @@ def _floors(f: dict[str, Any]) -> list[str]:
                      f"{gen['cpu_ms_per_op']:.2f}",
                      f"x{ratio(cli['cpu_ms_per_op'], gen['cpu_ms_per_op'])}"])
     other = [[k.replace("_", " "), _ms(f[k]["p50_ms"]), _ms(f[k]["p99_ms"]), f[k]["n"]]
-             for k in ("hub_create", "hub_patch", "status_patch", "watch_delivery")]
+             for k in ("hub_create", "hub_patch", "status_patch", "watch_delivery", "readyz")
+             if k in f]
     return ["## 1. Floors (no controller running)", "",
             f"Server-side apply of a {f['object_bytes']} B MLService to one spoke, each apply a "
             f"real change; {f['ops_per_level']} applies per level.", "",
@@ -96,7 +97,8 @@ def _floors(f: dict[str, Any]) -> list[str]:
             "controller.", "",
             *_table(["hub call", "p50 ms", "p99 ms", "n"], other),
             "`watch delivery` = from issuing a status patch to a hub watch seeing it (includes "
-            "the patch).", ""]
+            "the patch). `readyz` = one health probe of a spoke (`GET /readyz`, what each "
+            "cluster costs the controller every `--probe-interval` seconds).", ""]
 
 
 def _apply(a: dict[str, Any], floors: dict[str, Any]) -> list[str]:
@@ -146,6 +148,11 @@ def _propagation(p: dict[str, Any]) -> list[str]:
                 f" One reconcile of this HyperMLService took {p['reconcile_mean_ms']:.1f} ms on "
                 "average (`hmls_reconcile_duration_seconds`): part of what p50 exceeds LB by."
                 if "reconcile_mean_ms" in p else ""), "",
+            *([f"Drift: a merge patch of `spec.default` on a spoke → the value hmls applied "
+               f"is back: p50 {_ms(p['drift_restored']['p50_ms'])} ms, p99 "
+               f"{_ms(p['drift_restored']['p99_ms'])} ms over {p['drift_restored']['n']} "
+               f"patches (lower bound window + 2·watch + apply "
+               f"{_ms(p['drift_lower_bound_ms'])} ms).", ""] if "drift_restored" in p else []),
             f"Hub status writes per single flip and its restoration: "
             f"{p['status_writes_per_single_flip']:.2f} (ideal 2).", "",
             f"{storm['spokes']} spokes flipping at once, then restored by the simulator "

@@ -54,3 +54,14 @@ def test_the_record_changes_only_on_transitions_and_new_errors() -> None:
         "reachable": True, "since": T[0], "version": "v1.34.4"}
     assert records[5] == {"reachable": False, "since": T[5], "version": "v1.34.4",
                           "lastSeen": T[2], "lastError": "refused 5"}
+
+
+def test_a_restart_resumes_from_the_record_and_rewrites_nothing() -> None:
+    settled = probes(True, True)[-1]
+    resumed = Reachability.from_record(settled.record())
+    after = resumed.after_probe(ok=True, now=T[30], version="v1.34.4")
+    assert after.record() == settled.record()
+    down = probes(True, False, False, False)[-1]
+    resumed_down = Reachability.from_record(down.record())
+    assert (resumed_down.reachable, resumed_down.last_error) == (False, "refused 3")
+    assert Reachability.from_record({"reachable": "garbage"}).reachable is None
