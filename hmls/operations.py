@@ -18,6 +18,7 @@ import yaml
 
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import CLUSTER_LABEL
+from hmls.domain.status import StatusView
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import HEALTH_CONFIGMAP, recorded_health, registration
@@ -190,7 +191,7 @@ async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool) -> 
 
 
 def _status_rows(obj: Obj) -> Iterator[list[str]]:
-    for item in (obj.get("status") or {}).get("aggregatedStatus") or []:
+    for item in StatusView.of(obj).items:
         res = item.get("resource") or {}
         status = item.get("status") or {}
         ready = item.get("ready")
@@ -210,14 +211,14 @@ async def show_status(ref: str, *, hub: str | None, output: str) -> str:
         obj = await client.get(HMLS, namespace or "default", name)
     if obj is None:
         raise OperationError(f"HyperMLService {namespace or 'default'}/{name} not found")
-    status = obj.get("status") or {}
+    view = StatusView.of(obj)
     if output == "json":
-        return json.dumps(status, indent=2)
+        return json.dumps(view.raw, indent=2)
     if output == "yaml":
-        return yaml.safe_dump(status, sort_keys=False).rstrip()
+        return yaml.safe_dump(dict(view.raw), sort_keys=False).rstrip()
     lines = [_table([["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"],
-                     *_status_rows(obj)])] if status.get("aggregatedStatus") else ["no status yet"]
-    for cond in status.get("conditions") or []:
+                     *_status_rows(obj)])] if view.items else ["no status yet"]
+    for cond in view.conditions:
         lines.append(f"{cond.get('type')}={cond.get('status')} ({cond.get('reason')}): "
                      f"{cond.get('message')}")
     return "\n".join(lines)

@@ -1,14 +1,18 @@
-"""The HyperMLService status as a value: aggregated items, summary and conditions.
+"""The HyperMLService status: built as a value, read through one view.
 
 Pure.  The reconciler collects one ``ItemResult`` per (cluster, manifest) and calls
-``aggregate``; it writes the result only when it differs from the stored status.  Condition
-``lastTransitionTime`` moves only when a condition's status changes (``now`` is passed in).
+``aggregate`` (or ``invalid`` / ``cleanup_pending``) for the complete new status; it writes
+the result only when it differs from the stored status.  Condition ``lastTransitionTime``
+moves only when a condition's status changes (``now`` is passed in).  Everything that reads a
+stored status (the reconciler's inventory, the manager's routing, the CLI) reads it through
+``StatusView``, which tolerates whatever an older controller or a user wrote there.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -150,17 +154,31 @@ def summary(items: list[ItemResult]) -> dict[str, Any]:
     }
 
 
-def aggregate(*, generation: int, items: list[ItemResult], previous: dict[str, Any] | None,
-              now: str, extra: tuple[Condition, ...] = ()) -> dict[str, Any]:
-    """The complete new status for these item results."""
+def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView, now: str,
+              extra: tuple[Condition, ...] = (), pending: list[dict[str, Any]] | None = None,
+              traffic: dict[str, Any] | None = None,
+              created_namespaces: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    """The complete new status for these item results (None values: fields to remove)."""
     conditions = [fully_applied(items), ready(items), *extra]
     return {
         "observedGeneration": generation,
         "summary": summary(items),
         "aggregatedStatus": [i.to_status() for i in items],
-        "conditions": merge_conditions((previous or {}).get("conditions") or [], conditions,
+        "conditions": merge_conditions(previous.conditions, conditions,
                                        generation=generation, now=now),
+        "pendingDeletions": pending or None,
+        "traffic": traffic,
+        "createdNamespaces": created_namespaces or None,
     }
+
+
+def cleanup_pending(*, previous: StatusView, generation: int, now: str, message: str
+                    ) -> dict[str, Any]:
+    """The stored status with CleanupPending=True: a deletion waits for a cluster."""
+    cond = Condition("CleanupPending", "True", "ClusterUnavailable", message)
+    return {**previous.raw, "observedGeneration": generation, "conditions": [
+        *(c for c in previous.conditions if c.get("type") != cond.type),
+        *merge_conditions(previous.conditions, [cond], generation=generation, now=now)]}
 
 
 MAX_STATUS_BYTES = 512 * 1024
@@ -180,16 +198,81 @@ def fit(status: dict[str, Any], limit: int = MAX_STATUS_BYTES) -> dict[str, Any]
                            f"(limit {limit}); see each cluster for details")}
 
 
-def invalid(*, generation: int, previous: dict[str, Any] | None, now: str, message: str
+def invalid(*, generation: int, previous: StatusView, now: str, message: str
             ) -> dict[str, Any]:
     """Status for a spec that cannot be rendered: items kept, FullyApplied False."""
-    prev = previous or {}
     conditions = [Condition("FullyApplied", "False", "InvalidSpec", message),
                   Condition("Ready", "Unknown", "InvalidSpec", "spec is invalid")]
     return {
         "observedGeneration": generation,
-        "summary": prev.get("summary") or {"clusters": 0, "applied": "0/0", "ready": "0/0"},
-        "aggregatedStatus": prev.get("aggregatedStatus") or [],
-        "conditions": merge_conditions(prev.get("conditions") or [], conditions,
+        "summary": previous.raw.get("summary") or {"clusters": 0, "applied": "0/0",
+                                                   "ready": "0/0"},
+        "aggregatedStatus": previous.items,
+        "conditions": merge_conditions(previous.conditions, conditions,
                                        generation=generation, now=now),
     }
+
+
+def _dicts(value: Any) -> list[dict[str, Any]]:
+    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
+
+
+@dataclass(frozen=True)
+class StatusView:
+    """A stored ``status``, read."""
+
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any] | None) -> StatusView:
+        status = (obj or {}).get("status")
+        return cls(status if isinstance(status, dict) else {})
+
+    @property
+    def conditions(self) -> list[dict[str, Any]]:
+        return _dicts(self.raw.get("conditions"))
+
+    def condition(self, ctype: str) -> dict[str, Any] | None:
+        return next((c for c in self.conditions if c.get("type") == ctype), None)
+
+    @property
+    def fully_applied(self) -> bool:
+        return (self.condition("FullyApplied") or {}).get("status") == "True"
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        return _dicts(self.raw.get("aggregatedStatus"))
+
+    @property
+    def clusters(self) -> set[str]:
+        return {str(i["cluster"]) for i in self.items if i.get("cluster")}
+
+    @property
+    def traffic(self) -> dict[str, Any] | None:
+        traffic = self.raw.get("traffic")
+        return traffic if isinstance(traffic, dict) else None
+
+    def messages(self) -> dict[tuple[str, ResourceRef], str]:
+        """The last applied message of each (cluster, resource)."""
+        return {(str(i.get("cluster")), _ref(i)): str(i.get("appliedMessage"))
+                for i in self.items}
+
+    def inventory(self) -> dict[str, set[ResourceRef]]:
+        """What this status says hmls created, by cluster: items applied now or before
+        (``created``), pending deletions and the traffic objects.  Items that were never
+        applied (a misspelt or unregistered cluster, a refused manifest) are not inventory."""
+        out: dict[str, set[ResourceRef]] = {}
+        made = [i for i in self.items if i.get("applied") or i.get("created")]
+        for item in [*made, *_dicts(self.raw.get("pendingDeletions"))]:
+            if item.get("cluster") and isinstance(item.get("resource"), dict):
+                out.setdefault(str(item["cluster"]), set()).add(_ref(item))
+        traffic = self.traffic or {}
+        if traffic.get("ingressCluster"):
+            out.setdefault(str(traffic["ingressCluster"]), set()).update(
+                ResourceRef.from_status(o) for o in _dicts(traffic.get("objects")))
+        return out
+
+
+def _ref(item: Mapping[str, Any]) -> ResourceRef:
+    resource = item.get("resource")
+    return ResourceRef.from_status(resource if isinstance(resource, dict) else {})

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hmls.domain.models import Owner, TrafficSpec, parse_timestamp, timestamp
-from hmls.domain.render import Desired, ResourceRef, materialize
+from hmls.domain.render import Desired, materialize
 from hmls.domain.status import Condition, ItemResult
 
 ISTIO_API = "networking.istio.io/v1beta1"
@@ -267,10 +267,3 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
     else:
         cond = Condition("TrafficReady", "True", "Routed", f"routing {split}")
     return Plan(objects, status, cond, min(waits) if waits else None)
-
-
-def traffic_refs(status: dict[str, Any]) -> tuple[str, list[ResourceRef]]:
-    """The ingress cluster and the objects a previous status.traffic says were created."""
-    traffic = status.get("traffic") or {}
-    return (str(traffic.get("ingressCluster") or ""),
-            [ResourceRef.from_status(o) for o in traffic.get("objects") or []])

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 from hmls.domain.models import CLUSTER_LABEL
+from hmls.domain.status import StatusView
 from hmls.engine.hubcache import HubCache
 from hmls.engine.queue import WorkQueue
 from hmls.engine.reconciler import Reconciler
@@ -70,9 +71,8 @@ class Manager:
         for obj in self.hub_cache.objects():
             spec_clusters = {c for w in (obj.get("spec") or {}).get("workloads") or []
                              for c in w.get("clusters") or []}
-            status_clusters = {i.get("cluster") for i in
-                               (obj.get("status") or {}).get("aggregatedStatus") or []}
-            if cluster in spec_clusters | status_clusters or obj["metadata"].get("deletionTimestamp"):
+            deleting = bool(obj["metadata"].get("deletionTimestamp"))
+            if cluster in spec_clusters | StatusView.of(obj).clusters or deleting:
                 self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
 
     def _hub_restart(self, resource: str) -> Callable[[str, errors.KubeError], None]:

@@ -14,8 +14,8 @@ back (forced apply; driftPolicy Correct) or reported (driftPolicy Report).  Spok
 through ``SpokeAPI``, so the engine can be tested with a fake spoke.
 
 Inventory — what hmls may have created and may therefore prune or clean up — is the union of
-the previous status's applied items, ``pendingDeletions`` and ``traffic.objects`` with the
-objects the spoke informers see carrying this CR's owner-uid label.  An object is deleted
+what the previous status records (``StatusView.inventory``) with the objects the spoke
+informers see carrying this CR's owner-uid label.  An object is deleted
 only after a successful read shows that it carries that label.
 """
 
@@ -44,7 +44,7 @@ from hmls.domain.models import (
     timestamp,
 )
 from hmls.domain.render import Desired, ResourceRef, apply_order, render
-from hmls.domain.status import APPLIED_OK, Condition, ItemResult
+from hmls.domain.status import APPLIED_OK, Condition, ItemResult, StatusView
 from hmls.engine.hubcache import HubCache
 from hmls.engine.spokes import NamespaceView, Observed, Ref
 from hmls.kube import errors
@@ -140,10 +140,7 @@ class Reconciler:
 
     def _track(self, key: str, obj: Obj | None) -> None:
         """Keep hmls_hypermlservices_not_fully_applied in step with the last status seen."""
-        fully = obj is None or any(
-            c.get("type") == "FullyApplied" and c.get("status") == "True"
-            for c in (obj.get("status") or {}).get("conditions") or [])
-        if fully:
+        if obj is None or StatusView.of(obj).fully_applied:
             self._not_applied.discard(key)
         else:
             self._not_applied.add(key)
@@ -170,7 +167,7 @@ class Reconciler:
             obj = updated
         owner = Owner.of(obj)
         generation = int(obj["metadata"].get("generation") or 0)
-        previous = obj.get("status") or {}
+        previous = StatusView.of(obj)
         try:
             spec = parse_spec(obj.get("spec"))
         except InvalidSpec as exc:
@@ -180,7 +177,7 @@ class Reconciler:
             self._track(key, {"status": invalid})
             return Outcome(True)
         desired = render(owner, spec)
-        inventory = _inventory(previous)
+        inventory = previous.inventory()
         applied, runs = await self._apply_all(owner, desired, spec=spec)
         created = {(c, ref) for c, refs in inventory.items() for ref in refs}
         items = [_remember(applied[d.cluster][i], created) for i, d in enumerate(desired)]
@@ -202,11 +199,10 @@ class Reconciler:
         for name in sorted(set(inventory) | set(keep)):
             pending += await self._prune(owner, name, inventory.get(name, set()),
                                          keep.get(name, set()))
-        new = status_mod.aggregate(generation=generation, items=items, previous=previous,
-                                   now=self._clock(), extra=tuple(extra))
-        new["pendingDeletions"] = pending or None
-        new["traffic"] = traffic_status
-        new["createdNamespaces"] = await self._created_namespaces(desired) or None
+        new = status_mod.aggregate(
+            generation=generation, items=items, previous=previous, now=self._clock(),
+            extra=tuple(extra), pending=pending, traffic=traffic_status,
+            created_namespaces=await self._created_namespaces(desired))
         await self._write_status(obj, status_mod.fit(new))
         self._track(key, {"status": new})
         await self._announce(obj, previous, items, runs)
@@ -374,13 +370,13 @@ class Reconciler:
         return await self._delete_owned(spoke, owner, inventory, keep=keep, reason="Pruned")
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
-                       previous: dict[str, Any]
+                       previous: StatusView
                        ) -> tuple[dict[str, Any] | None, Condition, float | None]:
         """Plan and apply the HeadIngress objects: (status.traffic, TrafficReady, requeue)."""
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
                                     reachable=self.fleet.reachability(),
-                                    previous=previous.get("traffic"), now=self._now())
+                                    previous=previous.traffic, now=self._now())
         except ValueError as exc:
             return None, Condition("TrafficReady", "False", "InvalidTraffic", str(exc)), None
         results = await self._apply_cluster(owner, spec.ingress_cluster,
@@ -429,11 +425,11 @@ class Reconciler:
         if FINALIZER not in (meta.get("finalizers") or []):
             return True
         owner = Owner.of(obj)
-        previous = obj.get("status") or {}
+        previous = StatusView.of(obj)
         policy = (obj.get("spec") or {}).get("deletionPolicy", "Delete")
         orphaned = {c.strip() for c in (meta.get("annotations") or {}).get(
             ORPHAN_ANNOTATION, "").split(",") if c.strip()}
-        inventory = _inventory(previous)
+        inventory = previous.inventory()
         for known in self.fleet.names():
             inventory.setdefault(known, set())
         waiting: list[str] = []
@@ -456,13 +452,9 @@ class Reconciler:
         if waiting:
             message = (f"waiting to delete objects on {'; '.join(waiting)}. To leave them and "
                        f"finish, annotate with {ORPHAN_ANNOTATION}=<clusters or *>")
-            cond = Condition("CleanupPending", "True", "ClusterUnavailable", message)
-            generation = int(meta.get("generation") or 0)
-            new = {**previous, "observedGeneration": generation,
-                   "conditions": [
-                       *(c for c in previous.get("conditions") or [] if c.get("type") != cond.type),
-                       *status_mod.merge_conditions(previous.get("conditions") or [], [cond],
-                                                    generation=generation, now=self._clock())]}
+            new = status_mod.cleanup_pending(previous=previous, message=message,
+                                             generation=int(meta.get("generation") or 0),
+                                             now=self._clock())
             await self._write_status(obj, new)
             await self.events.emit(obj, type_="Warning", reason="CleanupPending", message=message)
             return False
@@ -499,12 +491,11 @@ class Reconciler:
         self.metrics.status_writes.inc()
         self.store.observe(updated)
 
-    async def _announce(self, obj: Obj, previous: dict[str, Any], items: list[ItemResult],
+    async def _announce(self, obj: Obj, previous: StatusView, items: list[ItemResult],
                         runs: list[_ClusterRun]) -> None:
         """Warning events for items that newly failed to apply or were found changed, and
         for drift put back and namespaces created."""
-        before = {(p.get("cluster"), ResourceRef.from_status(p.get("resource") or {})):
-                  p.get("appliedMessage") for p in previous.get("aggregatedStatus") or []}
+        before = previous.messages()
         for item in items:
             if not item.applied and before.get((item.cluster, item.ref)) != item.message:
                 await self.events.emit(obj, type_="Warning", reason="ApplyFailed",
@@ -535,22 +526,6 @@ def _remember(item: ItemResult, created: set[tuple[str, ResourceRef]]) -> ItemRe
     if not item.applied and (item.cluster, item.ref) in created:
         return replace(item, created=True)
     return item
-
-
-def _inventory(status: dict[str, Any]) -> dict[str, set[ResourceRef]]:
-    """What a previous status says hmls created, by cluster: items applied now or before
-    (``created``), and pending deletions.  Items that were never applied (a misspelt or
-    unregistered cluster, a refused manifest) are not inventory."""
-    out: dict[str, set[ResourceRef]] = {}
-    made = [i for i in status.get("aggregatedStatus") or [] if i.get("applied") or i.get("created")]
-    for item in [*made, *(status.get("pendingDeletions") or [])]:
-        cluster, resource = item.get("cluster"), item.get("resource")
-        if cluster and resource:
-            out.setdefault(cluster, set()).add(ResourceRef.from_status(resource))
-    ingress, refs = traffic_mod.traffic_refs(status)
-    if ingress:
-        out.setdefault(ingress, set()).update(refs)
-    return out
 
 
 def _refs_by_cluster(desired: list[Desired]) -> dict[str, set[ResourceRef]]:

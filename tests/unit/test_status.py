@@ -9,6 +9,7 @@ from hmls.domain.render import ResourceRef
 from hmls.domain.status import (
     Condition,
     ItemResult,
+    StatusView,
     aggregate,
     fully_applied,
     invalid,
@@ -243,7 +244,8 @@ def test_aggregate_complete_status() -> None:
         {"type": "Ready", "status": "False", "lastTransitionTime": T0},
     ]}
     extra = Condition("ClustersReachable", "True", "AllReachable", "ok")
-    out = aggregate(generation=3, items=items, previous=previous, now=NOW, extra=(extra,))
+    out = aggregate(generation=3, items=items, previous=StatusView(previous), now=NOW,
+                    extra=(extra,))
     assert out["observedGeneration"] == 3
     assert out["summary"] == {"clusters": 1, "applied": "2/2", "ready": "1/1"}
     assert out["aggregatedStatus"] == [i.to_status() for i in items]
@@ -261,14 +263,15 @@ def test_aggregate_complete_status() -> None:
 
 def test_aggregate_is_idempotent_for_unchanged_input() -> None:
     items = [ok("s1", SECRET), failed("s2", SVC)]
-    first = aggregate(generation=1, items=items, previous=None, now=T0)
-    second = aggregate(generation=1, items=items, previous=first, now=NOW)
+    first = aggregate(generation=1, items=items, previous=StatusView({}), now=T0)
+    second = aggregate(generation=1, items=items, previous=StatusView(first), now=NOW)
     assert second == first
 
 
 def test_invalid_keeps_previous_items_and_summary() -> None:
-    prev = aggregate(generation=1, items=[ok("s1", SECRET)], previous=None, now=T0)
-    out = invalid(generation=2, previous=prev, now=NOW, message="spec.workloads: bad")
+    prev = aggregate(generation=1, items=[ok("s1", SECRET)], previous=StatusView({}), now=T0)
+    out = invalid(generation=2, previous=StatusView(prev), now=NOW,
+                  message="spec.workloads: bad")
     assert out["observedGeneration"] == 2
     assert out["summary"] == prev["summary"]
     assert out["aggregatedStatus"] == prev["aggregatedStatus"]
@@ -281,7 +284,7 @@ def test_invalid_keeps_previous_items_and_summary() -> None:
 
 
 def test_invalid_without_previous_status() -> None:
-    out = invalid(generation=1, previous=None, now=NOW, message="m")
+    out = invalid(generation=1, previous=StatusView({}), now=NOW, message="m")
     assert out["summary"] == {"clusters": 0, "applied": "0/0", "ready": "0/0"}
     assert out["aggregatedStatus"] == []
     assert [c["type"] for c in out["conditions"]] == ["FullyApplied", "Ready"]
@@ -299,3 +302,24 @@ def test_fit_summarises_a_status_that_is_too_large() -> None:
     assert all("status" not in i for i in small["aggregatedStatus"])
     assert [i["cluster"] for i in small["aggregatedStatus"]] == [f"c{i}" for i in range(50)]
     assert small["summarised"].startswith("per-item status omitted: the full status would be")
+
+
+# ----- reading a stored status ----------------------------------------------------------------
+
+
+def test_the_view_reads_inventory_from_items_pending_deletions_and_traffic() -> None:
+    view = StatusView({
+        "aggregatedStatus": [ok("s1", SECRET).to_status(), failed("s1", RUNTIME).to_status(),
+                             {**failed("s2", SVC).to_status(), "created": True}, "junk"],
+        "pendingDeletions": [{"cluster": "s3", "resource": NS.to_status(), "message": "m"}],
+        "traffic": {"ingressCluster": "in", "objects": [SVC.to_status()]},
+        "conditions": [{"type": "FullyApplied", "status": "True"}, 7]})
+    assert view.inventory() == {"s1": {SECRET}, "s2": {SVC}, "s3": {NS}, "in": {SVC}}
+    assert view.fully_applied and view.clusters == {"s1", "s2"}
+    assert view.messages()[("s1", RUNTIME)] == "boom"
+
+
+def test_the_view_tolerates_any_stored_shape() -> None:
+    for raw in ({"status": "text"}, {"status": {"aggregatedStatus": {"a": 1}, "traffic": 3}}, None):
+        view = StatusView.of(raw)
+        assert view.inventory() == {} and view.items == [] and not view.fully_applied
