@@ -60,6 +60,7 @@ def _controller(args: argparse.Namespace) -> int:
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
         probe_interval=args.probe_interval, batch_window=args.batch_window,
+        resync_period=args.resync_period,
         probe_failure_threshold=args.probe_failure_threshold,
         kubeconfig_policy=_policy(args),
         leader_elect=args.leader_elect,
@@ -146,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="seconds spoke status changes are gathered before the HyperMLService "
                           "is reconciled, so that changes arriving together cost one status "
                           "write (default 0.1)")
+    ctl.add_argument("--resync-period", type=float, default=600.0,
+                     help="seconds between reconciles of every HyperMLService from the caches, "
+                          "jittered; no request when nothing changed (default 600)")
     ctl.add_argument("--leader-elect", action="store_true",
                      help="run as one of several replicas; only the Lease holder works")
     ctl.add_argument("--leader-election-namespace", default="",

@@ -21,6 +21,10 @@ class Settings:
     probe_interval: float = 10.0
     probe_failure_threshold: int = 3
     """Consecutive failed probes before a reachable cluster counts as unreachable."""
+    resync_period: float = 600.0
+    """Every HyperMLService is reconciled again from the caches about this often (each at
+    its own random moment of the period): a safety net that costs no request when nothing
+    changed."""
     batch_window: float = 0.1
     """Seconds a spoke event waits before its HyperMLService is reconciled, so that changes
     arriving together (several spokes turning Ready) cost one reconcile and one status write."""

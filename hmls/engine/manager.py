@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
 import socket
 import time
@@ -61,6 +62,20 @@ class Manager:
         if kind == "DELETED" or _echo(old, new):
             return
         self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+
+    def resync(self, rng: random.Random | None = None) -> None:
+        """Schedule every cached HyperMLService once within the next resync period, each at
+        its own random moment, so that the safety net never arrives as one burst."""
+        period = self.settings.resync_period
+        draw = (rng or random).uniform
+        for obj in self.hub_cache.objects():
+            self.queue.add_after(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}",
+                                 draw(0, period))
+
+    async def _resyncs(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.resync_period)
+            self.resync()
 
     def _owner_changed(self, uid: str) -> None:
         key = self.hub_cache.key_for_uid(uid)
@@ -168,6 +183,8 @@ class Manager:
                     await inf.synced.wait()
                 for _ in range(s.workers):
                     tg.create_task(self._worker(reconciler))
+                if s.resync_period > 0:
+                    tg.create_task(self._resyncs())
                 self._started = True
                 log.info("hmls controller started: %d clusters, %d HyperMLServices, "
                          "%d workers", len(fleet.names()),

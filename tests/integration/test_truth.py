@@ -18,7 +18,7 @@ from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONFIGMAPS, NAMESPACES, Resource
-from tests.conftest import Controller, eventually, kubectl, load_sample
+from tests.conftest import Controller, eventually, free_port, kubectl, load_sample
 from tests.integration.helpers import (
     VS,
     condition,
@@ -310,6 +310,31 @@ async def test_no_drift_costs_no_request(env: Environment, clients: Clients,
     await asyncio.sleep(2)
     after = {c: await write_requests(clients[c], resources) for c in ("spoke1", "spoke2")}
     assert after == before
+
+
+async def test_the_periodic_resync_costs_no_request(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """A second controller resyncing every second reconciles the settled CR again and again
+    and writes nothing anywhere."""
+    ns = "truth-resync"
+    hub_namespace(env, ns)
+    create(env, sample_in(ns))
+    await wait_condition(clients["hub"], ns, "hmls-sample", "Ready")
+    resyncing = Controller(env, free_port(), "--resync-period", "1", "--watch-namespaces", ns)
+    resyncing.start()
+    try:
+        await asyncio.sleep(2)  # its start-up reconcile is done
+        spoke_res = {"mlservices", "mlserviceruntimes", "secrets", "namespaces"}
+        before = {c: await write_requests(clients[c], spoke_res) for c in ("spoke1", "spoke2")}
+        hub_before = await write_requests(clients["hub"], {"hypermlservices"})
+        runs_before = resyncing.metrics()['hmls_reconcile_total{result="success"}']
+        await asyncio.sleep(4)
+        assert resyncing.metrics()['hmls_reconcile_total{result="success"}'] >= runs_before + 2
+        assert {c: await write_requests(clients[c], spoke_res)
+                for c in ("spoke1", "spoke2")} == before
+        assert await write_requests(clients["hub"], {"hypermlservices"}) == hub_before
+    finally:
+        resyncing.stop()
 
 
 # ----- 3. readiness follows kstatus --------------------------------------------------------------

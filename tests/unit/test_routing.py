@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
+from hmls.engine.hubcache import HubCache
 from hmls.engine.manager import Manager
+from hmls.kube.client import Obj
+from hmls.kube.resources import HMLS
+from hmls.kube.watching import Informer
 from hmls.metrics import Metrics
 from hmls.settings import Settings
 
@@ -61,3 +66,17 @@ def test_event_for_an_unknown_owner_is_dropped() -> None:
     m = manager()
     m._owner_changed("nobody")
     assert len(m.queue) == 0 and not m.queue._timers
+
+
+async def test_resync_schedules_every_cr_once_within_the_period() -> None:
+    m = Manager(Settings(resync_period=0.2), metrics=Metrics())
+    cache: Informer[Obj] = Informer(None, HMLS, on_event=lambda *_: None)  # type: ignore[arg-type]
+    for i in range(20):
+        cache.observe(cr("5", uid=f"u{i}", name=f"svc{i}"))
+    m.hub_cache = HubCache({"": cache})
+    m.resync(random.Random(7))
+    assert len(m.queue) == 0  # spread over the period, not a burst
+    await asyncio.sleep(0.1)
+    assert 0 < len(m.queue) < 20
+    await asyncio.sleep(0.15)
+    assert len(m.queue) == 20  # each key once
