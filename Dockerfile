@@ -13,7 +13,8 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# only what `pip install .` needs (see .dockerignore)
+# only what `pip install .` needs (see .dockerignore); no `dev` extra: the local environment's
+# tooling (cryptography) is not in the image
 COPY pyproject.toml README.md ./
 COPY hmls ./hmls
 RUN python -m venv /opt/hmls \

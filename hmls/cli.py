@@ -23,7 +23,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _dev(args: argparse.Namespace) -> int:
-    from hmls.devenv.environment import DevEnvError, Environment
+    try:
+        from hmls.devenv.environment import DevEnvError, Environment
+    except ImportError as exc:
+        print(f"hmls dev needs the local environment's tooling ({exc.name} is missing): "
+              "pip install 'hmls[dev]'", file=sys.stderr)
+        return 1
 
     env = Environment(Path(args.dir))
     try:

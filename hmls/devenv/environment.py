@@ -383,16 +383,17 @@ class Environment:
         """hmls' own CRDs from manifests/; on the ingress cluster the real Istio and Gateway
         API CRDs, taken from their Go modules (istio.io/api, sigs.k8s.io/gateway-api)."""
         if c.role == "ingress":
-            sources = [str(p) for m in (binaries.ISTIO_CRDS, binaries.GATEWAY_API_CRDS)
-                       for p in binaries.module_files(m)]
+            files = [arg for m in (binaries.ISTIO_CRDS, binaries.GATEWAY_API_CRDS)
+                     for p in binaries.module_files(m) for arg in ("-f", str(p))]
+        elif (MANIFESTS / c.role / "kustomization.yaml").exists():  # the hub's, as config/crd
+            files = ["-k", str(MANIFESTS / c.role)]
         else:
-            sources = [str(MANIFESTS / c.role)]
+            files = ["-f", str(MANIFESTS / c.role)]
         kc = str(self.kubeconfig(c.name))
-        files = [arg for src in sources for arg in ("-f", src)]
         for cmd in (
             ["kubectl", "--kubeconfig", kc, "apply", "--server-side", *files],
             ["kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established",
-             "--timeout=60s", *files],
+             "--timeout=60s", "crd", "--all"],  # only the CRDs just installed are there
         ):
             res = subprocess.run(cmd, capture_output=True, text=True, check=False)
             if res.returncode != 0:

@@ -76,9 +76,7 @@ def rendered() -> Docs:
 
 @pytest.fixture(scope="module")
 def applied(env: Environment, rendered: Docs) -> Docs:
-    """The documented two steps: the CRD from manifests/hub, then config/default."""
-    kubectl(env, "hub", "apply", "--server-side", f"--field-manager={MANAGER}",
-            "-f", str(REPO / "manifests" / "hub"))
+    """The documented one command: config/default, the CRD included."""
     res = kubectl(env, "hub", "apply", "--server-side", f"--field-manager={MANAGER}", "-f", "-",
                   input=yaml.safe_dump_all(rendered))
     assert "Warning" not in res.stderr, res.stderr
@@ -87,6 +85,7 @@ def applied(env: Environment, rendered: Docs) -> Docs:
 
 def test_default_renders_the_controller_objects(rendered: Docs) -> None:
     assert sorted((d["kind"], d["metadata"]["name"]) for d in rendered) == sorted([
+        ("CustomResourceDefinition", "hypermlservices.tensorstack.dev"),
         ("Namespace", NAMESPACE),
         ("ServiceAccount", "hmls-controller"),
         ("ClusterRole", "hmls-controller"),
@@ -97,7 +96,8 @@ def test_default_renders_the_controller_objects(rendered: Docs) -> None:
         ("Service", "hmls-controller-metrics"),
     ])
     for d in rendered:
-        if d["kind"] not in ("Namespace", "ClusterRole", "ClusterRoleBinding"):
+        if d["kind"] not in ("CustomResourceDefinition", "Namespace", "ClusterRole",
+                             "ClusterRoleBinding"):
             assert d["metadata"]["namespace"] == NAMESPACE, d["metadata"]
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         assert one(rendered, kind, "hmls-controller")["subjects"] == [
