@@ -77,10 +77,13 @@ class Manager:
             await asyncio.sleep(self.settings.resync_period)
             self.resync()
 
-    def _owner_changed(self, uid: str) -> None:
+    def _owner_changed(self, uid: str, urgent: bool = False) -> None:
+        """A spoke object of this owner changed: at once when it drifted or went, after the
+        batch window when only its status moved (spokes turning Ready together cost one
+        reconcile)."""
         key = self.hub_cache.key_for_uid(uid)
         if key:
-            self.queue.add_after(key, self.settings.batch_window)
+            self.queue.add_after(key, 0 if urgent else self.settings.batch_window)
 
     def _cluster_changed(self, cluster: str) -> None:
         for obj in self.hub_cache.objects():

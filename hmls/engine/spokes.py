@@ -11,7 +11,9 @@ Secret's kubeconfig changes (the old one is stopped and its client closed: no in
 left retrying on a closed session) and stops it when the Secret goes.
 
 The reconciler sees spokes through the small ``SpokeAPI`` protocol of
-``hmls.engine.reconciler``; watch events reach the queue through ``on_owner(uid)``.
+``hmls.engine.reconciler``; watch events reach the queue through ``on_owner(uid, urgent)``:
+urgent unless only the object's status changed (drift and deletions are acted on at once,
+status changes are gathered for the batch window).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from hmls.domain.access import AccessPolicy
@@ -158,7 +160,7 @@ class Spoke:
 
     def __init__(self, registration: Registration, client: ClusterClient | None, *,
                  error: str | None, config: SpokeConfig, metrics: Metrics,
-                 on_owner: Callable[[str], None],
+                 on_owner: Callable[[str, bool], None],
                  on_health: Callable[[Spoke, bool], Awaitable[None]],
                  reachability: Reachability | None = None,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
@@ -287,8 +289,9 @@ class Spoke:
                     if not watched.index[uid]:
                         del watched.index[uid]
             if old != new:
+                urgent = old is None or new is None or replace(old, status=new.status) != new
                 for uid in {o.owner_uid for o in (old, new) if o and o.owner_uid}:
-                    self._on_owner(uid)
+                    self._on_owner(uid, urgent)
         return handler
 
     async def _synced(self, informer: Informer[Any]) -> None:
@@ -407,7 +410,7 @@ class Fleet:
 
     def __init__(self, *, namespace: str, hub: ClusterClient | None, config: SpokeConfig,
                  metrics: Metrics, on_cluster: Callable[[str], None],
-                 on_owner: Callable[[str], None],
+                 on_owner: Callable[[str, bool], None],
                  kubeconfig_policy: KubeconfigPolicy | None = None) -> None:
         self._config = config
         self._metrics = metrics

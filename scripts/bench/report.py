@@ -151,7 +151,7 @@ def _propagation(p: dict[str, Any]) -> list[str]:
             *([f"Drift: a merge patch of `spec.default` on a spoke → the value hmls applied "
                f"is back: p50 {_ms(p['drift_restored']['p50_ms'])} ms, p99 "
                f"{_ms(p['drift_restored']['p99_ms'])} ms over {p['drift_restored']['n']} "
-               f"patches (lower bound window + 2·watch + apply "
+               f"patches (lower bound 2·watch + apply "
                f"{_ms(p['drift_lower_bound_ms'])} ms).", ""] if "drift_restored" in p else []),
             f"Hub status writes per single flip and its restoration: "
             f"{p['status_writes_per_single_flip']:.2f} (ideal 2).", "",

@@ -80,3 +80,12 @@ async def test_resync_schedules_every_cr_once_within_the_period() -> None:
     assert 0 < len(m.queue) < 20
     await asyncio.sleep(0.15)
     assert len(m.queue) == 20  # each key once
+
+
+async def test_drift_or_deletion_on_a_spoke_is_reconciled_at_once() -> None:
+    m = manager()
+    m._cr_event("ADDED", None, cr("5"))
+    assert await m.queue.get() == "ns/svc"
+    m.queue.done("ns/svc")
+    m._owner_changed("u1", urgent=True)
+    assert len(m.queue) == 1  # no batch window
