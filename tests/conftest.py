@@ -167,8 +167,13 @@ def controller(env: Environment, joined: list[str]) -> Iterator[Controller]:
         ctl.stop()
 
 
-def load_sample() -> dict[str, Any]:
+def load_sample(namespace: str | None = None) -> dict[str, Any]:
+    """The seed's hmls-sample (a fresh copy), moved with its manifests to namespace if given."""
     data: dict[str, Any] = yaml.safe_load((REPO / "config" / "samples" / "hmls-sample.yaml").read_text())
+    if namespace:
+        data["metadata"]["namespace"] = namespace
+        for m in data["spec"]["workloads"][0]["manifests"]:
+            m["metadata"]["namespace"] = namespace
     return data
 
 

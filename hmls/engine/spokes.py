@@ -467,9 +467,9 @@ class Fleet:
         spoke = Spoke(reg, client, error=error, config=self._config, metrics=self._metrics,
                       on_owner=self._on_owner, on_health=self._health,
                       reachability=Reachability.from_record(self.registry.recorded(reg.name)))
-        if client is None:
-            await self.registry.record(reg.name, {"reachable": False,
-                                                  "lastError": f"cannot be used: {error}"})
+        if client is None:  # never probed: its verdict is the refusal
+            await self.registry.record(reg.name, Reachability(
+                reachable=False, last_error=f"cannot be used: {error}").record())
         assert self._tg is not None
         task = self._tg.create_task(spoke.run())
         await spoke.started.wait()

@@ -4,7 +4,6 @@ ways a cluster or a manifest can fail.  Each test works in its own namespace."""
 from __future__ import annotations
 
 import base64
-import copy
 from pathlib import Path
 
 import yaml
@@ -329,11 +328,7 @@ async def test_restart_rewrites_nothing_unchanged(env: Environment, clients: Cli
                                                   controller: Controller) -> None:
     ns = "t-restart"
     namespace_everywhere(env, ns)
-    sample = copy.deepcopy(load_sample())
-    sample["metadata"]["namespace"] = ns
-    for m in sample["spec"]["workloads"][0]["manifests"]:
-        m["metadata"]["namespace"] = ns
-    create(env, sample)
+    create(env, load_sample(ns))
     settled = await wait_condition(clients["hub"], ns, "hmls-sample", "Ready")
     resources = {"mlservices", "mlserviceruntimes", "secrets", "configmaps"}
     before = {s: await write_requests(clients[s], resources) for s in ("spoke1", "spoke2")}

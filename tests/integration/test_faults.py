@@ -425,10 +425,7 @@ async def test_no_secret_leaks(env: Environment, clients: Clients, controller: C
     metric label."""
     ns = "f-leaks"
     namespace_everywhere(env, ns)
-    sample = load_sample()
-    sample["metadata"]["namespace"] = ns
-    for m in sample["spec"]["workloads"][0]["manifests"]:
-        m["metadata"]["namespace"] = ns
+    sample = load_sample(ns)
     sample["spec"]["workloads"].append({"clusters": ["nosuch"], "manifests": [configmap("z")]})
     create(env, sample)
     await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied", "False")

@@ -5,6 +5,7 @@ reported.  No API server: the real-server behaviour is in tests/integration/test
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -45,12 +46,7 @@ def observed(body: Obj, res: Resource, *, uid: str = OWNER.uid, drop: str | None
                         "managedFields": [{"manager": "hmls-controller", "operation": "Apply",
                                            "fieldsType": "FieldsV1", "fieldsV1": fields}]}}
     obs = Observed.of(raw, res)
-    return obs if not others else Observed(**{**_fields(obs), "ownership": Ownership(
-        obs.ownership.ours, others)})
-
-
-def _fields(obs: Observed) -> dict[str, Any]:
-    return {k: getattr(obs, k) for k in Observed.__slots__}
+    return replace(obs, ownership=Ownership(obs.ownership.ours, others)) if others else obs
 
 
 class FakeSpoke:

@@ -45,11 +45,17 @@ def test_deletion_is_indexed_but_not_enqueued() -> None:
     assert len(m.queue) == 1  # only the ADDED
 
 
-async def test_spoke_events_within_the_batch_window_make_one_reconcile() -> None:
+async def settled() -> Manager:
+    """A manager whose one CR (ns/svc, uid u1) has been reconciled: its queue is empty."""
     m = manager()
     m._cr_event("ADDED", None, cr("5"))
     assert await m.queue.get() == "ns/svc"
     m.queue.done("ns/svc")
+    return m
+
+
+async def test_spoke_events_within_the_batch_window_make_one_reconcile() -> None:
+    m = await settled()
     loop = asyncio.get_running_loop()
     start = loop.time()
     for _ in range(8):  # eight spokes reporting at once
@@ -83,9 +89,6 @@ async def test_resync_schedules_every_cr_once_within_the_period() -> None:
 
 
 async def test_drift_or_deletion_on_a_spoke_is_reconciled_at_once() -> None:
-    m = manager()
-    m._cr_event("ADDED", None, cr("5"))
-    assert await m.queue.get() == "ns/svc"
-    m.queue.done("ns/svc")
+    m = await settled()
     m._owner_changed("u1", urgent=True)
     assert len(m.queue) == 1  # no batch window
