@@ -83,7 +83,11 @@ def _cluster(args: argparse.Namespace) -> int:
         if args.cluster_command == "join":
             out = asyncio.run(ops.join(args.name, hub=args.kubeconfig,
                                        cluster_kubeconfig=args.cluster_kubeconfig,
-                                       namespace=args.namespace, policy=_policy(args)))
+                                       namespace=args.namespace, policy=_policy(args),
+                                       labels=args.label))
+        elif args.cluster_command == "label":
+            out = asyncio.run(ops.label(args.name, args.labels, hub=args.kubeconfig,
+                                        namespace=args.namespace))
         elif args.cluster_command == "list":
             out = asyncio.run(ops.list_clusters(hub=args.kubeconfig, namespace=args.namespace,
                                                 policy=_policy(args)))
@@ -106,6 +110,24 @@ def _status(args: argparse.Namespace) -> int:
         print(f"hmls status: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _diff(args: argparse.Namespace) -> int:
+    from hmls import operations as ops
+    from hmls import preview
+
+    if bool(args.file) == bool(args.ref):
+        print("hmls diff: give either -f FILE or NAMESPACE/NAME", file=sys.stderr)
+        return preview.ERROR
+    try:
+        code, text = asyncio.run(preview.diff(hub=args.kubeconfig, namespace=args.namespace,
+                                              policy=_policy(args), file=args.file,
+                                              ref=args.ref))
+    except ops.OperationError as exc:
+        print(f"hmls diff: {exc}", file=sys.stderr)
+        return preview.ERROR
+    print(text)
+    return code
 
 
 def _hub_flags(p: argparse.ArgumentParser, *, namespace: bool = True) -> None:
@@ -169,11 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     join = csub.add_parser("join", help="check a kubeconfig and register the cluster")
     join.add_argument("name")
     join.add_argument("--cluster-kubeconfig", required=True, help="the spoke's kubeconfig")
+    join.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                      help="a cluster label for selectors and overrides (repeatable)")
     _hub_flags(join)
     _policy_flags(join)
     lst = csub.add_parser("list", help="registered clusters and their health")
     _hub_flags(lst)
     _policy_flags(lst)
+    lbl = csub.add_parser("label", help="set (KEY=VALUE) or remove (KEY-) cluster labels; "
+                          "the labels of the registration Secret, as kubectl label sets them")
+    lbl.add_argument("name")
+    lbl.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    _hub_flags(lbl)
     unjoin = csub.add_parser("unjoin", help="remove a cluster's registration")
     unjoin.add_argument("name")
     unjoin.add_argument("--force", action="store_true",
@@ -186,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     _hub_flags(status, namespace=False)
     status.set_defaults(func=_status)
+
+    diff = sub.add_parser("diff", help="what applying a HyperMLService would change on each "
+                          "cluster (server-side dry run; writes nothing). Exit 0: no change, "
+                          "1: changes, 2: error")
+    diff.add_argument("ref", nargs="?", help="NAMESPACE/NAME of a stored HyperMLService")
+    diff.add_argument("-f", "--file", help="a file holding one HyperMLService")
+    _hub_flags(diff)
+    _policy_flags(diff)
+    diff.set_defaults(func=_diff)
 
     dev = sub.add_parser("dev", help="local environment: real API servers on this machine")
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)

@@ -17,12 +17,12 @@ from typing import Any
 import yaml
 
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
-from hmls.domain.models import CLUSTER_LABEL
+from hmls.domain.models import CLUSTER_LABEL, InvalidSpec, label_problem, parse_spec
 from hmls.domain.status import StatusView
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.registry import HEALTH_CONFIGMAP, recorded_health, registration
-from hmls.kube.resources import CONFIGMAPS, HMLS, NAMESPACES, SECRETS, Resource
+from hmls.kube.registry import HEALTH_CONFIGMAP, Profile, profile, recorded_health, registration
+from hmls.kube.resources import CLUSTER_PROFILES, CONFIGMAPS, HMLS, NAMESPACES, SECRETS, Resource
 
 SSAR = Resource("authorization.k8s.io/v1", "SelfSubjectAccessReview",
                 "selfsubjectaccessreviews", namespaced=False)
@@ -81,8 +81,9 @@ def _check_name(name: str) -> None:
 
 
 async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace: str,
-               policy: KubeconfigPolicy) -> str:
+               policy: KubeconfigPolicy, labels: list[str] | None = None) -> str:
     _check_name(name)
+    extra = {k: v for k, v in parse_labels(labels or [], removals=False).items() if v is not None}
     try:
         raw = Path(cluster_kubeconfig).read_bytes()  # noqa: ASYNC240 - small local file
     except OSError as exc:
@@ -119,7 +120,7 @@ async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace
             await client.apply({
                 "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                 "metadata": {"name": _secret_name(name), "namespace": namespace,
-                             "labels": {CLUSTER_LABEL: name}},
+                             "labels": {**extra, CLUSTER_LABEL: name}},
                 "data": {"kubeconfig": data},
             }, field_manager=CLI_MANAGER, resource=SECRETS, force=True)
         except errors.KubeError as exc:
@@ -129,35 +130,90 @@ async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace
             f"written")
 
 
-def _uses(hmls: list[Obj], cluster: str) -> list[str]:
+def _uses(hmls: list[Obj], cluster: str, labels: dict[str, str]) -> list[str]:
+    """The HyperMLServices whose workloads go to this cluster (by name or by selector)."""
     out = []
     for obj in hmls:
-        clusters = {c for w in (obj.get("spec") or {}).get("workloads") or []
-                    for c in w.get("clusters") or []}
-        if cluster in clusters:
+        try:
+            spec = parse_spec(obj.get("spec"))
+        except InvalidSpec:
+            continue
+        if any(cluster in w.targets({cluster: labels}) for w in spec.workloads):
             out.append(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
     return out
 
 
-def _row(secret: Obj, hmls: list[Obj], policy: KubeconfigPolicy,
-         verdicts: dict[str, dict[str, Any]]) -> list[str]:
+def _shown_labels(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()) if k != CLUSTER_LABEL) or "-"
+
+
+def parse_labels(specs: list[str], *, removals: bool) -> dict[str, str | None]:
+    """``k=v`` (and, with removals, ``k-``) arguments as a labels merge patch."""
+    out: dict[str, str | None] = {}
+    for spec in specs:
+        if removals and spec.endswith("-") and "=" not in spec:
+            key, value = spec[:-1], None
+        elif "=" in spec:
+            key, value = spec.split("=", 1)
+        else:
+            raise OperationError(f"label {spec!r} must be KEY=VALUE" + (" or KEY-" if removals
+                                                                         else ""))
+        if key == CLUSTER_LABEL:
+            raise OperationError(f"label {CLUSTER_LABEL} names the cluster; it cannot be set")
+        problem = label_problem(key, value)
+        if problem:
+            raise OperationError(f"label {spec!r}: {problem}")
+        out[key] = value
+    return out
+
+
+def _profile_state(found: Profile | None) -> str:
+    if found is None:
+        return "-"
+    state = {None: "reported", True: "healthy", False: "unhealthy"}[found.healthy]
+    return f"{state} ({found.namespace})"
+
+
+def _row(name: str, secret: Obj | None, found: Profile | None, hmls: list[Obj],
+         policy: KubeconfigPolicy, verdicts: dict[str, dict[str, Any]]) -> list[str]:
     """One line of ``cluster list``: the registration as the controller sees it, with its
-    health probe's verdict as the controller recorded it on the hub."""
-    name = secret["metadata"]["labels"][CLUSTER_LABEL]
-    used = str(len(_uses(hmls, name)))
+    health probe's verdict as the controller recorded it on the hub, and what a
+    ClusterProfile of the same name says."""
+    labels = {**(found.labels if found else {}),
+              **{str(k): str(v) for k, v in ((secret or {}).get("metadata", {}).get("labels")
+                                             or {}).items()}}
+    used = str(len(_uses(hmls, name, labels)))
+    head = [name, "-", _shown_labels(labels), _profile_state(found)]
+    if secret is None:
+        detail = f"no registration Secret: hmls has no credentials ({found.message})" if (
+            found and found.message) else "no registration Secret: hmls has no credentials"
+        return [*head, "no", "-", "-", found.version if found and found.version else "-", used,
+                detail]
     reg = registration(secret, policy)
     if reg is None or reg.kubeconfig is None:
-        return [name, "-", "no", "-", "-", "-", used, reg.error if reg else "-"]
-    server = str(reg.kubeconfig["clusters"][0]["cluster"]["server"])
+        return [*head, "no", "-", "-", "-", used, (reg.error if reg else None) or "-"]
+    head[1] = str(reg.kubeconfig["clusters"][0]["cluster"]["server"])
     verdict = verdicts.get(name)
     if verdict is None:
-        return [name, server, "unknown", "-", "-", "-", used, "no probe recorded yet (is the "
+        return [*head, "unknown", "-", "-", "-", used, "no probe recorded yet (is the "
                 "controller running?)"]
     reachable = verdict.get("reachable")
     state = "yes" if reachable else "no"
     last_seen = "now" if reachable else str(verdict.get("lastSeen") or "never")
-    return [name, server, state, str(verdict.get("since") or "-"), last_seen,
+    return [*head, state, str(verdict.get("since") or "-"), last_seen,
             str(verdict.get("version") or "-"), used, str(verdict.get("lastError") or "-")]
+
+
+async def _profiles(client: ClusterClient) -> dict[str, Profile]:
+    """ClusterProfiles by cluster name (first namespace wins), if the hub serves them."""
+    try:
+        listed, _ = await client.list(CLUSTER_PROFILES)
+    except errors.NotFound:
+        return {}
+    out: dict[str, Profile] = {}
+    for found in sorted((profile(o) for o in listed), key=lambda p: p.namespace):
+        out.setdefault(found.name, found)
+    return out
 
 
 async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPolicy) -> str:
@@ -165,11 +221,14 @@ async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPo
         secrets, _ = await client.list(SECRETS, namespace=namespace, label_selector=CLUSTER_LABEL)
         hmls, _ = await client.list(HMLS)
         verdicts = recorded_health(await client.get(CONFIGMAPS, namespace, HEALTH_CONFIGMAP))
-    if not secrets:
+        profiles = await _profiles(client)
+    by_name = {s["metadata"]["labels"][CLUSTER_LABEL]: s for s in secrets}
+    if not by_name and not profiles:
         return f"no clusters registered in namespace {namespace}"
-    table = [["NAME", "SERVER", "REACHABLE", "SINCE", "LAST SEEN", "VERSION", "HYPERMLSERVICES",
-              "LAST ERROR"]]
-    table += sorted(_row(s, hmls, policy, verdicts) for s in secrets)
+    table = [["NAME", "SERVER", "LABELS", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
+              "VERSION", "HYPERMLSERVICES", "LAST ERROR"]]
+    table += [_row(n, by_name.get(n), profiles.get(n), hmls, policy, verdicts)
+              for n in sorted(set(by_name) | set(profiles))]
     return _table(table)
 
 
@@ -181,13 +240,35 @@ async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool) -> 
         if not secrets:
             raise OperationError(f"cluster {name} is not registered in namespace {namespace}")
         hmls, _ = await client.list(HMLS)
-        users = _uses(hmls, name)
+        users = _uses(hmls, name, secrets[0]["metadata"].get("labels") or {})
         if users and not force:
             raise OperationError(f"cluster {name} is still targeted by {', '.join(users)}; "
                                  "remove it from their workloads first, or pass --force")
         for s in secrets:
             await client.delete(SECRETS, namespace, s["metadata"]["name"])
     return f"cluster {name} unjoined" + (f" (still targeted by {', '.join(users)})" if users else "")
+
+
+async def label(name: str, changes: list[str], *, hub: str | None, namespace: str) -> str:
+    """Set (``k=v``) or remove (``k-``) labels of a cluster's registration Secret."""
+    _check_name(name)
+    patch = parse_labels(changes, removals=True)
+    if not patch:
+        raise OperationError("give at least one KEY=VALUE or KEY-")
+    async with hub_client(hub) as client:
+        secrets, _ = await client.list(SECRETS, namespace=namespace,
+                                       label_selector=f"{CLUSTER_LABEL}={name}")
+        if not secrets:
+            raise OperationError(f"cluster {name} is not registered in namespace {namespace}")
+        secret = secrets[0]["metadata"]["name"]
+        try:
+            updated = await client.patch(SECRETS, namespace, secret,
+                                         {"metadata": {"labels": patch}},
+                                         field_manager=CLI_MANAGER)
+        except errors.KubeError as exc:
+            raise OperationError(f"labelling Secret {namespace}/{secret} failed: "
+                                 f"{exc.message}") from None
+    return f"cluster {name} labelled: {_shown_labels(updated['metadata'].get('labels') or {})}"
 
 
 def _status_rows(obj: Obj) -> Iterator[list[str]]:

@@ -8,6 +8,8 @@ change still gets a precise condition instead of an exception.
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -34,11 +36,114 @@ ORPHAN_ANNOTATION = "hmls.tensorstack.dev/orphan-clusters"
 left in place so the deletion can finish while they are unreachable."""
 
 
-class Workload(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
-    clusters: list[str] = Field(min_length=1)
+
+def label_problem(key: str, value: str | None) -> str | None:
+    """Why a label key (and value, unless None) is not valid in Kubernetes, or None."""
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS_SUBDOMAIN.match(prefix)):
+        return f"key prefix {prefix!r} must be a DNS subdomain"
+    if not name or len(name) > 63 or not _LABEL_NAME.match(name):
+        return (f"key name {name!r} must be 1-63 characters of letters, digits, '-', '_' and "
+                "'.', starting and ending with a letter or digit")
+    if value is not None and (len(value) > 63 or not _LABEL_NAME.match(value)):
+        return (f"value {value!r} must be at most 63 characters of letters, digits, '-', '_' "
+                "and '.', starting and ending with a letter or digit")
+    return None
+
+
+class Requirement(BaseModel):
+    """One ``matchExpressions`` entry of a Kubernetes LabelSelector."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(min_length=1)
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> Requirement:
+        if self.operator in ("In", "NotIn") and not self.values:
+            raise ValueError(f"operator {self.operator} needs values")
+        if self.operator in ("Exists", "DoesNotExist") and self.values:
+            raise ValueError(f"operator {self.operator} takes no values")
+        return self
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        if self.operator == "In":
+            return labels.get(self.key) in self.values
+        if self.operator == "NotIn":
+            return labels.get(self.key) not in self.values
+        return (self.key in labels) == (self.operator == "Exists")
+
+    def __str__(self) -> str:
+        if self.operator in ("In", "NotIn"):
+            return f"{self.key} {self.operator.lower()} ({','.join(self.values)})"
+        return self.key if self.operator == "Exists" else f"!{self.key}"
+
+
+class LabelSelector(BaseModel):
+    """A Kubernetes LabelSelector over cluster labels; empty selects every cluster."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    match_labels: dict[str, str] = Field(default_factory=dict, alias="matchLabels")
+    match_expressions: list[Requirement] = Field(default_factory=list, alias="matchExpressions")
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        return (all(labels.get(k) == v for k, v in self.match_labels.items())
+                and all(r.matches(labels) for r in self.match_expressions))
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v}" for k, v in sorted(self.match_labels.items())]
+        return ",".join(parts + [str(r) for r in self.match_expressions]) or "(every cluster)"
+
+
+class OverrideTarget(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: str | None = None
+    name: str | None = None
+
+
+class Override(BaseModel):
+    """A patch of some manifests for some clusters of a workload."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    clusters: list[str] = Field(default_factory=list)
+    cluster_selector: LabelSelector | None = Field(None, alias="clusterSelector")
+    target: OverrideTarget | None = None
+    merge_patch: dict[str, Any] | None = Field(None, alias="mergePatch")
+    json_patch: list[Any] | None = Field(None, alias="jsonPatch")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Override:
+        if not self.clusters and self.cluster_selector is None:
+            raise ValueError("an override needs clusters or clusterSelector")
+        if (self.merge_patch is None) == (self.json_patch is None):
+            raise ValueError("an override needs exactly one of mergePatch and jsonPatch")
+        return self
+
+    def selects(self, cluster: str, labels: Mapping[str, str]) -> bool:
+        return cluster in self.clusters or (
+            self.cluster_selector is not None and self.cluster_selector.matches(labels))
+
+    def targets(self, kind: str, name: str) -> bool:
+        t = self.target
+        return t is None or ((t.kind is None or t.kind == kind)
+                             and (t.name is None or t.name == name))
+
+
+class Workload(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    clusters: list[str] = Field(default_factory=list)
+    cluster_selector: LabelSelector | None = Field(None, alias="clusterSelector")
     manifests: list[dict[str, Any]] = Field(min_length=1)
+    overrides: list[Override] = Field(default_factory=list)
 
     @field_validator("clusters")
     @classmethod
@@ -47,6 +152,22 @@ class Workload(BaseModel):
         if dupes:
             raise ValueError(f"cluster names in a workload must be unique: {', '.join(dupes)}")
         return value
+
+    @model_validator(mode="after")
+    def _targets_something(self) -> Workload:
+        if not self.clusters and self.cluster_selector is None:
+            raise ValueError("a workload needs clusters or clusterSelector")
+        return self
+
+    def targets(self, fleet: Mapping[str, Mapping[str, str]]) -> list[str]:
+        """The clusters this workload goes to: those it names, in its order, then those of
+        the registered clusters (name -> labels) its selector chooses, by name."""
+        chosen = list(self.clusters)
+        if self.cluster_selector is not None:
+            named = set(chosen)
+            chosen += [c for c in sorted(fleet)
+                       if c not in named and self.cluster_selector.matches(fleet[c])]
+        return chosen
 
 
 class TrafficSpec(BaseModel):
@@ -75,17 +196,45 @@ class Spec(BaseModel):
     drift_policy: Literal["Correct", "Report"] = Field("Correct", alias="driftPolicy")
     """What to do when a field hmls applied is changed on a spoke by someone else."""
 
+    @property
+    def follows_fleet(self) -> bool:
+        """True when a selector chooses clusters: membership changes with the fleet."""
+        return any(w.cluster_selector is not None for w in self.workloads)
+
     @model_validator(mode="after")
     def _weights_name_workload_clusters(self) -> Spec:
-        if self.traffic:
+        if self.traffic and not self.follows_fleet:
             known = {c for w in self.workloads for c in w.clusters}
             unknown = sorted(set(self.traffic.weights) - known)
             if unknown:
                 raise ValueError(f"traffic.weights names clusters in no workload: {', '.join(unknown)}")
+        if self.traffic:
             negative = sorted(c for c, w in self.traffic.weights.items() if w < 0)
             if negative:
                 raise ValueError(f"traffic.weights must not be negative: {', '.join(negative)}")
         return self
+
+
+def named_clusters(raw_spec: Any) -> set[str]:
+    """The clusters a stored spec names in its workloads (cheap: no validation)."""
+    return {c for w in _raw_workloads(raw_spec) for c in w.get("clusters") or []
+            if isinstance(c, str)}
+
+
+def follows_labels(raw_spec: Any) -> bool:
+    """True when a stored spec's rendering depends on cluster labels (a selector of a
+    workload or an override, or a ``${cluster.labels.…}`` placeholder), so that a joined,
+    relabelled or removed cluster may change it."""
+    return any(w.get("clusterSelector") is not None
+               or any(isinstance(o, dict) and (o.get("clusterSelector") is not None
+                                               or "${cluster.labels." in repr(o))
+                      for o in w.get("overrides") or [])
+               for w in _raw_workloads(raw_spec))
+
+
+def _raw_workloads(raw_spec: Any) -> list[dict[str, Any]]:
+    workloads = raw_spec.get("workloads") if isinstance(raw_spec, dict) else None
+    return [w for w in workloads or [] if isinstance(w, dict)]
 
 
 class InvalidSpec(ValueError):

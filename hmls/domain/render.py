@@ -11,10 +11,20 @@ import base64
 import copy
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from hmls.domain.models import HASH_ANNOTATION, OWNER_NAME, OWNER_NAMESPACE, OWNER_UID, Owner, Spec
+from hmls.domain.models import (
+    HASH_ANNOTATION,
+    OWNER_NAME,
+    OWNER_NAMESPACE,
+    OWNER_UID,
+    Owner,
+    Spec,
+    Workload,
+)
+from hmls.domain.patch import PatchError, json_patch, merge_patch, substitute
 
 # Kinds that are cluster-scoped in every Kubernetes: their namespace is never defaulted.
 # (The applier decides scope from each cluster's discovery; this only shapes the default.)
@@ -140,22 +150,83 @@ def materialize(owner: Owner, cluster: str, manifest: dict[str, Any], *,
     return _hashed(cluster, ref, body, _RANK.get(ref.kind, LAST_RANK) if rank is None else rank)
 
 
-def render(owner: Owner, spec: Spec) -> list[Desired]:
-    """Every (cluster, manifest) pair the spec asks for, in spec order."""
+Fleet = Mapping[str, Mapping[str, str]]
+"""The registered clusters and their labels (name -> labels), as selectors see them."""
+
+_IDENTITY = ("apiVersion", "kind")
+_META_IDENTITY = ("name", "namespace")
+
+
+def placements(spec: Spec, fleet: Fleet) -> list[list[str]]:
+    """The clusters of each workload, in spec order."""
+    return [w.targets(fleet) for w in spec.workloads]
+
+
+def _overridden(manifest: dict[str, Any], workload: Workload, wi: int, cluster: str,
+                labels: Mapping[str, str]) -> dict[str, Any]:
+    """The manifest with the workload's overrides for this cluster applied, in order.
+
+    Raises PatchError naming the override that failed."""
+    kind = str(manifest.get("kind", ""))
+    name = str((manifest.get("metadata") or {}).get("name", ""))
+    variables = {"cluster.name": cluster,
+                 **{f"cluster.labels.{k}": v for k, v in labels.items()}}
+    body = manifest
+    if not workload.overrides:
+        return body
+    for oi, override in enumerate(workload.overrides):
+        if not (override.selects(cluster, labels) and override.targets(kind, name)):
+            continue
+        where = f"workloads[{wi}].overrides[{oi}]"
+        try:
+            if override.merge_patch is not None:
+                body = merge_patch(body, substitute(override.merge_patch, variables,
+                                                    where=f"for cluster {cluster}"))
+            else:
+                body = json_patch(body, substitute(override.json_patch, variables,
+                                                   where=f"for cluster {cluster}"))
+        except PatchError as exc:
+            raise PatchError(f"{where}: {exc}") from None
+        if not isinstance(body, dict) or any(
+                body.get(k) != manifest.get(k) for k in _IDENTITY) or any(
+                (body.get("metadata") or {}).get(k) != (manifest.get("metadata") or {}).get(k)
+                for k in _META_IDENTITY):
+            raise PatchError(f"{where}: an override must not change apiVersion, kind, "
+                             "metadata.name or metadata.namespace")
+    return body
+
+
+def _unidentified(ref: ResourceRef, cluster: str, where: str,
+                  seen: dict[tuple[str, ResourceRef], str]) -> str | None:
+    """Why the item cannot be applied as an object of its own (no name, a duplicate)."""
+    if not ref.name:
+        return f"{where} has no metadata.name"
+    if (cluster, ref) in seen:
+        return f"{where} duplicates {seen[(cluster, ref)]} for cluster {cluster}"
+    seen[(cluster, ref)] = where
+    return None
+
+
+def render(owner: Owner, spec: Spec, fleet: Fleet) -> list[Desired]:
+    """Every (cluster, manifest) pair the spec asks for, in spec order: workload, then its
+    clusters (``placements``), then its manifests.  A manifest an override changes for a
+    cluster is prepared for that cluster alone; an override that fails is that item's error."""
     out: list[Desired] = []
     seen: dict[tuple[str, ResourceRef], str] = {}
-    for wi, workload in enumerate(spec.workloads):
+    for wi, (workload, clusters) in enumerate(zip(spec.workloads, placements(spec, fleet),
+                                                  strict=True)):
         prepared = [_prepare(m, owner) for m in workload.manifests]
-        for cluster in workload.clusters:
+        for cluster in clusters:
+            labels = fleet.get(cluster, {})
             for mi, (ref, body) in enumerate(prepared):
                 where = f"workloads[{wi}].manifests[{mi}]"
-                error = None
-                if not ref.name:
-                    error = f"{where} has no metadata.name"
-                elif (cluster, ref) in seen:
-                    error = f"{where} duplicates {seen[(cluster, ref)]} for cluster {cluster}"
-                else:
-                    seen[(cluster, ref)] = where
+                try:
+                    patched = _overridden(workload.manifests[mi], workload, wi, cluster, labels)
+                    if patched is not workload.manifests[mi]:
+                        _, body = _prepare(patched, owner)
+                    error = _unidentified(ref, cluster, where, seen)
+                except PatchError as exc:
+                    error = f"{exc} (on {where})"
                 out.append(_hashed(cluster, ref, body, _RANK.get(ref.kind, LAST_RANK), error))
     return out
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hmls.domain.health import Health, health
+from hmls.domain.models import Spec
 from hmls.domain.render import ResourceRef
 
 APPLIED_OK = "Manifest has been successfully applied"
@@ -157,7 +158,8 @@ def summary(items: list[ItemResult]) -> dict[str, Any]:
 def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView, now: str,
               extra: tuple[Condition, ...] = (), pending: list[dict[str, Any]] | None = None,
               traffic: dict[str, Any] | None = None,
-              created_namespaces: list[dict[str, str]] | None = None) -> dict[str, Any]:
+              created_namespaces: list[dict[str, str]] | None = None,
+              selected: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """The complete new status for these item results (None values: fields to remove)."""
     conditions = [fully_applied(items), ready(items), *extra]
     return {
@@ -169,7 +171,15 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView,
         "pendingDeletions": pending or None,
         "traffic": traffic,
         "createdNamespaces": created_namespaces or None,
+        "placements": selected or None,
     }
+
+
+def selected(spec: Spec, chosen: list[list[str]]) -> list[dict[str, Any]]:
+    """``status.placements``: the clusters each workload's clusterSelector chose."""
+    return [{"workload": wi, "selector": str(w.cluster_selector), "clusters": clusters}
+            for wi, (w, clusters) in enumerate(zip(spec.workloads, chosen, strict=True))
+            if w.cluster_selector is not None]
 
 
 def cleanup_pending(*, previous: StatusView, generation: int, now: str, message: str

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Callable
 
-from hmls.domain.models import CLUSTER_LABEL
+from hmls.domain.models import CLUSTER_LABEL, follows_labels, named_clusters
 from hmls.domain.status import StatusView
 from hmls.engine.hubcache import HubCache
 from hmls.engine.queue import WorkQueue
@@ -27,7 +27,7 @@ from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.events import EventRecorder
 from hmls.kube.leader import LeaderElector, LostLeadership
-from hmls.kube.resources import HMLS, SECRETS
+from hmls.kube.resources import CLUSTER_PROFILES, HMLS, SECRETS
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics, serve
 from hmls.settings import Settings
@@ -87,10 +87,10 @@ class Manager:
 
     def _cluster_changed(self, cluster: str) -> None:
         for obj in self.hub_cache.objects():
-            spec_clusters = {c for w in (obj.get("spec") or {}).get("workloads") or []
-                             for c in w.get("clusters") or []}
+            spec = obj.get("spec")
             deleting = bool(obj["metadata"].get("deletionTimestamp"))
-            if cluster in spec_clusters | StatusView.of(obj).clusters or deleting:
+            if (deleting or follows_labels(spec)
+                    or cluster in named_clusters(spec) | StatusView.of(obj).clusters):
                 self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
 
     def _hub_restart(self, resource: str) -> Callable[[str, errors.KubeError], None]:
@@ -136,6 +136,18 @@ class Manager:
                 delay = self.queue.add_rate_limited(key)
                 log.debug("%s: %s, requeued in %.1fs", key, result, delay)
 
+    async def _profiles(self, hub: ClusterClient, fleet: Fleet) -> Informer[Obj] | None:
+        """An informer on the hub's ClusterProfiles, if the hub serves them (checked once, at
+        start: a ClusterProfile API installed later is read after a restart)."""
+        try:
+            await hub.resource(CLUSTER_PROFILES.api_version, CLUSTER_PROFILES.kind)
+        except errors.UnknownKind:
+            log.info("the hub serves no ClusterProfile API: clusters come from Secrets only")
+            return None
+        log.info("reading cluster names, labels and health from ClusterProfiles")
+        return Informer(hub, CLUSTER_PROFILES, on_event=fleet.on_profile_event,
+                        on_restart=self._hub_restart(CLUSTER_PROFILES.plural))
+
     # ----- run ---------------------------------------------------------------------
     async def run(self) -> None:
         s = self.settings
@@ -178,6 +190,10 @@ class Manager:
                                         events=EventRecorder(hub), metrics=self.metrics)
                 tg.create_task(fleet.run())
                 tg.create_task(secrets.run())
+                profiles = await self._profiles(hub, fleet)
+                if profiles is not None:
+                    tg.create_task(profiles.run())
+                    await profiles.synced.wait()
                 await secrets.synced.wait()
                 await fleet.drained()
                 for inf in self.hub_cache.informers.values():

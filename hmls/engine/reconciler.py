@@ -43,7 +43,7 @@ from hmls.domain.models import (
     parse_spec,
     timestamp,
 )
-from hmls.domain.render import Desired, ResourceRef, apply_order, render
+from hmls.domain.render import Desired, Fleet, ResourceRef, apply_order, placements, render
 from hmls.domain.status import APPLIED_OK, Condition, ItemResult, StatusView
 from hmls.engine.hubcache import HubCache
 from hmls.engine.spokes import NamespaceView, Observed, Ref
@@ -95,6 +95,7 @@ class FleetAPI(Protocol):
     def names(self) -> list[str]: ...
     def not_registered(self, name: str) -> str: ...
     def reachability(self) -> Mapping[str, bool | None]: ...
+    def labels(self) -> Fleet: ...
 
 
 def _rejection(cluster: str, exc: errors.KubeError) -> str:
@@ -176,7 +177,9 @@ class Reconciler:
             await self._write_status(obj, invalid)
             self._track(key, {"status": invalid})
             return Outcome(True)
-        desired = render(owner, spec)
+        fleet = self.fleet.labels()
+        chosen = placements(spec, fleet)
+        desired = render(owner, spec, fleet)
         inventory = previous.inventory()
         applied, runs = await self._apply_all(owner, desired, spec=spec)
         created = {(c, ref) for c, refs in inventory.items() for ref in refs}
@@ -202,7 +205,8 @@ class Reconciler:
         new = status_mod.aggregate(
             generation=generation, items=items, previous=previous, now=self._clock(),
             extra=tuple(extra), pending=pending, traffic=traffic_status,
-            created_namespaces=await self._created_namespaces(desired))
+            created_namespaces=await self._created_namespaces(desired),
+            selected=status_mod.selected(spec, chosen))
         await self._write_status(obj, status_mod.fit(new))
         self._track(key, {"status": new})
         await self._announce(obj, previous, items, runs)
@@ -529,8 +533,10 @@ def _remember(item: ItemResult, created: set[tuple[str, ResourceRef]]) -> ItemRe
 
 
 def _refs_by_cluster(desired: list[Desired]) -> dict[str, set[ResourceRef]]:
+    """What is still desired on each cluster: never pruned.  An item that cannot be rendered
+    (an override that fails) is still desired: the object already there stays as it is."""
     out: dict[str, set[ResourceRef]] = {}
     for item in desired:
-        if not item.error:
+        if item.ref.name:
             out.setdefault(item.cluster, set()).add(item.ref)
     return out

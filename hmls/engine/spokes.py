@@ -40,9 +40,10 @@ from hmls.domain.models import (
     timestamp,
 )
 from hmls.domain.reachability import Reachability
+from hmls.domain.render import Fleet as FleetLabels
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.registry import ClusterRegistry, Registration
+from hmls.kube.registry import ClusterRegistry, Profile, Registration, profile
 from hmls.kube.resources import NAMESPACES, Resource
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics
@@ -420,6 +421,7 @@ class Fleet:
                                         on_registered=self._registered,
                                         on_removed=self._removed, policy=kubeconfig_policy)
         self._spokes: dict[str, tuple[Spoke, asyncio.Task[None]]] = {}
+        self._profiles: dict[str, dict[str, Profile]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._running = asyncio.Event()
 
@@ -434,10 +436,42 @@ class Fleet:
         return sorted(self._spokes)
 
     def not_registered(self, name: str) -> str:
+        found = self._profile(name)
+        if found is not None:
+            return (f"cluster {name} has a ClusterProfile ({found.namespace}/{name}) but no "
+                    f"credentials: {self.registry.not_registered(name)}")
         return self.registry.not_registered(name)
 
     def reachability(self) -> Mapping[str, bool | None]:
         return {name: s.reachable for name, (s, _) in self._spokes.items()}
+
+    def labels(self) -> FleetLabels:
+        """Every known cluster's labels: a ClusterProfile's, overlaid by its registration
+        Secret's (the Secret, which hmls's operators write, wins)."""
+        out = {name: same_name[min(same_name)].labels
+               for name, same_name in self._profiles.items()}
+        for name, (spoke, _) in self._spokes.items():
+            out[name] = {**out.get(name, {}), **spoke.registration.labels}
+        return out
+
+    # ----- ClusterProfiles (called from the hub ClusterProfile informer) ----------------
+    def on_profile_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
+        found = profile(new or old or {})
+        if not found.name:
+            return
+        same_name = self._profiles.setdefault(found.name, {})
+        if kind == "DELETED":
+            same_name.pop(found.namespace, None)
+            if not same_name:
+                del self._profiles[found.name]
+        else:
+            same_name[found.namespace] = found
+        self._on_cluster(found.name)
+
+    def _profile(self, name: str) -> Profile | None:
+        """The cluster's ClusterProfile (of the first namespace, by name, that has one)."""
+        same_name = self._profiles.get(name)
+        return same_name[min(same_name)] if same_name else None
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
@@ -453,7 +487,7 @@ class Fleet:
     async def _registered(self, reg: Registration) -> None:
         current = self.get(reg.name)
         if current is not None and current.registration.fingerprint == reg.fingerprint:
-            current.registration, current.access = reg, reg.access  # annotations only
+            current.registration, current.access = reg, reg.access  # labels, annotations
             self._on_cluster(reg.name)
             return
         await self._stop(reg.name)

@@ -225,13 +225,16 @@ class ClusterClient:
 
     # ----- objects -----------------------------------------------------------------
     async def apply(self, obj: Obj, *, field_manager: str, force: bool = False,
-                    resource: Resource | None = None) -> Obj:
-        """Server-side apply ``obj`` (complete desired state for this field manager)."""
+                    resource: Resource | None = None, dry_run: bool = False) -> Obj:
+        """Server-side apply ``obj`` (complete desired state for this field manager); with
+        ``dry_run`` the server answers what it would store and stores nothing."""
         meta = obj["metadata"]
         res = resource or await self.resource(obj["apiVersion"], obj["kind"])
         query = [("fieldManager", field_manager)]
         if force:
             query.append(("force", "true"))
+        if dry_run:
+            query.append(("dryRun", "All"))
         return await self.request(
             "PATCH", res.path(meta.get("namespace"), meta["name"]), query=query, body=obj,
             content_type=APPLY)

@@ -21,7 +21,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hmls.domain.access import AccessPolicy
@@ -46,6 +46,34 @@ class Registration:
     """The vetted kubeconfig; None when the Secret cannot be used (see ``error``)."""
     error: str | None
     access: AccessPolicy
+    labels: dict[str, str] = field(default_factory=dict)
+    """The Secret's labels: the cluster's labels, which selectors and overrides match."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a ClusterProfile (``multicluster.x-k8s.io``) says about a cluster: its labels and
+    its cluster manager's health verdict.  Never credentials."""
+
+    name: str
+    namespace: str
+    labels: dict[str, str]
+    healthy: bool | None
+    """The ControlPlaneHealthy condition (None: not reported)."""
+    message: str
+    version: str
+
+
+def profile(obj: Obj) -> Profile:
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    cond = next((c for c in status.get("conditions") or []
+                 if isinstance(c, dict) and c.get("type") == "ControlPlaneHealthy"), None)
+    healthy = None if cond is None else cond.get("status") == "True"
+    return Profile(str(meta.get("name", "")), str(meta.get("namespace", "")),
+                   {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}, healthy,
+                   str((cond or {}).get("message") or ""),
+                   str((status.get("version") or {}).get("kubernetes") or ""))
 
 
 def registration(secret: Obj, policy: KubeconfigPolicy) -> Registration | None:
@@ -57,6 +85,7 @@ def registration(secret: Obj, policy: KubeconfigPolicy) -> Registration | None:
     raw_b64 = (secret.get("data") or {}).get("kubeconfig", "")
     fingerprint = hashlib.sha256(str(raw_b64).encode()).hexdigest()
     access = AccessPolicy.from_annotations(meta.get("annotations"))
+    labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     try:
         if not raw_b64:
             raise KubeconfigRefused("Secret has no data key 'kubeconfig'")
@@ -65,9 +94,10 @@ def registration(secret: Obj, policy: KubeconfigPolicy) -> Registration | None:
         except (binascii.Error, ValueError, TypeError):
             raise KubeconfigRefused("data.kubeconfig is not valid base64") from None
         return Registration(name, meta.get("name", ""), fingerprint, vet(raw, policy), None,
-                            access)
+                            access, labels)
     except KubeconfigRefused as exc:
-        return Registration(name, meta.get("name", ""), fingerprint, None, str(exc), access)
+        return Registration(name, meta.get("name", ""), fingerprint, None, str(exc), access,
+                            labels)
 
 
 class ClusterRegistry:

@@ -39,3 +39,6 @@ CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
 NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
 EVENTS = Resource("v1", "Event", "events", namespaced=True)
 LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
+CLUSTER_PROFILES = Resource("multicluster.x-k8s.io/v1alpha1", "ClusterProfile", "clusterprofiles",
+                            namespaced=True)
+"""SIG-Multicluster's cluster inventory (KEP-4322), read where the hub serves it."""

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE
-from hmls.domain.models import API_VERSION, KIND
+from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
-from tests.conftest import eventually, kubectl
+from tests.conftest import eventually, hmls_cli, kubectl
 
+LIST_HEADER = ["NAME", "SERVER", "LABELS", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN", "VERSION",
+               "HYPERMLSERVICES", "LAST ERROR"]
 VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 
 
@@ -138,3 +142,39 @@ def described_events(env: Environment, namespace: str, name: str) -> list[dict[s
     out = kubectl(env, "hub", "describe", "hmls", "-n", namespace, name).stdout
     _, _, section = out.partition("\nEvents:")
     return [m.groupdict() for line in section.splitlines() if (m := _EVENT.match(line))]
+
+
+def not_registered(cluster: str) -> str:
+    return (f"cluster {cluster} is not registered (no Secret labelled {CLUSTER_LABEL}={cluster}"
+            " in namespace hmls-system on the hub)")
+
+
+def hub(env: Environment) -> list[str]:
+    return ["--kubeconfig", str(env.kubeconfig("hub"))]
+
+
+def join(env: Environment, name: str, kubeconfig: Path, *extra: str
+         ) -> subprocess.CompletedProcess[str]:
+    return hmls_cli("cluster", "join", name, *hub(env), "--cluster-kubeconfig", str(kubeconfig),
+                    *extra, check=False)
+
+
+def delete_leaving_objects(env: Environment, namespace: str, name: str) -> None:
+    """Delete a HyperMLService whose clusters may no longer be registered."""
+    kubectl(env, "hub", "annotate", "hmls", "-n", namespace, name, f"{ORPHAN_ANNOTATION}=*")
+    kubectl(env, "hub", "delete", "hmls", "-n", namespace, name, "--timeout=20s")
+
+
+def parse_table(lines: list[str], header: list[str]) -> list[dict[str, str]]:
+    """Rows of a left-aligned table, cut at the header's column offsets."""
+    head = lines[0]
+    assert head.split() == " ".join(header).split(), head
+    starts = [head.index(h) for h in header]
+    ends = [*starts[1:], None]
+    return [{h: line[s:e].strip() for h, s, e in zip(header, starts, ends, strict=True)}
+            for line in lines[1:]]
+
+
+def cluster_rows(env: Environment) -> dict[str, dict[str, str]]:
+    res = hmls_cli("cluster", "list", *hub(env))
+    return {r["NAME"]: r for r in parse_table(res.stdout.splitlines(), LIST_HEADER)}

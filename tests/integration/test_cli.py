@@ -16,27 +16,31 @@ import yaml
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.pki import CertificateAuthority, KeyPair
-from hmls.domain.models import CLUSTER_LABEL, ORPHAN_ANNOTATION
+from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS
 from tests.conftest import Controller, eventually, hmls_cli, kubectl
 from tests.integration.helpers import (
+    cluster_rows,
     configmap,
     create,
+    delete_leaving_objects,
     described_events,
     get_hmls,
     hmls,
+    hub,
     items,
+    join,
     mlservice,
     namespace_everywhere,
+    not_registered,
+    parse_table,
     replace_spec,
     wait_condition,
 )
 
 Clients = dict[str, ClusterClient]
 VERSION = "v1.34.4"
-LIST_HEADER = ["NAME", "SERVER", "REACHABLE", "SINCE", "LAST SEEN", "VERSION", "HYPERMLSERVICES",
-               "LAST ERROR"]
 STATUS_HEADER = ["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"]
 NEEDED = [f"{verb} {res}" for res in ("mlservices.tensorstack.dev",
                                       "mlserviceruntimes.tensorstack.dev", "secrets")
@@ -44,21 +48,7 @@ NEEDED = [f"{verb} {res}" for res in ("mlservices.tensorstack.dev",
     f"{verb} namespaces" for verb in ("get", "list", "watch", "create")]
 
 
-def not_registered(cluster: str) -> str:
-    return (f"cluster {cluster} is not registered (no Secret labelled {CLUSTER_LABEL}={cluster}"
-            " in namespace hmls-system on the hub)")
-
-
 # ----- helpers ---------------------------------------------------------------------------
-def hub(env: Environment) -> list[str]:
-    return ["--kubeconfig", str(env.kubeconfig("hub"))]
-
-
-def join(env: Environment, name: str, kubeconfig: Path) -> subprocess.CompletedProcess[str]:
-    return hmls_cli("cluster", "join", name, *hub(env), "--cluster-kubeconfig", str(kubeconfig),
-                    check=False)
-
-
 def cluster_secrets(env: Environment, name: str) -> list[str]:
     """Secrets labelled as registering this cluster name, in any hub namespace."""
     out = kubectl(env, "hub", "get", "secrets", "-A", "-l", f"{CLUSTER_LABEL}={name}",
@@ -101,27 +91,6 @@ def register_raw(env: Environment, cluster: str, raw: bytes) -> str:
     }
     kubectl(env, "hub", "apply", "-f", "-", input=yaml.safe_dump(secret))
     return name
-
-
-def parse_table(lines: list[str], header: list[str]) -> list[dict[str, str]]:
-    """Rows of a left-aligned table, cut at the header's column offsets."""
-    head = lines[0]
-    assert head.split() == " ".join(header).split(), head
-    starts = [head.index(h) for h in header]
-    ends = [*starts[1:], None]
-    return [{h: line[s:e].strip() for h, s, e in zip(header, starts, ends, strict=True)}
-            for line in lines[1:]]
-
-
-def cluster_rows(env: Environment) -> dict[str, dict[str, str]]:
-    res = hmls_cli("cluster", "list", *hub(env))
-    return {r["NAME"]: r for r in parse_table(res.stdout.splitlines(), LIST_HEADER)}
-
-
-def delete_leaving_objects(env: Environment, namespace: str, name: str) -> None:
-    """Delete a HyperMLService whose clusters may no longer be registered."""
-    kubectl(env, "hub", "annotate", "hmls", "-n", namespace, name, f"{ORPHAN_ANNOTATION}=*")
-    kubectl(env, "hub", "delete", "hmls", "-n", namespace, name, "--timeout=20s")
 
 
 # ----- 1. cluster join refuses, and writes nothing -----------------------------------------
@@ -264,8 +233,8 @@ async def test_list_shows_the_probe_verdicts_versions_and_use(
                     row["LAST ERROR"]) == (server, "yes", "now", VERSION, "-")
             assert row["SINCE"].endswith("Z")
         assert before["brokenx"] == {
-            "NAME": "brokenx", "SERVER": "-", "REACHABLE": "no", "SINCE": "-", "LAST SEEN": "-",
-            "VERSION": "-", "HYPERMLSERVICES": "0",
+            "NAME": "brokenx", "SERVER": "-", "LABELS": "-", "PROFILE": "-", "REACHABLE": "no",
+            "SINCE": "-", "LAST SEEN": "-", "VERSION": "-", "HYPERMLSERVICES": "0",
             "LAST ERROR": "kubeconfig has no current-context"}
         assert before["deadlist"]["SERVER"] == "https://127.0.0.1:9"
         assert before["deadlist"]["LAST SEEN"] == "never"

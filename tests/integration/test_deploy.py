@@ -210,6 +210,7 @@ CLUSTER_WIDE = {
     *(("tensorstack.dev", "hypermlservices", "", v) for v in ("get", "list", "watch", "patch")),
     ("tensorstack.dev", "hypermlservices/status", "", "patch"),
     ("", "events", "", "create"),
+    *(("multicluster.x-k8s.io", "clusterprofiles", "", v) for v in ("list", "watch")),
 }
 
 

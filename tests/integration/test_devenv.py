@@ -82,7 +82,8 @@ def _invalid(mutate: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(("mutate", "message"), [
     ("no-workloads", "spec.workloads in body should have at least 1 items"),
-    ("no-clusters", "spec.workloads[0].clusters in body should have at least 1 items"),
+    ("no-clusters", "spec.workloads[0]: Invalid value: \"object\": a workload needs clusters or "
+                    "clusterSelector"),
     ("duplicate-clusters",
      'spec.workloads[0].clusters: Invalid value: "array": cluster names in a workload must be unique'),
     ("no-apiVersion", "spec.workloads[0].manifests[0].apiVersion: Required value"),

@@ -63,13 +63,15 @@ def test_missing_workloads_is_invalid(raw: Any) -> None:
     assert invalid(raw) == "spec.workloads: Field required"
 
 
-def test_empty_clusters_and_manifests_are_invalid_and_all_reported() -> None:
-    msg = invalid({"workloads": [{"clusters": [], "manifests": []}]})
+def test_empty_manifests_and_workloads_without_clusters_are_invalid_and_all_reported() -> None:
+    msg = invalid({"workloads": [{"clusters": ["a"], "manifests": []},
+                                 {"clusters": [], "manifests": [{"kind": "ConfigMap"}]}]})
     parts = msg.split("; ")
     assert len(parts) == 2
-    assert parts[0].startswith("spec.workloads.0.clusters: ")
-    assert parts[1].startswith("spec.workloads.0.manifests: ")
-    assert all("at least 1 item" in p for p in parts)
+    assert parts[0].startswith("spec.workloads.0.manifests: ")
+    assert "at least 1 item" in parts[0]
+    assert parts[1] == ("spec.workloads.1: Value error, a workload needs clusters or "
+                        "clusterSelector")
 
 
 def test_deletion_policy_defaults_to_delete() -> None:

@@ -116,6 +116,9 @@ class FakeFleet:
     def reachability(self) -> dict[str, bool | None]:
         return {n: s.reachable for n, s in self.spokes.items()}
 
+    def labels(self) -> dict[str, dict[str, str]]:
+        return {n: {} for n in self.spokes}
+
 
 def cm(name: str, namespace: str = "demo", **data: Any) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap",
@@ -125,7 +128,7 @@ def cm(name: str, namespace: str = "demo", **data: Any) -> Obj:
 async def apply(spoke: FakeSpoke, manifests: list[Obj], **spec: Any) -> dict[str, Any]:
     parsed = Spec.model_validate({"workloads": [{"clusters": [spoke.name],
                                                  "manifests": manifests}], **spec})
-    desired = render(OWNER, parsed)
+    desired = render(OWNER, parsed, {})
     rec = Reconciler(hub=None, hub_store=None, fleet=FakeFleet(spoke),  # type: ignore[arg-type]
                      events=None, metrics=Metrics())  # type: ignore[arg-type]
     results = await rec._apply_cluster(OWNER, spoke.name, list(enumerate(desired)),
@@ -196,7 +199,7 @@ async def test_drift_is_put_back_or_reported(policy: str) -> None:
     await apply(spoke, [cm("a", k="v", other="x")])
     res = Resource("v1", "ConfigMap", "configmaps", True)
     applied_body = render(OWNER, Spec.model_validate(
-        {"workloads": [{"clusters": ["s1"], "manifests": [cm("a", k="v", other="x")]}]}))[0].body
+        {"workloads": [{"clusters": ["s1"], "manifests": [cm("a", k="v", other="x")]}]}), {})[0].body
     spoke.objects[("ConfigMap", "a")] = observed(applied_body, res, drop="k")
     out = await apply(spoke, [cm("a", k="v", other="x")], driftPolicy=policy)
     if policy == "Correct":
@@ -212,7 +215,7 @@ async def test_an_object_of_another_owner_is_a_conflict() -> None:
     spoke = FakeSpoke()
     res = Resource("v1", "ConfigMap", "configmaps", True)
     body = render(OWNER, Spec.model_validate(
-        {"workloads": [{"clusters": ["s1"], "manifests": [cm("a")]}]}))[0].body
+        {"workloads": [{"clusters": ["s1"], "manifests": [cm("a")]}]}), {})[0].body
     spoke.objects[("ConfigMap", "a")] = observed(body, res, uid="someone-else")
     out = await apply(spoke, [cm("a")])
     assert out["a"].message.startswith("conflict: ConfigMap demo/a on s1 is owned by another")

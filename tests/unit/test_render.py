@@ -38,7 +38,7 @@ def obj(kind: str, name: str, api_version: str = "v1", **meta: Any) -> dict[str,
 def rendered(*workloads: tuple[list[str], list[dict[str, Any]]],
              owner: Owner = OWNER) -> list[Desired]:
     spec = parse_spec({"workloads": [{"clusters": c, "manifests": m} for c, m in workloads]})
-    return render(owner, spec)
+    return render(owner, spec, {})
 
 
 def one(manifest: dict[str, Any]) -> Desired:
@@ -148,7 +148,7 @@ def test_render_does_not_mutate_the_spec() -> None:
     manifest["status"] = {"x": 1}
     spec = parse_spec({"workloads": [{"clusters": ["a", "b"], "manifests": [manifest]}]})
     before = copy.deepcopy(spec.workloads[0].manifests)
-    render(OWNER, spec)
+    render(OWNER, spec, {})
     assert spec.workloads[0].manifests == before
 
 
