@@ -130,6 +130,27 @@ def _diff(args: argparse.Namespace) -> int:
     return code
 
 
+def _rollout(args: argparse.Namespace) -> int:
+    from hmls import operations as ops
+
+    try:
+        if args.rollout_command == "status":
+            code, out = asyncio.run(ops.rollout_status(args.ref, hub=args.kubeconfig,
+                                                       watch=args.watch))
+        elif args.rollout_command in ("pause", "resume"):
+            code, out = 0, asyncio.run(ops.rollout_pause(
+                args.ref, hub=args.kubeconfig, paused=args.rollout_command == "pause"))
+        else:
+            code, out = 0, asyncio.run(ops.rollout_undo(args.ref, hub=args.kubeconfig,
+                                                        to_revision=args.to_revision))
+    except ops.OperationError as exc:
+        print(f"hmls rollout {args.rollout_command}: {exc}", file=sys.stderr)
+        return 2
+    if out:
+        print(out)
+    return code
+
+
 def _hub_flags(p: argparse.ArgumentParser, *, namespace: bool = True) -> None:
     p.add_argument("--kubeconfig", help="hub kubeconfig (default: in-cluster service account)")
     if namespace:
@@ -215,6 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("-o", "--output", choices=["table", "json", "yaml"], default="table")
     _hub_flags(status, namespace=False)
     status.set_defaults(func=_status)
+
+    rollout = sub.add_parser("rollout", help="progressive rollouts (as kubectl rollout)")
+    rsub = rollout.add_subparsers(dest="rollout_command", required=True)
+    rstatus = rsub.add_parser("status", help="revisions and the phase of each cluster; --watch "
+                              "waits until rolled out (exit 0) or halted (exit 1)")
+    rstatus.add_argument("--watch", "-w", action="store_true")
+    rsub.add_parser("pause", help="start no further cluster (steps under way finish)")
+    rsub.add_parser("resume", help="continue a paused rollout")
+    undo = rsub.add_parser("undo", help="put an earlier revision's workloads back (default: the "
+                           "one before the current)")
+    undo.add_argument("--to-revision", type=int)
+    for p in rsub.choices.values():
+        p.add_argument("ref", help="NAMESPACE/NAME")
+        _hub_flags(p, namespace=False)
+    rollout.set_defaults(func=_rollout)
 
     diff = sub.add_parser("diff", help="what applying a HyperMLService would change on each "
                           "cluster (server-side dry run; writes nothing). Exit 0: no change, "

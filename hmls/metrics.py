@@ -55,6 +55,15 @@ class Metrics:
             "hmls_spoke_task_restarts_total",
             "Supervised per-cluster tasks (probe, watches) restarted after an unexpected error.",
             ["cluster", "task"], registry=r)
+        self.rollout_steps = Counter(
+            "hmls_rollout_steps_total",
+            "Progressive rollout steps finished, by result (done, failed, rolled_back).",
+            ["result"], registry=r)
+        self.rollout_step_duration = Histogram(
+            "hmls_rollout_step_duration_seconds",
+            "Duration of a progressive rollout step, from its start (drain or apply) to its "
+            "end, by result.", ["result"], registry=r,
+            buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800))
         self.watch_restarts = Counter(
             "hmls_watch_restarts_total", "Watches restarted, by cluster, resource and reason.",
             ["cluster", "resource", "reason"], registry=r)

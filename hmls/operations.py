@@ -6,6 +6,7 @@ and returns text for the terminal or raises ``OperationError`` with a precise me
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import re
@@ -17,12 +18,27 @@ from typing import Any
 import yaml
 
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
-from hmls.domain.models import CLUSTER_LABEL, InvalidSpec, label_problem, parse_spec
+from hmls.domain.models import (
+    CLUSTER_LABEL,
+    OWNER_UID,
+    InvalidSpec,
+    Owner,
+    label_problem,
+    parse_spec,
+)
 from hmls.domain.status import StatusView
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import HEALTH_CONFIGMAP, Profile, profile, recorded_health, registration
-from hmls.kube.resources import CLUSTER_PROFILES, CONFIGMAPS, HMLS, NAMESPACES, SECRETS, Resource
+from hmls.kube.resources import (
+    CLUSTER_PROFILES,
+    CONFIGMAPS,
+    CONTROLLER_REVISIONS,
+    HMLS,
+    NAMESPACES,
+    SECRETS,
+    Resource,
+)
 
 SSAR = Resource("authorization.k8s.io/v1", "SelfSubjectAccessReview",
                 "selfsubjectaccessreviews", namespaced=False)
@@ -303,3 +319,99 @@ async def show_status(ref: str, *, hub: str | None, output: str) -> str:
         lines.append(f"{cond.get('type')}={cond.get('status')} ({cond.get('reason')}): "
                      f"{cond.get('message')}")
     return "\n".join(lines)
+
+
+# ----- rollout ---------------------------------------------------------------------------
+def _split(ref: str) -> tuple[str, str]:
+    namespace, _, name = ref.rpartition("/")
+    return namespace or "default", name
+
+
+async def _stored(client: ClusterClient, ref: str) -> Obj:
+    namespace, name = _split(ref)
+    obj = await client.get(HMLS, namespace, name)
+    if obj is None:
+        raise OperationError(f"HyperMLService {namespace}/{name} not found")
+    return obj
+
+
+def _rollout_text(obj: Obj) -> tuple[str, bool]:
+    """The rollout as a table and its RolledOut condition; True when it is over (rolled out
+    or halted)."""
+    view = StatusView.of(obj)
+    rollout = view.raw.get("rollout")
+    if not isinstance(rollout, dict):
+        strategy = ((obj.get("spec") or {}).get("rollout") or {}).get("strategy", "All")
+        return (f"no progressive rollout (strategy {strategy})", True)
+    rows = [["CLUSTER", "REVISION", "PHASE", "SINCE"]]
+    rows += [[str(c.get("cluster")), str(c.get("revision", "-")) + (
+        f" -> {c['targetRevision']}" if c.get("targetRevision") not in (None, c.get("revision"))
+        else ""), str(c.get("phase")), str(c.get("since"))]
+        for c in rollout.get("clusters") or [] if isinstance(c, dict)]
+    cond = view.condition("RolledOut") or {}
+    lines = [f"revision {rollout.get('currentRevision')} (last good: "
+             f"{rollout.get('lastGoodRevision', 'none')}): {rollout.get('summary', '')}",
+             _table(rows),
+             f"RolledOut={cond.get('status')} ({cond.get('reason')}): {cond.get('message')}"]
+    observed = view.raw.get("observedGeneration") == obj["metadata"].get("generation")
+    over = observed and (cond.get("status") == "True" or cond.get("reason") == "Halted")
+    return "\n".join(lines), over
+
+
+async def rollout_status(ref: str, *, hub: str | None, watch: bool,
+                         interval: float = 1.0) -> tuple[int, str]:
+    """The rollout's state; with ``watch``, printed on every change until it is rolled out
+    (exit 0) or halted (exit 1), as ``kubectl rollout status`` waits."""
+    async with hub_client(hub) as client:
+        shown = ""
+        while True:
+            obj = await _stored(client, ref)
+            text, over = _rollout_text(obj)
+            if not watch:
+                return 0, text
+            if text != shown:
+                print(text, flush=True)
+                shown = text
+            if over:
+                cond = StatusView.of(obj).condition("RolledOut") or {}
+                return (0 if cond.get("status") == "True" or "rollout" not in StatusView.of(
+                    obj).raw else 1), ""
+            await asyncio.sleep(interval)
+
+
+async def rollout_pause(ref: str, *, hub: str | None, paused: bool) -> str:
+    async with hub_client(hub) as client:
+        obj = await _stored(client, ref)
+        meta = obj["metadata"]
+        await client.patch(HMLS, meta["namespace"], meta["name"],
+                           {"spec": {"rollout": {"paused": paused}}}, field_manager=CLI_MANAGER)
+    return f"rollout of {meta['namespace']}/{meta['name']} {'paused' if paused else 'resumed'}"
+
+
+async def rollout_undo(ref: str, *, hub: str | None, to_revision: int | None) -> str:
+    """Put the workloads of an earlier revision (by default the one before the current) back
+    into the spec: the rollout then takes them to the clusters as any change."""
+    async with hub_client(hub) as client:
+        obj = await _stored(client, ref)
+        meta = obj["metadata"]
+        owner = Owner.of(obj)
+        listed, _ = await client.list(CONTROLLER_REVISIONS, namespace=owner.namespace,
+                                      label_selector=f"{OWNER_UID}={owner.uid}")
+        revisions = {o["revision"]: o for o in listed if isinstance(o.get("revision"), int)}
+        current = (StatusView.of(obj).raw.get("rollout") or {}).get("currentRevision")
+        if not revisions:
+            raise OperationError(f"{owner.key} has no recorded revisions (is its rollout "
+                                 "strategy Progressive?)")
+        if to_revision is None:
+            older = [n for n in revisions if current is None or n < current]
+            if not older:
+                raise OperationError(f"{owner.key} has no revision before {current}")
+            to_revision = max(older)
+        found = revisions.get(to_revision)
+        if found is None:
+            raise OperationError(f"{owner.key} has no revision {to_revision} (kept: "
+                                 f"{', '.join(map(str, sorted(revisions)))})")
+        await client.patch(HMLS, meta["namespace"], meta["name"],
+                           {"spec": {"workloads": found["data"]["workloads"]}},
+                           field_manager=CLI_MANAGER)
+    return f"{owner.key} rolled back to the workloads of revision {to_revision}"

@@ -185,10 +185,46 @@ class TrafficSpec(BaseModel):
     recovery_seconds: int = Field(30, alias="recoverySeconds", ge=0)
 
 
+_PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")
+
+
+class RolloutSpec(BaseModel):
+    """How a new revision of the workloads reaches the clusters."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    strategy: Literal["All", "Progressive"] = "All"
+    max_concurrency: int | str = Field(1, alias="maxConcurrency")
+    order: list[str] = Field(default_factory=list)
+    soak_seconds: int = Field(60, alias="soakSeconds", ge=0)
+    progress_deadline_seconds: int = Field(600, alias="progressDeadlineSeconds", ge=1)
+    max_failures: int = Field(0, alias="maxFailures", ge=0)
+    auto_rollback: bool = Field(True, alias="autoRollback")
+    paused: bool = False
+    revision_history_limit: int = Field(10, alias="revisionHistoryLimit", ge=1)
+
+    @field_validator("max_concurrency")
+    @classmethod
+    def _count_or_percent(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("maxConcurrency must be at least 1")
+        if isinstance(value, str) and not _PERCENT.match(value):
+            raise ValueError(f"maxConcurrency {value!r} must be an integer or a percentage "
+                             "such as '25%'")
+        return value
+
+    def concurrency(self, clusters: int) -> int:
+        """Clusters updated at once out of this many (a percentage rounds down, at least 1)."""
+        if isinstance(self.max_concurrency, int):
+            return self.max_concurrency
+        return max(1, clusters * int(self.max_concurrency[:-1]) // 100)
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     workloads: list[Workload] = Field(min_length=1)
+    rollout: RolloutSpec = Field(default_factory=lambda: RolloutSpec.model_validate({}))
     deletion_policy: Literal["Delete", "Orphan"] = Field("Delete", alias="deletionPolicy")
     traffic: TrafficSpec | None = None
     take_over: bool = Field(False, alias="takeOver")

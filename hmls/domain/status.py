@@ -38,6 +38,8 @@ class ItemResult:
     """Not applied now, but applied earlier: the object may exist on the cluster."""
     drift: str | None = None
     """driftPolicy Report: what changed on the cluster behind hmls's back."""
+    written: bool = False
+    """This reconcile wrote the object: its observed status predates the write."""
 
     @property
     def health(self) -> Health | None:
@@ -159,7 +161,8 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView,
               extra: tuple[Condition, ...] = (), pending: list[dict[str, Any]] | None = None,
               traffic: dict[str, Any] | None = None,
               created_namespaces: list[dict[str, str]] | None = None,
-              selected: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+              selected: list[dict[str, Any]] | None = None,
+              rollout: dict[str, Any] | None = None) -> dict[str, Any]:
     """The complete new status for these item results (None values: fields to remove)."""
     conditions = [fully_applied(items), ready(items), *extra]
     return {
@@ -172,6 +175,7 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView,
         "traffic": traffic,
         "createdNamespaces": created_namespaces or None,
         "placements": selected or None,
+        "rollout": rollout,
     }
 
 

@@ -186,7 +186,10 @@ def gateway_api_objects(*, namespace: str, owner_ns: str, owner_name: str, traff
 
 def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
          reachable: Mapping[str, bool | None], previous: dict[str, Any] | None,
-         now: dt.datetime) -> Plan:
+         now: dt.datetime, drained: Mapping[str, str] | None = None) -> Plan:
+    """The HeadIngress objects and ``status.traffic``.  ``drained``: clusters a progressive
+    rollout holds at weight 0 (with why); a healthy drained cluster keeps its healthySince, so
+    the rollout's soak is not followed by a second recovery wait."""
     owner_ns, owner_name = owner.namespace, owner.name
     prev_routes = {r["cluster"]: r for r in (previous or {}).get("routes") or []}
     found = backends(traffic, items, reachable)
@@ -208,7 +211,9 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
             continue
         start = parse_timestamp(prev.get("healthySince")) or now
         since[b.cluster] = timestamp(start)
-        if not prev.get("damped") or now - start >= window:
+        if drained and b.cluster in drained:
+            reasons[b.cluster] = drained[b.cluster]
+        elif not prev.get("damped") or now - start >= window:
             eligible.add(b.cluster)
         else:
             damped.add(b.cluster)

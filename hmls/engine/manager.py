@@ -130,7 +130,7 @@ class Manager:
                 self.metrics.reconcile_total.labels(result).inc()
             if result == "success":
                 self.queue.forget(key)
-                if outcome is not None and outcome.requeue_after:
+                if outcome is not None and outcome.requeue_after is not None:
                     self.queue.add_after(key, outcome.requeue_after)
             else:
                 delay = self.queue.add_rate_limited(key)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from hmls.domain import rollout as rollout_mod
 from hmls.domain import status as status_mod
 from hmls.domain import traffic as traffic_mod
 from hmls.domain.access import AccessPolicy
@@ -45,6 +46,7 @@ from hmls.domain.models import (
 )
 from hmls.domain.render import Desired, Fleet, ResourceRef, apply_order, placements, render
 from hmls.domain.status import APPLIED_OK, Condition, ItemResult, StatusView
+from hmls.engine import rollouts
 from hmls.engine.hubcache import HubCache
 from hmls.engine.spokes import NamespaceView, Observed, Ref
 from hmls.kube import errors
@@ -132,6 +134,7 @@ class Reconciler:
                  events: EventRecorder, metrics: Metrics,
                  now: Callable[[], dt.datetime] = _now) -> None:
         self.hub = hub
+        self.revisions = rollouts.Revisions(hub)
         self.store = hub_store
         self.fleet = fleet
         self.events = events
@@ -179,7 +182,13 @@ class Reconciler:
             return Outcome(True)
         fleet = self.fleet.labels()
         chosen = placements(spec, fleet)
-        desired = render(owner, spec, fleet)
+        prepared = None
+        if spec.rollout.strategy == "Progressive":
+            prepared = await rollouts.prepare(self.revisions, obj, owner, spec, fleet, previous,
+                                              self._now())
+            desired = prepared.desired
+        else:
+            desired = render(owner, spec, fleet)
         inventory = previous.inventory()
         applied, runs = await self._apply_all(owner, desired, spec=spec)
         created = {(c, ref) for c, refs in inventory.items() for ref in refs}
@@ -188,10 +197,15 @@ class Reconciler:
         extra: list[Condition] = []
         if spec.drift_policy == "Report":
             extra.append(status_mod.in_sync(items))
+        plan = prepared.finish(items, previous) if prepared else None
+        if plan is not None:
+            extra.append(plan.condition)
         traffic_status, requeue_after, traffic_ok = None, None, True
         if spec.traffic is not None:
+            drained = {c: f"drained for the rollout of revision {plan.state.current}"
+                       for c in plan.drained} if plan else {}
             traffic_status, cond, requeue_after = await self._traffic(owner, spec.traffic, items,
-                                                                      previous)
+                                                                      previous, drained)
             traffic_ok = cond.status == "True"
             extra.append(cond)
             if traffic_status:
@@ -206,12 +220,24 @@ class Reconciler:
             generation=generation, items=items, previous=previous, now=self._clock(),
             extra=tuple(extra), pending=pending, traffic=traffic_status,
             created_namespaces=await self._created_namespaces(desired),
-            selected=status_mod.selected(spec, chosen))
+            selected=status_mod.selected(spec, chosen),
+            rollout=plan.state.to_status(prepared.order) if plan and prepared else None)
         await self._write_status(obj, status_mod.fit(new))
         self._track(key, {"status": new})
         await self._announce(obj, previous, items, runs)
+        if plan is not None:
+            await self._rollout_steps(obj, plan)
+            requeue_after = min((t for t in (requeue_after, plan.requeue_after) if t is not None),
+                                default=None)
         converged = not pending and all(i.applied for i in items) and traffic_ok
         return Outcome(converged, requeue_after)
+
+    async def _rollout_steps(self, obj: Obj, plan: rollout_mod.Plan) -> None:
+        for type_, reason, message in plan.events:
+            await self.events.emit(obj, type_=type_, reason=reason, message=message)
+        for step in plan.finished:
+            self.metrics.rollout_steps.labels(step.result).inc()
+            self.metrics.rollout_step_duration.labels(step.result).observe(step.seconds)
 
     # ----- fan-out -----------------------------------------------------------------
     async def _apply_all(self, owner: Owner, desired: list[Desired], *, spec: Spec
@@ -345,7 +371,7 @@ class Reconciler:
             if drift is not None:
                 self.metrics.drift_corrected.labels(name).inc()
                 run.corrected.append(f"{item.ref}: restored {drift}")
-            return _observed(name, item, applied)
+            return replace(_observed(name, item, applied), written=True)
         except errors.KubeError as exc:
             return ItemResult(name, item.ref, False, self._failed(run, exc))
 
@@ -374,13 +400,13 @@ class Reconciler:
         return await self._delete_owned(spoke, owner, inventory, keep=keep, reason="Pruned")
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
-                       previous: StatusView
+                       previous: StatusView, drained: Mapping[str, str]
                        ) -> tuple[dict[str, Any] | None, Condition, float | None]:
         """Plan and apply the HeadIngress objects: (status.traffic, TrafficReady, requeue)."""
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
                                     reachable=self.fleet.reachability(),
-                                    previous=previous.traffic, now=self._now())
+                                    previous=previous.traffic, now=self._now(), drained=drained)
         except ValueError as exc:
             return None, Condition("TrafficReady", "False", "InvalidTraffic", str(exc)), None
         results = await self._apply_cluster(owner, spec.ingress_cluster,
@@ -462,6 +488,8 @@ class Reconciler:
             await self._write_status(obj, new)
             await self.events.emit(obj, type_="Warning", reason="CleanupPending", message=message)
             return False
+        if previous.raw.get("rollout") is not None:
+            await self.revisions.delete_all(owner)
         await self._set_finalizers(obj, [f for f in meta.get("finalizers") or [] if f != FINALIZER])
         log.info("%s: cleanup done, finalizer removed", owner.key)
         return True

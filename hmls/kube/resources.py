@@ -42,3 +42,6 @@ LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 CLUSTER_PROFILES = Resource("multicluster.x-k8s.io/v1alpha1", "ClusterProfile", "clusterprofiles",
                             namespaced=True)
 """SIG-Multicluster's cluster inventory (KEP-4322), read where the hub serves it."""
+CONTROLLER_REVISIONS = Resource("apps/v1", "ControllerRevision", "controllerrevisions",
+                                namespaced=True)
+"""A HyperMLService's workload revisions (progressive rollout), as Deployments keep theirs."""

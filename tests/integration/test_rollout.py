@@ -1,0 +1,238 @@
+"""Progressive rollout against real API servers: one cluster at a time with the HeadIngress
+following each step, a deadline miss halting and rolling back (the simulator's not-ready knob
+plays the bad model), a controller restart mid-rollout, pause, resume and undo."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import yaml
+
+from hmls.devenv.environment import Environment
+from hmls.devenv.simulator import MLSERVICE, READY_KNOB
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import CONTROLLER_REVISIONS
+from tests.conftest import Controller, eventually, hmls_cli, kubectl
+from tests.integration.helpers import (
+    condition,
+    create,
+    described_events,
+    get_hmls,
+    hmls,
+    hub,
+    mlservice,
+    replace_spec,
+    route_weights,
+    wait_condition,
+    wait_weights,
+)
+
+Clients = dict[str, ClusterClient]
+
+
+def progressive(ns: str, *, traffic: bool = True, **rollout: Any) -> Obj:
+    obj = hmls(ns, "svc", (["spoke1", "spoke2"], [mlservice("svc")]),
+               rollout={"strategy": "Progressive", "soakSeconds": 3,
+                        "progressDeadlineSeconds": 30, **rollout})
+    if traffic:
+        obj["spec"]["traffic"] = {"ingressCluster": "ingress", "recoverySeconds": 0}
+    return obj
+
+
+def revised(obj: Obj, *, replicas: int = 2, ready: bool = True) -> Obj:
+    new = copy.deepcopy(obj)
+    manifest = mlservice("svc", replicas=replicas)
+    if not ready:
+        manifest["metadata"]["annotations"] = {READY_KNOB: "false"}
+    new["spec"]["workloads"][0]["manifests"] = [manifest]
+    return new
+
+
+async def replicas(clients: Clients, ns: str) -> dict[str, int]:
+    out = {}
+    for spoke in ("spoke1", "spoke2"):
+        got = await clients[spoke].get(MLSERVICE, ns, "svc")
+        assert got is not None
+        out[spoke] = got["spec"]["releases"][0]["predictor"]["minReplicas"]
+    return out
+
+
+async def routed(clients: Clients, ns: str) -> dict[str, int]:
+    """The VirtualService's weights, clusters at 0 left out."""
+    return {c: w for c, w in (await route_weights(clients["ingress"], ns) or {}).items() if w}
+
+
+async def phase(clients: Clients, ns: str, cluster: str, want: str, *,
+                timeout: float = 30) -> Obj:
+    async def check() -> Obj | None:
+        obj = await get_hmls(clients["hub"], ns, "svc")
+        steps = ((obj or {}).get("status") or {}).get("rollout", {}).get("clusters") or []
+        return obj if any(s["cluster"] == cluster and s["phase"] == want for s in steps) \
+            else None
+    found: Obj = await eventually(check, timeout=timeout, interval=0.1,
+                                  what=f"{cluster} {want}")
+    return found
+
+
+async def rolled_out(clients: Clients, ns: str, revision: int) -> Obj:
+    obj = await wait_condition(clients["hub"], ns, "svc", "RolledOut", timeout=40)
+    assert obj["status"]["rollout"]["currentRevision"] == revision
+    return obj
+
+
+async def soaking_revision_2(env: Environment, clients: Clients, obj: Obj) -> None:
+    """Create at revision 1, roll it out, change to revision 2: spoke1 is soaking it."""
+    create(env, obj)
+    await rolled_out(clients, obj["metadata"]["namespace"], 1)
+    replace_spec(env, revised(obj))
+    await phase(clients, obj["metadata"]["namespace"], "spoke1", "Soaking")
+
+
+def hub_namespace(env: Environment, ns: str) -> None:
+    kubectl(env, "hub", "create", "namespace", ns, check=False)
+
+
+def delete(env: Environment, ns: str) -> None:
+    kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--timeout=30s", check=False)
+
+
+async def test_one_cluster_at_a_time_with_traffic_following_each_step(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "t-rollout-steps"
+    hub_namespace(env, ns)
+    obj = progressive(ns)
+    try:
+        create(env, obj)
+        first = await rolled_out(clients, ns, 1)
+        assert first["status"]["rollout"]["lastGoodRevision"] == 1
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+
+        replace_spec(env, revised(obj))
+        await phase(clients, ns, "spoke1", "Soaking")
+        # spoke1 has the new spec and no traffic; spoke2 keeps the old spec and all of it
+        assert await replicas(clients, ns) == {"spoke1": 2, "spoke2": 1}
+        assert await routed(clients, ns) == {"spoke2": 100}
+        await phase(clients, ns, "spoke2", "Soaking")
+        assert await replicas(clients, ns) == {"spoke1": 2, "spoke2": 2}
+        assert await routed(clients, ns) == {"spoke1": 100}
+        done = await rolled_out(clients, ns, 2)
+        assert done["status"]["rollout"]["lastGoodRevision"] == 2
+        assert condition(done, "RolledOut")["message"] == \
+            "every cluster runs revision 2 and is Ready"
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+
+        revisions, _ = await clients["hub"].list(CONTROLLER_REVISIONS, namespace=ns)
+        assert sorted(r["revision"] for r in revisions) == [1, 2]
+        assert {r["metadata"]["ownerReferences"][0]["uid"] for r in revisions} == \
+            {done["metadata"]["uid"]}
+        messages = [e["message"] for e in described_events(env, ns, "svc")
+                    if e["reason"] == "RolloutStep"]
+        assert "spoke1: draining for revision 2" in messages
+        assert "spoke2: revision 2 Ready, traffic restored" in messages
+        printed = kubectl(env, "hub", "get", "hmls", "-n", ns, "svc").stdout
+        assert "2/2 at revision 2" in printed
+    finally:
+        delete(env, ns)
+    revisions, _ = await clients["hub"].list(CONTROLLER_REVISIONS, namespace=ns)
+    assert revisions == []  # deleted with the HyperMLService
+
+
+async def test_a_deadline_miss_halts_and_rolls_the_cluster_back(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "t-rollout-halt"
+    hub_namespace(env, ns)
+    obj = progressive(ns, progressDeadlineSeconds=4)
+    try:
+        create(env, obj)
+        await rolled_out(clients, ns, 1)
+        replace_spec(env, revised(obj, ready=False))  # a model that never gets Ready
+        await phase(clients, ns, "spoke1", "Applying")
+        halted = await phase(clients, ns, "spoke1", "RolledBack", timeout=40)
+        cond = condition(halted, "RolledOut")
+        assert (cond["status"], cond["reason"]) == ("False", "Halted")
+        assert cond["message"] == ("revision 2 halted: spoke1 not Ready within 4s; clusters "
+                                   "rolled back to revision 1")
+        steps = {s["cluster"]: s for s in halted["status"]["rollout"]["clusters"]}
+        assert (steps["spoke1"]["revision"], steps["spoke2"]["revision"]) == (1, 1)
+        assert steps["spoke2"]["phase"] == "Pending"
+        # spoke2 never got the bad revision; spoke1 runs the good one again
+        for spoke in ("spoke1", "spoke2"):
+            got = await clients[spoke].get(MLSERVICE, ns, "svc")
+            assert got is not None and READY_KNOB not in (got["metadata"].get("annotations")
+                                                          or {})
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+        reasons = {e["reason"] for e in described_events(env, ns, "svc")}
+        assert {"RolloutStepFailed", "RolloutHalted"} <= reasons
+    finally:
+        delete(env, ns)
+
+
+async def test_a_restart_mid_rollout_resumes_without_applying_twice(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    ns = "t-rollout-restart"
+    hub_namespace(env, ns)
+    obj = progressive(ns, traffic=False, soakSeconds=5)
+    try:
+        await soaking_revision_2(env, clients, obj)
+        got = await clients["spoke1"].get(MLSERVICE, ns, "svc")
+        assert got is not None
+        generation = got["metadata"]["generation"]
+        controller.stop()
+        controller.start()
+        await rolled_out(clients, ns, 2)
+        assert await replicas(clients, ns) == {"spoke1": 2, "spoke2": 2}
+        got = await clients["spoke1"].get(MLSERVICE, ns, "svc")
+        assert got is not None and got["metadata"]["generation"] == generation
+    finally:
+        delete(env, ns)
+
+
+async def test_pause_resume_status_and_undo_from_the_command_line(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    ns = "t-rollout-cli"
+    hub_namespace(env, ns)
+    obj = progressive(ns, traffic=False)
+    ref = f"{ns}/svc"
+    try:
+        await soaking_revision_2(env, clients, obj)
+        assert hmls_cli("rollout", "pause", ref, *hub(env)).stdout == \
+            f"rollout of {ref} paused\n"
+        paused = await phase(clients, ns, "spoke1", "Done")
+        await asyncio.sleep(2)  # a paused rollout starts nothing: spoke2 stays where it is
+        paused = await get_hmls(clients["hub"], ns, "svc") or paused
+        assert condition(paused, "RolledOut")["reason"] == "Paused"
+        assert await replicas(clients, ns) == {"spoke1": 2, "spoke2": 1}
+        shown = hmls_cli("rollout", "status", ref, *hub(env)).stdout
+        assert "spoke2    1          Pending" in shown, shown
+
+        hmls_cli("rollout", "resume", ref, *hub(env))
+        watched = hmls_cli("rollout", "status", ref, "--watch", *hub(env), check=False)
+        assert watched.returncode == 0, watched.stdout + watched.stderr
+        assert "RolledOut=True (AllClustersUpdated)" in watched.stdout
+        assert await replicas(clients, ns) == {"spoke1": 2, "spoke2": 2}
+
+        res = hmls_cli("rollout", "undo", ref, *hub(env))
+        assert res.stdout == f"{ref} rolled back to the workloads of revision 1\n"
+        await rolled_out(clients, ns, 3)  # revision 1's workloads, renumbered
+        assert await replicas(clients, ns) == {"spoke1": 1, "spoke2": 1}
+        res = hmls_cli("rollout", "undo", ref, "--to-revision", "9", *hub(env), check=False)
+        assert res.returncode == 2
+        assert res.stderr == (f"hmls rollout undo: {ref} has no revision 9 (kept: 2, 3)\n")
+    finally:
+        delete(env, ns)
+
+
+def test_bad_rollout_settings_are_refused_at_admission(env: Environment) -> None:
+    ns = "t-rollout-admission"
+    hub_namespace(env, ns)
+    for value, message in (("0%", "maxConcurrency must be an integer >= 1 or a percentage"),
+                           (0, "maxConcurrency must be an integer >= 1 or a percentage"),
+                           ("fast", "maxConcurrency must be an integer >= 1 or a percentage")):
+        obj = progressive(ns, traffic=False, maxConcurrency=value)
+        res = kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump(obj), check=False)
+        assert res.returncode != 0 and message in res.stderr, (value, res.stderr)
+    obj = progressive(ns, traffic=False, strategy="Canary")
+    res = kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump(obj), check=False)
+    assert 'supported values: "All", "Progressive"' in res.stderr
