@@ -9,13 +9,15 @@ Pure.  Every function returns a new value and leaves its inputs untouched; every
 from __future__ import annotations
 
 import copy
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
 
 OPS = ("add", "remove", "replace", "move", "copy", "test")
 _PLACEHOLDER = re.compile(r"\$(\$?)\{([A-Za-z0-9._/-]+)\}")
-_INDEX = re.compile(r"^(0|[1-9][0-9]*)$")
+_INDEX = re.compile(r"0|[1-9][0-9]*")  # used with fullmatch: "$" would accept a trailing "\n"
+_BAD_ESCAPE = re.compile(r"~(?![01])")
 
 
 class PatchError(ValueError):
@@ -24,14 +26,20 @@ class PatchError(ValueError):
 
 # ----- RFC 7396 --------------------------------------------------------------------------------
 def merge_patch(target: Any, patch: Any) -> Any:
+    """``target`` with the merge patch ``patch`` applied, as a new value sharing nothing with
+    either input.  A non-object patch replaces the target; ``None`` members delete keys."""
     if not isinstance(patch, dict):
         return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
+    base = target if isinstance(target, dict) else {}
+    out: dict[str, Any] = {}
+    for key, value in base.items():  # the target's keys first, in their order
+        if key not in patch:
+            out[key] = copy.deepcopy(value)
+        elif patch[key] is not None:
+            out[key] = merge_patch(value, patch[key])
     for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
+        if key not in base and value is not None:
+            out[key] = merge_patch(None, value)
     return out
 
 
@@ -39,13 +47,17 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def _tokens(pointer: Any) -> list[str]:
     if not isinstance(pointer, str) or (pointer and not pointer.startswith("/")):
         raise PatchError(f"{pointer!r} is not a JSON pointer (it must be '' or start with '/')")
+    if _BAD_ESCAPE.search(pointer):
+        raise PatchError(f"{pointer!r} is not a JSON pointer ('~' must be followed by 0 or 1)")
     return [t.replace("~1", "/").replace("~0", "~") for t in pointer.split("/")[1:]]
 
 
 def _index(container: list[Any], token: str, *, insert: bool) -> int:
     if insert and token == "-":
         return len(container)
-    if not _INDEX.match(token):
+    if token == "-":
+        raise PatchError("'-' (past the end of the array) can only be the target of add")
+    if not _INDEX.fullmatch(token):
         raise PatchError(f"{token!r} is not an array index")
     index, size = int(token), len(container) + (1 if insert else 0)
     if index >= size:
@@ -138,29 +150,40 @@ def _one(doc: Any, op: Any) -> Any:
     if kind == "remove":
         return _remove(doc, path)
     if kind == "replace":
-        _get(doc, path)
         value = copy.deepcopy(_member(op, "value"))
-        return _add(_remove(doc, path), path, value) if path else value
+        if not path:
+            return value
+        parent, key = _existing(doc, path)
+        parent[key] = value  # in place: an object keeps its key order
+        return doc
     if kind == "test":
         found, wanted = _get(doc, path), _member(op, "value")
         if not _same(found, wanted):
             raise PatchError(f"value is {_short(found)}, not {_short(wanted)}")
         return doc
     source = _tokens(_member(op, "from"))
-    value = copy.deepcopy(_get(doc, source))
-    if kind == "move":
-        if path[:len(source)] == source and len(path) > len(source):
-            raise PatchError("a value cannot be moved into itself")
-        doc = _remove(doc, source)
-    return _add(doc, path, value)
+    if kind == "copy":
+        return _add(doc, path, copy.deepcopy(_get(doc, source)))
+    value = _get(doc, source)  # moved, not duplicated: no copy needed
+    if path == source:
+        return doc
+    if path[:len(source)] == source:
+        raise PatchError(f"a value cannot be moved into itself (from {op['from']})")
+    return _add(_remove(doc, source), path, value)
 
 
 def _short(value: Any) -> str:
-    text = f'"{value}"' if isinstance(value, str) else repr(value)
+    """A value in JSON notation (``"a"``, ``true``, ``null``), cut to 60 characters."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):
+        text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def json_patch(doc: Any, ops: list[Any]) -> Any:
+    """``doc`` with the JSON patch operations ``ops`` applied in order, as a new document;
+    the inputs are left untouched.  Raises ``PatchError`` naming the failing operation."""
     out = copy.deepcopy(doc)
     for i, op in enumerate(ops):
         try:

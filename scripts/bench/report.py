@@ -129,6 +129,18 @@ def _apply(a: dict[str, Any], floors: dict[str, Any]) -> list[str]:
             "→Ready includes the simulator's 0.5 s status delay.", ""]
 
 
+def _rollout(p: dict[str, Any]) -> list[str]:
+    o, first = p["step_overhead_ms"], p["first_step_ms"]
+    rows = [["cluster i Done → cluster i+1 applied", _ms(o["p50_ms"]), _ms(o["p99_ms"]), o["n"],
+             f"{_ms(p['lower_bound_ms'])} (x{ratio(o['p50_ms'], p['lower_bound_ms'])})"],
+            ["spec change → first cluster applied", _ms(first["p50_ms"]), _ms(first["p99_ms"]),
+             first["n"], ""]]
+    return ["## Progressive rollout step overhead", "",
+            *_table(["", "p50 ms", "p99 ms", "n", "lower bound (p50/LB)"], rows),
+            f"{p['revisions']} revisions over {p['spokes']} spokes, maxConcurrency 1, soakSeconds "
+            "1, no traffic. LB = status patch + apply + watch (floor p50s of this run).", ""]
+
+
 def _propagation(p: dict[str, Any]) -> list[str]:
     s, storm = p["spoke_status_to_hub"], p["storm"]
     seen = storm["all_not_ready_seen"]
@@ -292,6 +304,8 @@ def _headline(r: dict[str, Any]) -> dict[str, tuple[float | None, str]]:
     for case in (r.get("apply") or {}).get("cases", []):
         out[f"create → FullyApplied p50, {case['spokes']} spokes x {case['manifests']}"] = (
             case["create_to_fully_applied"]["p50_ms"], "ms")
+    if "rollout" in r:
+        out["rollout step overhead p50"] = (r["rollout"]["step_overhead_ms"]["p50_ms"], "ms")
     if "propagation" in r:
         p = r["propagation"]
         out["spoke status → hub p50"] = (p["spoke_status_to_hub"]["p50_ms"], "ms")
@@ -343,6 +357,8 @@ def markdown(r: dict[str, Any], chart: str, folded: str | None,
         lines += _apply(r["apply"], r["floors"])
     if "propagation" in r:
         lines += _propagation(r["propagation"])
+    if "rollout" in r:
+        lines += _rollout(r["rollout"])
     if "idle" in r:
         lines += _idle(r["idle"])
     if "scale" in r:

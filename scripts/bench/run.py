@@ -11,6 +11,8 @@ measurements run one after the other:
                  bound, kubectl
                                                                         (apply_latency.py)
   propagation    spoke status → hub, and all spokes flipping at once     (propagation.py)
+  rollout        progressive rollout step overhead: one cluster Done → the next one's
+                 apply, over every spoke                               (rollout.py)
   scale          cold start for N CRs x k spokes, growth fits, profile  (scale.py)
   idle           writes and CPU while idle vs a no-controller baseline, restart (idle.py),
                  on a second environment (hub, 4 spokes, ingress): it is set up first, its
@@ -42,6 +44,7 @@ import apply_latency
 import floors
 import idle
 import propagation
+import rollout
 import scale
 from common import REPO, Bench, Controller, log, stop_env
 from latency import NAMESPACE
@@ -50,7 +53,7 @@ from report import loadavg, machine, write
 from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
 
-PHASES = ("floors", "apply", "propagation", "scale", "idle")
+PHASES = ("floors", "apply", "propagation", "rollout", "scale", "idle")
 SPOKES = 8
 QUICK_SPOKES = 4  # fewer servers to start and no 8-spoke apply cases: the 3-minute budget
 
@@ -105,7 +108,7 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
             background = asyncio.create_task(_phase(result, "idle_windows",
                                                     lambda: idle.windows(ib, ctl)))
         fl = result["floors"] = await _phase(result, "floors", lambda: floors.run(b))
-        if only & {"apply", "propagation"}:
+        if only & {"apply", "propagation", "rollout"}:
             ctl = Controller(b, [NAMESPACE])
             ctl.start()
             await ctl.wait_ready()
@@ -114,6 +117,9 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
             if "propagation" in only:
                 result["propagation"] = await _phase(result, "propagation",
                                                      lambda: propagation.run(b, ctl, fl))
+            if "rollout" in only:
+                result["rollout"] = await _phase(result, "rollout",
+                                                 lambda: rollout.run(b, ctl, fl))
             await ctl.stop()
             await b.clean(NAMESPACE, b.spokes)
             await b.clean(apply_latency.KUBECTL_NS, b.spokes, owned_only=False)

@@ -211,6 +211,7 @@ CLUSTER_WIDE = {
     ("tensorstack.dev", "hypermlservices/status", "", "patch"),
     ("", "events", "", "create"),
     *(("multicluster.x-k8s.io", "clusterprofiles", "", v) for v in ("list", "watch")),
+    *(("apps", "controllerrevisions", "", v) for v in ("list", "create", "patch", "delete")),
 }
 
 
