@@ -332,6 +332,9 @@ class Environment:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             "--endpoint-reconciler-type=none",
+            # as on usual clusters: privileged Pods are a matter for admission and policy, so
+            # the tests that hmls refuses them can fail
+            "--allow-privileged=true",
             "--v=1",
         ])
 

@@ -284,7 +284,8 @@ class Reconciler:
                     res = await spoke.resource(item.ref.api_version, item.ref.kind)
                     failure = spoke.access.refuse_object(
                         name, kind=item.ref.kind, namespaced=res.namespaced,
-                        namespace=item.ref.namespace, owner_namespace=owner.namespace)
+                        namespace=item.ref.namespace, owner_namespace=owner.namespace,
+                        api_version=item.ref.api_version, body=item.body)
                     if failure:
                         self.metrics.apply_total.labels(name, "refused").inc()
                 except errors.KubeError as exc:
