@@ -21,7 +21,12 @@ import yaml
 from hmls.devenv.environment import Environment
 from hmls.devenv.pki import CertificateAuthority, KeyPair
 from hmls.devenv.simulator import READY_KNOB
-from hmls.domain.access import ALLOW_CLUSTER_SCOPED, ALLOW_OTHER_NAMESPACES, ALLOWED_NAMESPACES
+from hmls.domain.access import (
+    ALLOW_CLUSTER_SCOPED,
+    ALLOW_OTHER_NAMESPACES,
+    ALLOWED_KINDS,
+    ALLOWED_NAMESPACES,
+)
 from hmls.domain.models import CLUSTER_LABEL, FINALIZER
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS, LEASES
@@ -379,7 +384,9 @@ async def test_cluster_scoped_and_foreign_namespace_manifests(
         f"namespace elsewhere differs from the HyperMLService's namespace {ns}; refused")
     assert by["fine"]["applied"] is True
     assert kubectl(env, "spoke1", "get", "clusterrole", "f-escalate-role", check=False).returncode != 0
-    join_alias(env, "trusted", "spoke1", **{ALLOW_CLUSTER_SCOPED: "true", ALLOW_OTHER_NAMESPACES: "true"})
+    join_alias(env, "trusted", "spoke1", **{
+        ALLOW_CLUSTER_SCOPED: "true", ALLOW_OTHER_NAMESPACES: "true",
+        ALLOWED_KINDS: "*, ClusterRole.rbac.authorization.k8s.io"})  # RBAC only when named
     create(env, hmls(ns, "trusted", (["trusted"], [role, foreign])))
     await wait_condition(clients["hub"], ns, "trusted", "FullyApplied")
     assert kubectl(env, "spoke1", "get", "clusterrole", "f-escalate-role").returncode == 0
