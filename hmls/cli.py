@@ -84,7 +84,11 @@ def _cluster(args: argparse.Namespace) -> int:
             out = asyncio.run(ops.join(args.name, hub=args.kubeconfig,
                                        cluster_kubeconfig=args.cluster_kubeconfig,
                                        namespace=args.namespace, policy=_policy(args),
-                                       labels=args.label))
+                                       labels=args.label, as_is=args.kubeconfig_as_is,
+                                       trusted=args.trust_hub_namespaces))
+        elif args.cluster_command == "rotate":
+            out = asyncio.run(ops.rotate(args.name, hub=args.kubeconfig,
+                                         namespace=args.namespace, policy=_policy(args)))
         elif args.cluster_command == "label":
             out = asyncio.run(ops.label(args.name, args.labels, hub=args.kubeconfig,
                                         namespace=args.namespace))
@@ -93,7 +97,9 @@ def _cluster(args: argparse.Namespace) -> int:
                                                 policy=_policy(args)))
         else:
             out = asyncio.run(ops.unjoin(args.name, hub=args.kubeconfig,
-                                         namespace=args.namespace, force=args.force))
+                                         namespace=args.namespace, force=args.force,
+                                         cluster_kubeconfig=args.cluster_kubeconfig,
+                                         policy=_policy(args)))
     except ops.OperationError as exc:
         print(f"hmls cluster {args.cluster_command}: {exc}", file=sys.stderr)
         return 1
@@ -209,9 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     cluster = sub.add_parser("cluster", help="register spoke clusters on the hub")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
-    join = csub.add_parser("join", help="check a kubeconfig and register the cluster")
+    join = csub.add_parser(
+        "join", help="register a cluster: with the operator's kubeconfig, make hmls an identity "
+        "of its own there (a ServiceAccount, least-privilege ClusterRoles, a bounded token) and "
+        "store only that token on the hub")
     join.add_argument("name")
-    join.add_argument("--cluster-kubeconfig", required=True, help="the spoke's kubeconfig")
+    join.add_argument("--cluster-kubeconfig", required=True,
+                      help="the operator's kubeconfig for the spoke; used here, on this machine "
+                      "(its exec plugin may run), never stored unless --kubeconfig-as-is")
+    join.add_argument("--kubeconfig-as-is", action="store_true",
+                      help="store the given kubeconfig instead (it must pass the allow-list)")
+    join.add_argument("--trust-hub-namespaces", action="store_true",
+                      help="trusted mode: write every hub namespace's manifests with hmls's "
+                      "credentials, under the cluster's kind policy (default: tenant mode, "
+                      "each hub namespace writes as its own identity on the spoke)")
     join.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                       help="a cluster label for selectors and overrides (repeatable)")
     _hub_flags(join)
@@ -224,11 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     lbl.add_argument("name")
     lbl.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
     _hub_flags(lbl)
+    rot = csub.add_parser("rotate", help="renew the token of the identity join minted")
+    rot.add_argument("name")
+    _hub_flags(rot)
+    _policy_flags(rot)
     unjoin = csub.add_parser("unjoin", help="remove a cluster's registration")
     unjoin.add_argument("name")
+    unjoin.add_argument("--cluster-kubeconfig",
+                        help="the operator's kubeconfig for the spoke: also remove the identity "
+                        "join made there")
     unjoin.add_argument("--force", action="store_true",
                         help="unjoin even while HyperMLServices target the cluster")
     _hub_flags(unjoin)
+    _policy_flags(unjoin)
     cluster.set_defaults(func=_cluster)
 
     status = sub.add_parser("status", help="status of one HyperMLService, cluster by resource")

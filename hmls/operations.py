@@ -10,13 +10,17 @@ import asyncio
 import base64
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from hmls import identity
+from hmls.domain.access import TENANCY, TENANT_SERVICE_ACCOUNT
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import (
     CLUSTER_LABEL,
@@ -42,7 +46,10 @@ from hmls.kube.resources import (
 
 SSAR = Resource("authorization.k8s.io/v1", "SelfSubjectAccessReview",
                 "selfsubjectaccessreviews", namespaced=False)
-CLI_MANAGER = "hmls-cli"
+CLI_MANAGER = identity.MANAGER
+IDENTITY = "hmls.tensorstack.dev/identity"
+"""On a cluster Secret: ``as-is`` (the operator's kubeconfig was stored) or the namespace/name
+of the ServiceAccount join minted on the cluster."""
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 # What the controller does on a spoke: (verb, group, resource).
@@ -75,15 +82,28 @@ def _secret_name(cluster: str) -> str:
     return f"cluster-{cluster}"
 
 
-async def _probe(client: ClusterClient) -> tuple[str, list[str]]:
+# What the controller does on a tenant-mode spoke with its own identity: reads, namespaces,
+# and impersonating the tenants (writes go as them).
+NEEDED_TENANT = [(verb, group, res) for group, res in (
+    ("tensorstack.dev", "mlservices"), ("tensorstack.dev", "mlserviceruntimes"), ("", "secrets"))
+    for verb in ("get", "list", "watch")] + [
+    (verb, "", "namespaces") for verb in ("get", "list", "watch", "create")] + [
+    ("impersonate", "", "serviceaccounts"), ("create", "rbac.authorization.k8s.io", "rolebindings")]
+
+
+async def _probe(client: ClusterClient, needed: list[tuple[str, str, str]]
+                 ) -> tuple[str, list[str]]:
     """(gitVersion, missing permissions) of the cluster; raises KubeError."""
     try:
         version = await client.version()
         missing = []
-        for verb, group, res in NEEDED:
+        for verb, group, res in needed:
+            attrs = {"verb": verb, "group": group, "resource": res}
+            if verb == "impersonate":
+                attrs["name"] = TENANT_SERVICE_ACCOUNT
             review = await client.create(SSAR, None, {
                 "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": {"verb": verb, "group": group, "resource": res}}})
+                "spec": {"resourceAttributes": attrs}})
             if not (review.get("status") or {}).get("allowed"):
                 missing.append(f"{verb} {res}{'.' + group if group else ''}")
         return str(version.get("gitVersion", "")), missing
@@ -96,30 +116,102 @@ def _check_name(name: str) -> None:
         raise OperationError(f"cluster name {name!r} must be a DNS label (a-z, 0-9, '-')")
 
 
+def _read_kubeconfig(path: str, policy: KubeconfigPolicy) -> Obj:
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise OperationError(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        return vet(raw, policy)
+    except KubeconfigRefused as exc:
+        raise OperationError(f"{path}: {exc}") from None
+
+
+async def _client(name: str, cfg: Obj, path: str) -> ClusterClient:
+    try:
+        return await ClusterClient.from_kubeconfig(name, cfg, timeout=5.0)
+    except errors.KubeError as exc:
+        raise OperationError(f"{path}: {exc.message}") from None
+
+
+def _server(cfg: Obj) -> str:
+    return str(cfg["clusters"][0]["cluster"]["server"])
+
+
+async def _checked(name: str, cfg: Obj, path: str, needed: list[tuple[str, str, str]], *,
+                   settle: float = 0.0) -> str:
+    """The cluster's version, once these credentials may do what hmls needs (RBAC just
+    written may take ``settle`` seconds to be seen)."""
+    deadline = time.monotonic() + settle
+    while True:
+        try:
+            version, missing = await _probe(await _client(name, cfg, path), needed)
+        except errors.KubeError as exc:
+            raise OperationError(f"cannot reach cluster {name} at {_server(cfg)}: "
+                                 f"{exc.message}") from None
+        if not missing:
+            return version
+        if time.monotonic() >= deadline:
+            raise OperationError(f"the kubeconfig for {name} lacks permissions hmls needs: "
+                                 + ", ".join(missing))
+        await asyncio.sleep(0.2)
+
+
+async def _mint(name: str, path: str, policy: KubeconfigPolicy, *, tenant: bool
+                ) -> tuple[Obj, str]:
+    """hmls's own identity on the cluster, made with the operator's kubeconfig (whose exec
+    plugin or files may be used here, on the operator's machine, and are never stored):
+    (the token kubeconfig to store, a note for the terminal)."""
+    operator = _read_kubeconfig(path, replace(policy, allow_exec=True, allow_files=True))
+    client = await _client(name, operator, path)
+    try:
+        await identity.install(client, name, tenant=tenant)
+        secret, expires = await identity.token(client, name)
+    except errors.KubeError as exc:
+        raise OperationError(f"could not make hmls's identity on cluster {name} at "
+                             f"{_server(operator)} with {path}: {exc.message}") from None
+    finally:
+        await client.close()
+    try:
+        stored = identity.token_kubeconfig(operator, name, secret)
+    except OSError as exc:
+        raise OperationError(f"cannot read the CA of {path}: {exc.strerror}") from None
+    return stored, (f"ServiceAccount {identity.NAMESPACE}/{identity.service_account(name)}, "
+                    f"token valid until {expires}")
+
+
 async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace: str,
-               policy: KubeconfigPolicy, labels: list[str] | None = None) -> str:
+               policy: KubeconfigPolicy, labels: list[str] | None = None,
+               as_is: bool = False, trusted: bool = False) -> str:
+    """Register a cluster.  By default with an identity of its own minted on the cluster and
+    in tenant mode; ``as_is`` stores the given kubeconfig instead, ``trusted`` writes with the
+    registration's credentials for every hub namespace."""
     _check_name(name)
     extra = {k: v for k, v in parse_labels(labels or [], removals=False).items() if v is not None}
-    try:
-        raw = Path(cluster_kubeconfig).read_bytes()  # noqa: ASYNC240 - small local file
-    except OSError as exc:
-        raise OperationError(f"cannot read {cluster_kubeconfig}: {exc.strerror}") from None
-    try:
-        cfg = vet(raw, policy)
-    except KubeconfigRefused as exc:
-        raise OperationError(f"{cluster_kubeconfig}: {exc}") from None
-    try:
-        client = await ClusterClient.from_kubeconfig(name, cfg, timeout=5.0)
-    except errors.KubeError as exc:
-        raise OperationError(f"{cluster_kubeconfig}: {exc.message}") from None
-    try:
-        version, missing = await _probe(client)
-    except errors.KubeError as exc:
-        raise OperationError(f"cannot reach cluster {name} at "
-                             f"{cfg['clusters'][0]['cluster']['server']}: {exc.message}") from None
-    if missing:
-        raise OperationError(f"the kubeconfig for {name} lacks permissions hmls needs: "
-                             + ", ".join(missing))
+    needed = NEEDED if trusted else NEEDED_TENANT
+    if as_is:
+        stored, note = _read_kubeconfig(cluster_kubeconfig, policy), "kubeconfig stored as given"
+        version = await _checked(name, stored, cluster_kubeconfig, needed)
+    else:
+        stored, note = await _mint(name, cluster_kubeconfig, policy, tenant=not trusted)
+        version = await _checked(name, stored, cluster_kubeconfig, needed, settle=5.0)
+    annotations = {TENANCY: "trusted" if trusted else "tenant",
+                   IDENTITY: "as-is" if as_is else
+                   f"{identity.NAMESPACE}/{identity.service_account(name)}"}
+    await _write_secret(hub, namespace, name, stored, labels=extra, annotations=annotations)
+    mode = "trusted: every hub namespace writes with these credentials" if trusted else "tenant"
+    return (f"cluster {name} joined ({version}, {mode}); Secret {namespace}/{_secret_name(name)} "
+            f"written ({note})")
+
+
+async def _write_secret(hub: str | None, namespace: str, name: str, kubeconfig: Obj, *,
+                        labels: dict[str, str] | None = None,
+                        annotations: dict[str, str] | None = None) -> None:
+    meta: Obj = {"name": _secret_name(name), "namespace": namespace}
+    if labels is not None:
+        meta["labels"] = {**labels, CLUSTER_LABEL: name}
+    if annotations:
+        meta["annotations"] = annotations
     async with hub_client(hub) as client:
         try:
             await client.apply({"apiVersion": "v1", "kind": "Namespace",
@@ -132,18 +224,51 @@ async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace
             if clash:
                 raise OperationError(f"cluster {name} is already registered by Secret "
                                      f"{namespace}/{clash[0]}")
-            data = base64.b64encode(yaml.safe_dump(cfg).encode()).decode()
-            await client.apply({
-                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": _secret_name(name), "namespace": namespace,
-                             "labels": {**extra, CLUSTER_LABEL: name}},
-                "data": {"kubeconfig": data},
-            }, field_manager=CLI_MANAGER, resource=SECRETS, force=True)
+            data = base64.b64encode(yaml.safe_dump(kubeconfig).encode()).decode()
+            body = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta,
+                    "data": {"kubeconfig": data}}
+            if labels is None:  # a new token only: the other fields stay as they are
+                await client.patch(SECRETS, namespace, _secret_name(name),
+                                   {"data": body["data"]}, field_manager=CLI_MANAGER)
+            else:
+                await client.apply(body, field_manager=CLI_MANAGER, resource=SECRETS,
+                                   force=True)
         except errors.KubeError as exc:
             raise OperationError(f"writing the cluster Secret on the hub failed: {exc.message}"
                                  ) from None
-    return (f"cluster {name} joined ({version}); Secret {namespace}/{_secret_name(name)} "
-            f"written")
+
+
+async def _registration(client: ClusterClient, name: str, namespace: str) -> Obj:
+    secrets, _ = await client.list(SECRETS, namespace=namespace,
+                                   label_selector=f"{CLUSTER_LABEL}={name}")
+    if not secrets:
+        raise OperationError(f"cluster {name} is not registered in namespace {namespace}")
+    return secrets[0]
+
+
+async def rotate(name: str, *, hub: str | None, namespace: str,
+                 policy: KubeconfigPolicy) -> str:
+    """Renew the token of a cluster's minted identity, with that identity itself."""
+    _check_name(name)
+    async with hub_client(hub) as client:
+        secret = await _registration(client, name, namespace)
+    reg = registration(secret, policy)
+    minted = ((secret["metadata"].get("annotations") or {}).get(IDENTITY) or "as-is") != "as-is"
+    if reg is None or reg.kubeconfig is None or not minted:
+        raise OperationError(f"cluster {name} has no identity minted by hmls cluster join "
+                             "to renew" + (f" ({reg.error})" if reg and reg.error else ""))
+    spoke = await _client(name, reg.kubeconfig, f"Secret {namespace}/{_secret_name(name)}")
+    try:
+        secret_token, expires = await identity.token(spoke, name)
+    except errors.KubeError as exc:
+        raise OperationError(f"could not renew the token on cluster {name}: {exc.message} "
+                             "(an expired token cannot renew itself: join again)") from None
+    finally:
+        await spoke.close()
+    cfg = reg.kubeconfig
+    cfg["users"][0]["user"] = {"token": secret_token}
+    await _write_secret(hub, namespace, name, cfg)
+    return f"cluster {name}: token renewed, valid until {expires}"
 
 
 def _uses(hmls: list[Obj], cluster: str, labels: dict[str, str]) -> list[str]:
@@ -248,7 +373,11 @@ async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPo
     return _table(table)
 
 
-async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool) -> str:
+async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool,
+                 cluster_kubeconfig: str | None = None,
+                 policy: KubeconfigPolicy | None = None) -> str:
+    """Remove a registration; with the operator's ``cluster_kubeconfig``, also the identity
+    join minted on the cluster."""
     _check_name(name)
     async with hub_client(hub) as client:
         secrets, _ = await client.list(SECRETS, namespace=namespace,
@@ -260,9 +389,23 @@ async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool) -> 
         if users and not force:
             raise OperationError(f"cluster {name} is still targeted by {', '.join(users)}; "
                                  "remove it from their workloads first, or pass --force")
+        removed = ""
+        if cluster_kubeconfig:
+            operator = _read_kubeconfig(cluster_kubeconfig, replace(
+                policy or KubeconfigPolicy(), allow_exec=True, allow_files=True))
+            spoke = await _client(name, operator, cluster_kubeconfig)
+            try:
+                removed = "; removed " + (", ".join(await identity.remove(spoke, name))
+                                          or "nothing") + " from the cluster"
+            except errors.KubeError as exc:
+                raise OperationError(f"could not remove hmls's identity from cluster {name}: "
+                                     f"{exc.message}") from None
+            finally:
+                await spoke.close()
         for s in secrets:
             await client.delete(SECRETS, namespace, s["metadata"]["name"])
-    return f"cluster {name} unjoined" + (f" (still targeted by {', '.join(users)})" if users else "")
+    return (f"cluster {name} unjoined" + (f" (still targeted by {', '.join(users)})" if users
+                                          else "") + removed)
 
 
 async def label(name: str, changes: list[str], *, hub: str | None, namespace: str) -> str:

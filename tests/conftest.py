@@ -149,12 +149,17 @@ class Controller:
         return out
 
 
+AS_IS = ("--kubeconfig-as-is", "--trust-hub-namespaces")
+"""How the session's clusters are joined: the admin kubeconfig stored, trusted mode (tests of
+the minted identity and of tenant mode join clusters of their own)."""
+
+
 @pytest.fixture(scope="session")
 def joined(env: Environment) -> list[str]:
     spokes = env.spokes()
     for name in spokes:
         hmls_cli("cluster", "join", name, "--kubeconfig", str(env.kubeconfig("hub")),
-                 "--cluster-kubeconfig", str(env.kubeconfig(name)))
+                 "--cluster-kubeconfig", str(env.kubeconfig(name)), *AS_IS)
     return spokes
 
 
@@ -180,5 +185,5 @@ def load_sample(namespace: str | None = None) -> dict[str, Any]:
 @pytest.fixture(scope="session")
 def ingress(env: Environment, joined: list[str]) -> str:
     hmls_cli("cluster", "join", "ingress", "--kubeconfig", str(env.kubeconfig("hub")),
-             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), check=False)
+             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), *AS_IS, check=False)
     return "ingress"

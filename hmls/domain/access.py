@@ -24,7 +24,23 @@ ALLOW_OTHER_NAMESPACES = "hmls.tensorstack.dev/allow-other-namespaces"
 ALLOWED_KINDS = "hmls.tensorstack.dev/allowed-kinds"
 DENIED_KINDS = "hmls.tensorstack.dev/denied-kinds"
 ALLOW_HOST_ACCESS = "hmls.tensorstack.dev/allow-host-access"
+TENANCY = "hmls.tensorstack.dev/tenancy"
+"""``tenant``: every write for a HyperMLService of hub namespace N impersonates N's tenant
+identity, so the spoke's RBAC and admission decide; ``trusted`` (the default of a Secret
+without it): writes use the registration's own credentials, under this policy."""
+POD_SECURITY = "hmls.tensorstack.dev/pod-security"
+"""The Pod Security level hmls labels the namespaces it creates with (default baseline)."""
 RBAC_GROUP = "rbac.authorization.k8s.io"
+TENANT_SERVICE_ACCOUNT = "hmls-tenant"
+"""In tenant mode, the identity of hub namespace N on a spoke is the ServiceAccount
+``hmls-tenant`` in namespace N there, bound (in the namespaces hmls creates) to the
+ClusterRole of the same name that ``hmls cluster join`` installs."""
+TENANT_ROLE = "hmls-tenant"
+POD_SECURITY_LEVELS = ("privileged", "baseline", "restricted")
+
+
+def tenant_user(namespace: str) -> str:
+    return f"system:serviceaccount:{namespace}:{TENANT_SERVICE_ACCOUNT}"
 
 
 @dataclass(frozen=True)
@@ -105,6 +121,13 @@ class AccessPolicy:
     """None: every kind (but RBAC) may be applied."""
     denied_kinds: tuple[KindPattern, ...] = ()
     host_access: bool = False
+    tenant: bool = False
+    pod_security: str = "baseline"
+
+    def writer(self, owner_namespace: str) -> str | None:
+        """The identity writes for a HyperMLService of this hub namespace impersonate (None:
+        the registration's own)."""
+        return tenant_user(owner_namespace) if self.tenant else None
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str] | None) -> AccessPolicy:
@@ -117,7 +140,10 @@ class AccessPolicy:
                    other_namespaces=_true(ann.get(ALLOW_OTHER_NAMESPACES)),
                    allowed_kinds=allowed if ALLOWED_KINDS in ann else None,
                    denied_kinds=_patterns(ann.get(DENIED_KINDS)),
-                   host_access=_true(ann.get(ALLOW_HOST_ACCESS)))
+                   host_access=_true(ann.get(ALLOW_HOST_ACCESS)),
+                   tenant=ann.get(TENANCY, "").strip().lower() == "tenant",
+                   pod_security=level if (level := ann.get(POD_SECURITY, "").strip().lower())
+                   in POD_SECURITY_LEVELS else "baseline")
 
     def refuse_owner(self, cluster: str, namespace: str) -> str | None:
         if self.namespaces is None or namespace in self.namespaces:
@@ -146,6 +172,8 @@ class AccessPolicy:
             listed = ", ".join(map(str, self.allowed_kinds)) or "nothing"
             return (f"{name} is not among the kinds cluster {cluster} accepts (its Secret's "
                     f"{ALLOWED_KINDS}: {listed})")
+        if self.tenant:
+            return None  # the spoke's RBAC (escalation prevention) and admission decide
         if group == RBAC_GROUP and not any(p.group == RBAC_GROUP and p.matches(kind, group)
                                            for p in self.allowed_kinds or ()):
             return (f"{name} is refused on cluster {cluster}: hmls would grant it with its own "

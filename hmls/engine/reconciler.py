@@ -82,10 +82,11 @@ class SpokeAPI(Protocol):
     async def resource(self, api_version: str, kind: str) -> Resource: ...
     async def cached(self, resource: Resource, namespace: str | None, name: str
                      ) -> Observed | None: ...
-    async def apply(self, body: Obj, resource: Resource, *, force: bool) -> Observed: ...
+    async def apply(self, body: Obj, resource: Resource, *, force: bool,
+                    as_user: str | None = None) -> Observed: ...
     def owned(self, uid: str) -> list[Ref]: ...
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
-                     owner_uid: str) -> bool: ...
+                     owner_uid: str, as_user: str | None = None) -> bool: ...
     async def ensure_namespace(self, name: str, owner: Owner) -> bool: ...
     async def namespace(self, name: str) -> NamespaceView | None: ...
 
@@ -367,7 +368,8 @@ class Reconciler:
             # an object this HyperMLService already owns takes the hub's content, whoever
             # changed it since; anything else is taken only with takeOver
             force = run.force or (run.correct_drift and cached is not None)
-            applied = await run.spoke.apply(body, res, force=force)
+            applied = await run.spoke.apply(body, res, force=force,
+                                            as_user=run.spoke.access.writer(owner.namespace))
             self.metrics.apply_total.labels(name, "applied").inc()
             if drift is not None:
                 self.metrics.drift_corrected.labels(name).inc()
@@ -436,7 +438,8 @@ class Reconciler:
             try:
                 res = await spoke.resource(ref.api_version, ref.kind)
                 ns = ref.namespace if res.namespaced else None
-                if not await spoke.delete(res, ns, ref.name, owner_uid=owner.uid):
+                if not await spoke.delete(res, ns, ref.name, owner_uid=owner.uid,
+                                          as_user=spoke.access.writer(owner.namespace)):
                     continue  # gone, or not ours (any more): never touched
             except errors.UnknownKind:
                 continue  # the kind is not served: nothing of it can exist

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hmls.domain.access import AccessPolicy
+from hmls.domain.access import TENANT_ROLE, TENANT_SERVICE_ACCOUNT, AccessPolicy
 from hmls.domain.drift import Ownership
 from hmls.domain.health import Health, health, spec_subset
 from hmls.domain.kubeconfig import KubeconfigPolicy
@@ -44,7 +44,7 @@ from hmls.domain.render import Fleet as FleetLabels
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import ClusterRegistry, Profile, Registration, profile
-from hmls.kube.resources import NAMESPACES, Resource
+from hmls.kube.resources import NAMESPACES, ROLE_BINDINGS, SERVICE_ACCOUNTS, Resource
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics
 
@@ -331,12 +331,15 @@ class Spoke:
         """The watched copy of an object hmls labels as owned (None: absent or not ours)."""
         return (await self._informer(resource)).get(namespace, name)
 
-    async def apply(self, body: Obj, resource: Resource, *, force: bool) -> Observed:
+    async def apply(self, body: Obj, resource: Resource, *, force: bool,
+                    as_user: str | None = None) -> Observed:
+        """Server-side apply, as ``as_user`` (impersonated) when given."""
         assert self.client is not None
         async with self._sem:
             try:
                 applied = await self.client.apply(body, field_manager=FIELD_MANAGER,
-                                                  resource=resource, force=force)
+                                                  resource=resource, force=force,
+                                                  impersonate=as_user)
             except errors.Unreachable:
                 self.kick()
                 raise
@@ -349,9 +352,9 @@ class Spoke:
         return sorted(refs, key=lambda r: (r[0].kind, r[1], r[2]))
 
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
-                     owner_uid: str) -> bool:
-        """Delete the object if a fresh read shows it carries this owner uid; False if it
-        is gone or not ours (then it is never touched)."""
+                     owner_uid: str, as_user: str | None = None) -> bool:
+        """Delete the object (as ``as_user`` when given) if a fresh read shows it carries
+        this owner uid; False if it is gone or not ours (then it is never touched)."""
         assert self.client is not None
         try:
             live = await self.client.get(resource, namespace, name)
@@ -360,7 +363,8 @@ class Spoke:
                 return False
             async with self._sem:
                 return await self.client.delete(resource, namespace, name,
-                                                uid=_dict(live.get("metadata")).get("uid"))
+                                                uid=_dict(live.get("metadata")).get("uid"),
+                                                impersonate=as_user)
         except errors.Unreachable:
             self.kick()
             raise
@@ -389,13 +393,18 @@ class Spoke:
             if found.terminating:
                 raise errors.Conflict(f"namespace {name} is being deleted on cluster {self.name}")
             return False
+        level = self.access.pod_security
         body: Obj = {"apiVersion": "v1", "kind": "Namespace", "metadata": {
-            "name": name, "labels": {CREATED_BY_LABEL: CREATED_BY},
+            "name": name, "labels": {CREATED_BY_LABEL: CREATED_BY,
+                                     "pod-security.kubernetes.io/enforce": level,
+                                     "pod-security.kubernetes.io/warn": level},
             "annotations": {CREATED_FOR_ANNOTATION: owner.key}}}
         try:
             async with self._sem:
                 created = await self.client.create(NAMESPACES, None, body,
                                                    field_manager=FIELD_MANAGER)
+                if self.access.tenant:
+                    await self._grant_tenant(name)
         except errors.Conflict:
             return False  # created meanwhile by someone else
         except errors.Unreachable:
@@ -404,6 +413,24 @@ class Spoke:
         inf.observe(created)
         log.info("cluster %s: created namespace %s for %s", self.name, name, owner.key)
         return True
+
+    async def _grant_tenant(self, namespace: str) -> None:
+        """In a namespace hmls created: the tenant ServiceAccount, bound to the tenant
+        ClusterRole that ``hmls cluster join`` installed."""
+        assert self.client is not None
+        meta = {"name": TENANT_SERVICE_ACCOUNT, "namespace": namespace,
+                "labels": {CREATED_BY_LABEL: CREATED_BY}}
+        for res, body in (
+                (SERVICE_ACCOUNTS, {"apiVersion": "v1", "kind": "ServiceAccount",
+                                    "metadata": meta}),
+                (ROLE_BINDINGS, {"apiVersion": "rbac.authorization.k8s.io/v1",
+                                 "kind": "RoleBinding", "metadata": meta,
+                                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
+                                             "kind": "ClusterRole", "name": TENANT_ROLE},
+                                 "subjects": [{"kind": "ServiceAccount", "namespace": namespace,
+                                               "name": TENANT_SERVICE_ACCOUNT}]})):
+            with contextlib.suppress(errors.Conflict):
+                await self.client.create(res, namespace, body, field_manager=FIELD_MANAGER)
 
 
 class Fleet:

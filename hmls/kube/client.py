@@ -138,8 +138,11 @@ class ClusterClient:
 
     async def _call_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
                          body: Any = None, content_type: str | None = None,
-                         timeout: aiohttp.ClientTimeout | float | None = None) -> aiohttp.ClientResponse:
+                         timeout: aiohttp.ClientTimeout | float | None = None,
+                         impersonate: str | None = None) -> aiohttp.ClientResponse:
         headers = {"Accept": "application/json"}
+        if impersonate:
+            headers["Impersonate-User"] = impersonate
         data = None
         if body is not None:
             headers["Content-Type"] = content_type or "application/json"
@@ -165,8 +168,11 @@ class ClusterClient:
         return resp
 
     async def request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
-                      body: Any = None, content_type: str | None = None) -> Obj:
-        resp = await self._call(method, path, query=query, body=body, content_type=content_type)
+                      body: Any = None, content_type: str | None = None,
+                      impersonate: str | None = None) -> Obj:
+        """One call; ``impersonate``: the user it is made as (Kubernetes impersonation)."""
+        resp = await self._call(method, path, query=query, body=body, content_type=content_type,
+                                impersonate=impersonate)
         try:
             data = await resp.read()
         except Exception as exc:
@@ -225,7 +231,8 @@ class ClusterClient:
 
     # ----- objects -----------------------------------------------------------------
     async def apply(self, obj: Obj, *, field_manager: str, force: bool = False,
-                    resource: Resource | None = None, dry_run: bool = False) -> Obj:
+                    resource: Resource | None = None, dry_run: bool = False,
+                    impersonate: str | None = None) -> Obj:
         """Server-side apply ``obj`` (complete desired state for this field manager); with
         ``dry_run`` the server answers what it would store and stores nothing."""
         meta = obj["metadata"]
@@ -237,7 +244,7 @@ class ClusterClient:
             query.append(("dryRun", "All"))
         return await self.request(
             "PATCH", res.path(meta.get("namespace"), meta["name"]), query=query, body=obj,
-            content_type=APPLY)
+            content_type=APPLY, impersonate=impersonate)
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> Obj | None:
         try:
@@ -246,13 +253,14 @@ class ClusterClient:
             return None
 
     async def delete(self, res: Resource, namespace: str | None, name: str, *,
-                     uid: str | None = None) -> bool:
+                     uid: str | None = None, impersonate: str | None = None) -> bool:
         """Delete with an optional uid precondition; False if it was already gone."""
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            await self.request("DELETE", res.path(namespace, name), body=body)
+            await self.request("DELETE", res.path(namespace, name), body=body,
+                               impersonate=impersonate)
         except errors.NotFound:
             return False
         return True

@@ -38,6 +38,9 @@ SECRETS = Resource("v1", "Secret", "secrets", namespaced=True)
 CONFIGMAPS = Resource("v1", "ConfigMap", "configmaps", namespaced=True)
 NAMESPACES = Resource("v1", "Namespace", "namespaces", namespaced=False)
 EVENTS = Resource("v1", "Event", "events", namespaced=True)
+SERVICE_ACCOUNTS = Resource("v1", "ServiceAccount", "serviceaccounts", namespaced=True)
+ROLE_BINDINGS = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings",
+                         namespaced=True)
 LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 CLUSTER_PROFILES = Resource("multicluster.x-k8s.io/v1alpha1", "ClusterProfile", "clusterprofiles",
                             namespaced=True)

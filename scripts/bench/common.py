@@ -295,7 +295,8 @@ class Bench:
         """Register every spoke on the hub, as ``hmls cluster join`` does (in process)."""
         hub = str(self.env.kubeconfig("hub"))
         await asyncio.gather(*(ops.join(s, hub=hub, cluster_kubeconfig=str(self.env.kubeconfig(s)),
-                                        namespace="hmls-system", policy=KubeconfigPolicy())
+                                        namespace="hmls-system", policy=KubeconfigPolicy(),
+                                        as_is=True, trusted=True)
                                for s in self.spokes))
 
     async def namespace(self, name: str, clusters: Iterable[str] | None = None) -> None:

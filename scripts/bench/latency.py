@@ -186,7 +186,8 @@ def main() -> int:
         hub = str(env.kubeconfig("hub"))
         for spoke in [*env.spokes(), "ingress"]:
             subprocess.run([sys.executable, "-m", "hmls", "cluster", "join", spoke, "--kubeconfig",
-                            hub, "--cluster-kubeconfig", str(env.kubeconfig(spoke))], check=True)
+                            hub, "--cluster-kubeconfig", str(env.kubeconfig(spoke)),
+                            "--kubeconfig-as-is", "--trust-hub-namespaces"], check=True)
         for c in env.state().clusters:
             subprocess.run(["kubectl", "--kubeconfig", str(env.kubeconfig(c)), "create",
                             "namespace", NAMESPACE], check=True, capture_output=True)

@@ -15,7 +15,7 @@ from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
-from tests.conftest import eventually, hmls_cli, kubectl
+from tests.conftest import AS_IS, eventually, hmls_cli, kubectl
 
 LIST_HEADER = ["NAME", "SERVER", "LABELS", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN", "VERSION",
                "HYPERMLSERVICES", "LAST ERROR"]
@@ -156,7 +156,7 @@ def hub(env: Environment) -> list[str]:
 def join(env: Environment, name: str, kubeconfig: Path, *extra: str
          ) -> subprocess.CompletedProcess[str]:
     return hmls_cli("cluster", "join", name, *hub(env), "--cluster-kubeconfig", str(kubeconfig),
-                    *extra, check=False)
+                    *AS_IS, *extra, check=False)
 
 
 def delete_leaving_objects(env: Environment, namespace: str, name: str) -> None:

@@ -276,8 +276,9 @@ async def test_unjoin_refuses_while_targeted_and_force_removes(
     namespace_everywhere(env, ns)
     res = join(env, alias, env.kubeconfig("spoke2"))
     assert res.returncode == 0, res.stderr
-    assert res.stdout == (f"cluster {alias} joined ({VERSION}); Secret hmls-system/cluster-{alias}"
-                          " written\n")
+    assert res.stdout == (f"cluster {alias} joined ({VERSION}, trusted: every hub namespace "
+                          f"writes with these credentials); Secret hmls-system/cluster-{alias} "
+                          "written (kubeconfig stored as given)\n")
     assert cluster_secrets(env, alias) == [f"secret/cluster-{alias}"]
     create(env, hmls(ns, "svc", ([alias], [configmap("c")])))
     await wait_condition(clients["hub"], ns, "svc", "FullyApplied")

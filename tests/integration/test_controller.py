@@ -22,7 +22,7 @@ from hmls.domain.models import (
 )
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS, SECRETS
-from tests.conftest import Controller, eventually, hmls_cli, kubectl, load_sample
+from tests.conftest import AS_IS, Controller, eventually, hmls_cli, kubectl, load_sample
 from tests.integration.helpers import (
     condition,
     configmap,
@@ -187,7 +187,7 @@ async def test_kind_unknown_to_one_cluster(env: Environment, clients: Clients,
                                            controller: Controller) -> None:
     """The ingress cluster is joined as a cluster; it serves no MLService."""
     hmls_cli("cluster", "join", "ingress", "--kubeconfig", str(env.kubeconfig("hub")),
-             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), check=False)
+             "--cluster-kubeconfig", str(env.kubeconfig("ingress")), *AS_IS, check=False)
     ns = "t-unknown-kind"
     namespace_everywhere(env, ns)
     create(env, hmls(ns, "svc", (["spoke1", "ingress"], [configmap("c"), mlservice("m")])))
@@ -252,7 +252,7 @@ async def test_delete_with_unreachable_cluster_waits_then_orphan_escape(
     dead["clusters"][0]["cluster"]["server"] = "https://127.0.0.1:9"
     _register_raw(env, "deadspoke", dead)
     hmls_cli("cluster", "join", "orphanme", "--kubeconfig", str(env.kubeconfig("hub")),
-             "--cluster-kubeconfig", str(env.kubeconfig("spoke2")))
+             "--cluster-kubeconfig", str(env.kubeconfig("spoke2")), *AS_IS)
     ns = "t-delete-pending"
     namespace_everywhere(env, ns)
     create(env, hmls(ns, "svc", (["spoke1", "orphanme", "deadspoke"], [configmap("c")])))

@@ -30,7 +30,15 @@ from hmls.domain.access import (
 from hmls.domain.models import CLUSTER_LABEL, FINALIZER
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS, LEASES
-from tests.conftest import Controller, eventually, free_port, hmls_cli, kubectl, load_sample
+from tests.conftest import (
+    AS_IS,
+    Controller,
+    eventually,
+    free_port,
+    hmls_cli,
+    kubectl,
+    load_sample,
+)
 from tests.integration.helpers import (
     condition,
     configmap,
@@ -51,7 +59,7 @@ Clients = dict[str, ClusterClient]
 def join_alias(env: Environment, alias: str, source: str, kubeconfig: Path | None = None,
                **annotations: str) -> None:
     hmls_cli("cluster", "join", alias, "--kubeconfig", str(env.kubeconfig("hub")),
-             "--cluster-kubeconfig", str(kubeconfig or env.kubeconfig(source)))
+             "--cluster-kubeconfig", str(kubeconfig or env.kubeconfig(source)), *AS_IS)
     if annotations:
         kubectl(env, "hub", "annotate", "--overwrite", "secret", "-n", "hmls-system",
                 f"cluster-{alias}", *(f"{k}={v}" for k, v in annotations.items()))

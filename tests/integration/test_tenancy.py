@@ -5,12 +5,18 @@ reach the spoke, while the seed sample next to them is applied and Ready."""
 
 from __future__ import annotations
 
+import base64
+import json
 import subprocess
+from pathlib import Path
 from typing import Any
 
+import yaml
+
 from hmls.devenv.environment import Environment
+from hmls.devenv.pki import CertificateAuthority, KeyPair
 from hmls.devenv.simulator import MLSERVICE
-from hmls.domain.access import ALLOW_HOST_ACCESS, ALLOWED_KINDS, DENIED_KINDS
+from hmls.domain.access import ALLOW_HOST_ACCESS, ALLOWED_KINDS, DENIED_KINDS, POD_SECURITY
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource
 from tests.conftest import Controller, eventually, hmls_cli, kubectl, load_sample
@@ -94,14 +100,15 @@ async def test_rbac_and_host_access_are_refused_and_the_sample_still_runs(
 
 async def test_an_operator_opts_in_or_denies_by_kind(
         env: Environment, clients: Clients, controller: Controller) -> None:
-    """The same refusals are the policy's: allowed by the operator, the spoke takes the Pod
+    """The same refusals are the policy's: allowed by the operator (host access, and a
+    privileged Pod Security level for the namespaces hmls creates), the spoke takes the Pod
     (the servers really allow privileged containers); a deny list refuses a plain Secret."""
     ns, open_, closed = "t-tenancy-policy", "spoke2open", "spoke2closed"
     kubectl(env, "hub", "create", "namespace", ns, check=False)
     assert join(env, open_, env.kubeconfig("spoke2")).returncode == 0
     assert join(env, closed, env.kubeconfig("spoke1")).returncode == 0
     annotate: list[tuple[str, dict[str, Any]]] = [
-        (open_, {ALLOW_HOST_ACCESS: "true"}),
+        (open_, {ALLOW_HOST_ACCESS: "true", POD_SECURITY: "privileged"}),
         (closed, {DENIED_KINDS: "Secret", ALLOWED_KINDS: "*.tensorstack.dev,Secret"})]
     for name, ann in annotate:
         kubectl(env, "hub", "annotate", "secret", "-n", "hmls-system", f"cluster-{name}",
@@ -125,3 +132,136 @@ async def test_an_operator_opts_in_or_denies_by_kind(
                 check=False)
         for name in (open_, closed):
             hmls_cli("cluster", "unjoin", name, "--force", *hub(env), check=False)
+
+
+# ----- join mints an identity; tenant mode ------------------------------------------------------
+def exec_kubeconfig(env: Environment, tmp_path: Path, spoke: str = "spoke1") -> Path:
+    """A kubeconfig whose user is an exec plugin (as EKS, GKE or kubelogin give), here a script
+    that prints an ExecCredential with the admin client certificate."""
+    credential = {"apiVersion": "client.authentication.k8s.io/v1", "kind": "ExecCredential",
+                  "status": {"clientCertificateData": (env.pki / "admin.crt").read_text(),
+                             "clientKeyData": (env.pki / "admin.key").read_text()}}
+    script = tmp_path / "exec-plugin"
+    script.write_text("#!/bin/sh\ncat <<'EOF'\n" + json.dumps(credential) + "\nEOF\n")
+    script.chmod(0o755)
+    cfg = yaml.safe_load(env.kubeconfig(spoke).read_text())
+    cfg["users"][0]["user"] = {"exec": {"apiVersion": "client.authentication.k8s.io/v1",
+                                        "command": str(script), "interactiveMode": "Never"}}
+    path = tmp_path / "exec.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def stored(env: Environment, cluster: str) -> tuple[Obj, dict[str, str]]:
+    secret = json.loads(kubectl(env, "hub", "get", "secret", "-n", "hmls-system",
+                                f"cluster-{cluster}", "-o", "json").stdout)
+    return (yaml.safe_load(base64.b64decode(secret["data"]["kubeconfig"])),
+            secret["metadata"].get("annotations") or {})
+
+
+def can(env: Environment, cluster: str, who: str, *args: str) -> str:
+    res = subprocess.run(["kubectl", "--kubeconfig", str(env.kubeconfig(cluster)), "auth",
+                          "can-i", *args, "--as", who],
+                         capture_output=True, text=True, timeout=30, check=False)
+    return res.stdout.strip()
+
+
+async def test_join_mints_a_tenant_identity_and_the_spoke_decides_what_a_tenant_gets(
+        env: Environment, clients: Clients, controller: Controller, tmp_path: Path) -> None:
+    name, ns, other = "tenant1", "t-tenant-seed", "t-tenant-other"
+    sa = f"system:serviceaccount:hmls-system:hmls-{name}"
+    operator = exec_kubeconfig(env, tmp_path)
+    try:
+        res = hmls_cli("cluster", "join", name, *hub(env), "--cluster-kubeconfig", str(operator))
+        assert res.stdout.startswith(f"cluster {name} joined (v1.34.4, tenant); Secret "
+                                     f"hmls-system/cluster-{name} written (ServiceAccount "
+                                     f"hmls-system/hmls-{name}, token valid until "), res.stdout
+        cfg, annotations = stored(env, name)
+        assert set(cfg["users"][0]["user"]) == {"token"}  # no exec plugin, no certificate
+        assert annotations == {"hmls.tensorstack.dev/tenancy": "tenant",
+                               "hmls.tensorstack.dev/identity": f"hmls-system/hmls-{name}"}
+        # exactly what hmls needs on the spoke, and no more
+        assert can(env, "spoke1", sa, "list", "secrets", "-A") == "yes"
+        assert can(env, "spoke1", sa, "create", "namespaces") == "yes"
+        assert can(env, "spoke1", sa, "impersonate", "serviceaccounts/hmls-tenant", "-n", ns) \
+            == "yes"
+        for denied in (("patch", "mlservices", "-n", ns), ("create", "clusterrolebindings"),
+                       ("impersonate", "serviceaccounts/default", "-n", ns),
+                       ("delete", "namespaces"), ("*", "*", "-n", ns)):
+            assert can(env, "spoke1", sa, *denied) == "no", denied
+
+        # the seed's flow (hub namespace only) works as the tenant; the escalation does not
+        kubectl(env, "hub", "create", "namespace", ns, check=False)
+        create(env, sample_with(ns, [name], escalation(ns)))
+        obj = await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied", "False")
+        got = messages(obj)
+        assert got["RoleBinding"][1].startswith(f"forbidden by cluster {name}: ")
+        assert "is attempting to grant RBAC permissions not currently held" in \
+            got["RoleBinding"][1]
+        assert got["Pod"][1].startswith(f"forbidden by cluster {name}: ")
+        assert 'violates PodSecurity "baseline:latest"' in got["Pod"][1]
+        assert all(got[k][0] for k in ("MLServiceRuntime", "Secret", "MLService"))
+        assert await clients["spoke1"].get(ROLEBINDINGS, ns, "mallory-admin") is None
+        assert await clients["spoke1"].get(PODS, ns, "rootshell") is None
+        assert can_i(env, "spoke1", ns, "mallory") == "no"
+        made = json.loads(kubectl(env, "spoke1", "get", "namespace", ns, "-o", "json").stdout)
+        assert made["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "baseline"
+        assert kubectl(env, "spoke1", "get", "rolebinding", "-n", ns, "hmls-tenant",
+                       check=False).returncode == 0
+
+        # another hub namespace cannot touch the first one's objects, even where the cluster
+        # lets manifests name other namespaces: the spoke refuses its tenant
+        kubectl(env, "hub", "annotate", "secret", "-n", "hmls-system", f"cluster-{name}",
+                "hmls.tensorstack.dev/allow-other-namespaces=true")
+        kubectl(env, "hub", "create", "namespace", other, check=False)
+        intruder = {"apiVersion": "v1", "kind": "ConfigMap",
+                    "metadata": {"name": "intruder", "namespace": ns}, "data": {"k": "v"}}
+        create(env, sample_with(other, [name], [intruder]))
+        obj = await wait_condition(clients["hub"], other, "hmls-sample", "FullyApplied",
+                                   "False")
+        message = messages(obj)["ConfigMap"][1]
+        assert f'"system:serviceaccount:{other}:hmls-tenant" cannot patch resource ' \
+               f'"configmaps"' in message, message
+        assert kubectl(env, "spoke1", "get", "configmap", "-n", ns, "intruder",
+                       check=False).returncode != 0
+
+        # the token renews itself; unjoin removes what join made on the spoke
+        before = cfg["users"][0]["user"]["token"]
+        res = hmls_cli("cluster", "rotate", name, *hub(env))
+        assert res.stdout.startswith(f"cluster {name}: token renewed, valid until ")
+        assert stored(env, name)[0]["users"][0]["user"]["token"] != before
+    finally:
+        for n in (ns, other):
+            kubectl(env, "hub", "delete", "hmls", "-n", n, "hmls-sample", "--timeout=30s",
+                    check=False)
+        res = hmls_cli("cluster", "unjoin", name, "--force", *hub(env), "--cluster-kubeconfig",
+                       str(operator), check=False)
+    assert res.stdout == (f"cluster {name} unjoined; removed ServiceAccount hmls-{name}, "
+                          f"ClusterRoleBinding hmls-{name}, Role hmls-{name}-token, "
+                          f"RoleBinding hmls-{name}-token from the cluster\n"), res
+    assert kubectl(env, "spoke1", "get", "serviceaccount", "-n", "hmls-system", f"hmls-{name}",
+                   check=False).returncode != 0
+
+
+def test_tenant_mode_needs_credentials_that_may_impersonate(
+        env: Environment, tmp_path: Path) -> None:
+    ca = CertificateAuthority.create(env.pki)
+    pair = ca.client(KeyPair(tmp_path / "plain.crt", tmp_path / "plain.key"), user="plain")
+    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    cfg["users"][0]["user"] = {
+        "client-certificate-data": base64.b64encode(pair.cert_pem()).decode(),
+        "client-key-data": base64.b64encode(pair.key_pem()).decode()}
+    path = tmp_path / "plain.kubeconfig"
+    path.write_text(yaml.safe_dump(cfg))
+    res = hmls_cli("cluster", "join", "plainjoin", *hub(env), "--cluster-kubeconfig", str(path),
+                   "--kubeconfig-as-is", check=False)
+    assert res.returncode == 1
+    assert res.stderr.startswith("hmls cluster join: the kubeconfig for plainjoin lacks "
+                                 "permissions hmls needs: get mlservices.tensorstack.dev")
+    assert "impersonate serviceaccounts" in res.stderr
+    res = hmls_cli("cluster", "join", "plainjoin", *hub(env), "--cluster-kubeconfig", str(path),
+                   check=False)
+    assert res.returncode == 1
+    assert res.stderr.startswith("hmls cluster join: could not make hmls's identity on cluster "
+                                 "plainjoin at ")
+    assert "forbidden" in res.stderr

@@ -53,6 +53,7 @@ class FakeSpoke:
     def __init__(self, name: str = "s1") -> None:
         self.name = name
         self.access = AccessPolicy()
+        self.writers: list[str | None] = []
         self.reachable: bool | None = True
         self.objects: dict[tuple[str, str], Observed] = {}
         self.applied: list[tuple[str, bool]] = []
@@ -72,11 +73,13 @@ class FakeSpoke:
     async def cached(self, resource: Resource, namespace: str | None, name: str) -> Observed | None:
         return self.objects.get((resource.kind, name))
 
-    async def apply(self, body: Obj, resource: Resource, *, force: bool) -> Observed:
+    async def apply(self, body: Obj, resource: Resource, *, force: bool,
+                    as_user: str | None = None) -> Observed:
         name = body["metadata"]["name"]
         if name in self.failures:
             raise self.failures[name]
         self.applied.append((name, force))
+        self.writers.append(as_user)
         self.objects[(resource.kind, name)] = observed(body, resource)
         return self.objects[(resource.kind, name)]
 
@@ -84,7 +87,7 @@ class FakeSpoke:
         return []
 
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
-                     owner_uid: str) -> bool:
+                     owner_uid: str, as_user: str | None = None) -> bool:
         return False
 
     async def ensure_namespace(self, name: str, owner: Owner) -> bool:
@@ -220,3 +223,16 @@ async def test_an_object_of_another_owner_is_a_conflict() -> None:
     out = await apply(spoke, [cm("a")])
     assert out["a"].message.startswith("conflict: ConfigMap demo/a on s1 is owned by another")
     assert spoke.applied == []
+
+
+async def test_a_tenant_cluster_is_written_as_the_hub_namespaces_identity() -> None:
+    spoke = FakeSpoke()
+    spoke.access = AccessPolicy(tenant=True)
+    bad = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+           "metadata": {"name": "rb"}, "roleRef": {}, "subjects": []}
+    out = await apply(spoke, [cm("a"), bad])
+    assert out["a"].applied and out["rb"].applied  # the spoke's RBAC decides, not hmls
+    assert spoke.writers == ["system:serviceaccount:demo:hmls-tenant"] * 2
+    trusted = FakeSpoke()
+    out = await apply(trusted, [cm("a"), bad])
+    assert trusted.writers == [None] and not out["rb"].applied

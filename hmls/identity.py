@@ -1,0 +1,173 @@
+"""hmls's own identity on a spoke, minted by ``hmls cluster join`` with the operator's
+credentials (which are used for that and never stored).
+
+On the spoke, in namespace ``hmls-system``:
+
+- a ServiceAccount ``hmls-<cluster>`` per registration (so two hubs, or two names for one
+  cluster, never share a token), bound by a ClusterRoleBinding of the same name to
+- the ClusterRole ``hmls-controller-tenant`` or ``hmls-controller-trusted``: what hmls does
+  there in that mode (``RULES``), and a Role that lets the ServiceAccount renew its own token
+  (``hmls cluster rotate``);
+- the ClusterRole ``hmls-tenant``: what a hub namespace's tenant ServiceAccount may do in the
+  namespaces hmls creates for it (tenant mode).
+
+The token is a TokenRequest with a bounded lifetime (``TOKEN_SECONDS``): it needs nothing but
+the API server (a ServiceAccount token Secret would need the controller-manager's token
+controller) and expires on its own if the hub Secret leaks.  Renew it with ``hmls cluster
+rotate`` before it expires.  What is stored on the hub is a token + CA kubeconfig, which the
+controller's kubeconfig allow-list accepts.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+from hmls.domain.access import TENANT_ROLE, TENANT_SERVICE_ACCOUNT
+from hmls.domain.models import timestamp
+from hmls.kube import errors
+from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.resources import NAMESPACES, SERVICE_ACCOUNTS
+
+NAMESPACE = "hmls-system"
+MANAGER = "hmls-cli"
+TOKEN_SECONDS = 90 * 24 * 3600
+RBAC = "rbac.authorization.k8s.io/v1"
+
+_READ = ["get", "list", "watch"]
+_WRITE = ["create", "patch", "delete"]
+MANAGED: list[tuple[str, list[str]]] = [
+    ("tensorstack.dev", ["mlservices", "mlserviceruntimes"]),
+    ("", ["secrets", "configmaps", "services", "serviceaccounts"]),
+    ("apps", ["deployments"]),
+    ("networking.istio.io", ["serviceentries", "virtualservices"]),
+    ("gateway.networking.k8s.io", ["httproutes"]),
+]
+"""The kinds hmls watches (and, trusted, writes) on a spoke; grant more with another
+ClusterRoleBinding to its ServiceAccount."""
+TENANT_KINDS: list[tuple[str, list[str]]] = [
+    *MANAGED, ("", ["pods", "persistentvolumeclaims"]),
+    ("apps", ["statefulsets", "replicasets"]), ("batch", ["jobs", "cronjobs"]),
+    ("rbac.authorization.k8s.io", ["roles", "rolebindings"])]
+"""What a tenant may do in a namespace hmls created for it: what a namespace admin does with
+these kinds; a RoleBinding can grant only what the tenant itself holds (Kubernetes' escalation
+prevention), and Pods meet the namespace's Pod Security level."""
+
+
+def _rules(kinds: list[tuple[str, list[str]]], verbs: list[str]) -> list[Obj]:
+    return [{"apiGroups": [g], "resources": r, "verbs": verbs} for g, r in kinds]
+
+
+def controller_rules(*, tenant: bool) -> list[Obj]:
+    """What hmls's ServiceAccount may do on the spoke.  Tenant mode: read every kind (it
+    watches whatever the tenants apply) and write none but namespaces and, in those it
+    creates, the tenant's ServiceAccount and RoleBinding.  Trusted mode: read and write the
+    ``MANAGED`` kinds."""
+    rules = ([{"apiGroups": ["*"], "resources": ["*"], "verbs": _READ}] if tenant
+             else _rules(MANAGED, _READ + _WRITE))
+    rules.append({"apiGroups": [""], "resources": ["namespaces"], "verbs": [*_READ, "create"]})
+    if tenant:  # writes go as the tenant; hmls makes its identity in the namespaces it creates
+        rules += [
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"],
+             "resourceNames": [TENANT_SERVICE_ACCOUNT]},
+            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
+             "verbs": ["create"]},
+            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
+             "verbs": ["bind"], "resourceNames": [TENANT_ROLE]},
+        ]
+    return rules
+
+
+def service_account(cluster: str) -> str:
+    return f"hmls-{cluster}"
+
+
+def objects(cluster: str, *, tenant: bool) -> list[Obj]:
+    """Everything join applies on the spoke, in order."""
+    sa = service_account(cluster)
+    role = f"hmls-controller-{'tenant' if tenant else 'trusted'}"
+    subject = [{"kind": "ServiceAccount", "name": sa, "namespace": NAMESPACE}]
+    labels = {"app.kubernetes.io/managed-by": MANAGER}
+    return [
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}},
+        {"apiVersion": "v1", "kind": "ServiceAccount",
+         "metadata": {"name": sa, "namespace": NAMESPACE, "labels": labels}},
+        {"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": role, "labels": labels},
+         "rules": controller_rules(tenant=tenant)},
+        {"apiVersion": RBAC, "kind": "ClusterRole",
+         "metadata": {"name": TENANT_ROLE, "labels": labels},
+         "rules": _rules(TENANT_KINDS, [*_READ, *_WRITE, "update"])},
+        {"apiVersion": RBAC, "kind": "ClusterRoleBinding",
+         "metadata": {"name": sa, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                     "name": role}, "subjects": subject},
+        {"apiVersion": RBAC, "kind": "Role",
+         "metadata": {"name": f"{sa}-token", "namespace": NAMESPACE, "labels": labels},
+         "rules": [{"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                    "verbs": ["create"], "resourceNames": [sa]}]},
+        {"apiVersion": RBAC, "kind": "RoleBinding",
+         "metadata": {"name": f"{sa}-token", "namespace": NAMESPACE, "labels": labels},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                     "name": f"{sa}-token"}, "subjects": subject},
+    ]
+
+
+async def token(client: ClusterClient, cluster: str) -> tuple[str, str]:
+    """A new token for the registration's ServiceAccount: (token, expiry timestamp)."""
+    answer = await client.request(
+        "POST", SERVICE_ACCOUNTS.path(NAMESPACE, service_account(cluster), "token"),
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
+              "spec": {"expirationSeconds": TOKEN_SECONDS}})
+    status = answer.get("status") or {}
+    if not status.get("token"):
+        raise errors.Malformed("the TokenRequest answer has no token")
+    expires = str(status.get("expirationTimestamp") or timestamp(
+        dt.datetime.now(dt.UTC) + dt.timedelta(seconds=TOKEN_SECONDS)))
+    return str(status["token"]), expires
+
+
+def _ca_data(cluster: Obj) -> str | None:
+    if cluster.get("certificate-authority-data"):
+        return str(cluster["certificate-authority-data"])
+    if cluster.get("certificate-authority"):
+        return base64.b64encode(Path(cluster["certificate-authority"]).read_bytes()).decode()
+    return None
+
+
+def token_kubeconfig(operator: Obj, cluster: str, secret: str) -> Obj:
+    """The kubeconfig stored on the hub: the operator's server and CA, hmls's own token."""
+    entry: dict[str, Any] = {"server": operator["clusters"][0]["cluster"]["server"]}
+    ca = _ca_data(operator["clusters"][0]["cluster"])
+    if ca:
+        entry["certificate-authority-data"] = ca
+    if operator["clusters"][0]["cluster"].get("tls-server-name"):
+        entry["tls-server-name"] = operator["clusters"][0]["cluster"]["tls-server-name"]
+    return {"apiVersion": "v1", "kind": "Config", "current-context": cluster,
+            "clusters": [{"name": cluster, "cluster": entry}],
+            "users": [{"name": service_account(cluster), "user": {"token": secret}}],
+            "contexts": [{"name": cluster, "context": {"cluster": cluster,
+                                                         "user": service_account(cluster)}}]}
+
+
+async def install(client: ClusterClient, cluster: str, *, tenant: bool) -> None:
+    for body in objects(cluster, tenant=tenant):
+        res = NAMESPACES if body["kind"] == "Namespace" else None
+        await client.apply(body, field_manager=MANAGER, force=True, resource=res)
+
+
+async def remove(client: ClusterClient, cluster: str) -> list[str]:
+    """Delete this registration's ServiceAccount and bindings (the shared ClusterRoles and the
+    namespace stay: other registrations may use them); what was deleted."""
+    gone = []
+    for body in objects(cluster, tenant=True):
+        if body["kind"] in ("Namespace", "ClusterRole"):
+            continue
+        res = await client.resource(body["apiVersion"], body["kind"])
+        meta = body["metadata"]
+        if await client.delete(res, meta.get("namespace") if res.namespaced else None,
+                               meta["name"]):
+            gone.append(f"{body['kind']} {meta['name']}")
+    return gone
