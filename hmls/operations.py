@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from hmls import identity
-from hmls.domain.access import TENANCY, TENANT_SERVICE_ACCOUNT
+from hmls.domain.access import TENANCY, TENANT_SERVICE_ACCOUNT, AccessPolicy
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import (
     CLUSTER_LABEL,
@@ -324,7 +324,7 @@ def _row(name: str, secret: Obj | None, found: Profile | None, hmls: list[Obj],
               **{str(k): str(v) for k, v in ((secret or {}).get("metadata", {}).get("labels")
                                              or {}).items()}}
     used = str(len(_uses(hmls, name, labels)))
-    head = [name, "-", _shown_labels(labels), _profile_state(found)]
+    head = [name, "-", _shown_labels(labels), _mode(secret), _profile_state(found)]
     if secret is None:
         detail = f"no registration Secret: hmls has no credentials ({found.message})" if (
             found and found.message) else "no registration Secret: hmls has no credentials"
@@ -366,11 +366,23 @@ async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPo
     by_name = {s["metadata"]["labels"][CLUSTER_LABEL]: s for s in secrets}
     if not by_name and not profiles:
         return f"no clusters registered in namespace {namespace}"
-    table = [["NAME", "SERVER", "LABELS", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
+    table = [["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
               "VERSION", "HYPERMLSERVICES", "LAST ERROR"]]
     table += [_row(n, by_name.get(n), profiles.get(n), hmls, policy, verdicts)
               for n in sorted(set(by_name) | set(profiles))]
-    return _table(table)
+    trusted = sorted(n for n, s in by_name.items() if _mode(s) == "trusted")
+    warning = (f"\n\nwarning: trusted clusters ({', '.join(trusted)}) write every hub "
+               "namespace's manifests with the registration's own credentials, under their "
+               "kind policy only; join them again without --trust-hub-namespaces for tenant "
+               "mode") if trusted else ""
+    return _table(table) + warning
+
+
+def _mode(secret: Obj | None) -> str:
+    if secret is None:
+        return "-"
+    return "tenant" if AccessPolicy.from_annotations(
+        secret["metadata"].get("annotations")).tenant else "trusted"
 
 
 async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool,

@@ -17,8 +17,8 @@ from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
 from tests.conftest import AS_IS, eventually, hmls_cli, kubectl
 
-LIST_HEADER = ["NAME", "SERVER", "LABELS", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN", "VERSION",
-               "HYPERMLSERVICES", "LAST ERROR"]
+LIST_HEADER = ["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
+               "VERSION", "HYPERMLSERVICES", "LAST ERROR"]
 VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 
 
@@ -171,8 +171,9 @@ def parse_table(lines: list[str], header: list[str]) -> list[dict[str, str]]:
     assert head.split() == " ".join(header).split(), head
     starts = [head.index(h) for h in header]
     ends = [*starts[1:], None]
+    rows = lines[1:lines.index("")] if "" in lines else lines[1:]  # a blank line ends it
     return [{h: line[s:e].strip() for h, s, e in zip(header, starts, ends, strict=True)}
-            for line in lines[1:]]
+            for line in rows]
 
 
 def cluster_rows(env: Environment) -> dict[str, dict[str, str]]:

@@ -233,7 +233,8 @@ async def test_list_shows_the_probe_verdicts_versions_and_use(
                     row["LAST ERROR"]) == (server, "yes", "now", VERSION, "-")
             assert row["SINCE"].endswith("Z")
         assert before["brokenx"] == {
-            "NAME": "brokenx", "SERVER": "-", "LABELS": "-", "PROFILE": "-", "REACHABLE": "no",
+            "NAME": "brokenx", "SERVER": "-", "LABELS": "-", "MODE": "trusted", "PROFILE": "-",
+            "REACHABLE": "no",
             "SINCE": "-", "LAST SEEN": "-", "VERSION": "-", "HYPERMLSERVICES": "0",
             "LAST ERROR": "kubeconfig has no current-context"}
         assert before["deadlist"]["SERVER"] == "https://127.0.0.1:9"

@@ -20,7 +20,15 @@ from hmls.domain.access import ALLOW_HOST_ACCESS, ALLOWED_KINDS, DENIED_KINDS, P
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource
 from tests.conftest import Controller, eventually, hmls_cli, kubectl, load_sample
-from tests.integration.helpers import create, get_hmls, hub, items, join, wait_condition
+from tests.integration.helpers import (
+    cluster_rows,
+    create,
+    get_hmls,
+    hub,
+    items,
+    join,
+    wait_condition,
+)
 
 Clients = dict[str, ClusterClient]
 PODS = Resource("v1", "Pod", "pods", namespaced=True)
@@ -180,6 +188,10 @@ async def test_join_mints_a_tenant_identity_and_the_spoke_decides_what_a_tenant_
         assert set(cfg["users"][0]["user"]) == {"token"}  # no exec plugin, no certificate
         assert annotations == {"hmls.tensorstack.dev/tenancy": "tenant",
                                "hmls.tensorstack.dev/identity": f"hmls-system/hmls-{name}"}
+        listed = hmls_cli("cluster", "list", *hub(env)).stdout
+        assert cluster_rows(env)[name]["MODE"] == "tenant"
+        assert cluster_rows(env)["spoke1"]["MODE"] == "trusted"  # joined as-is by the session
+        assert "warning: trusted clusters (" in listed and name not in listed.split("warning")[1]
         # exactly what hmls needs on the spoke, and no more
         assert can(env, "spoke1", sa, "list", "secrets", "-A") == "yes"
         assert can(env, "spoke1", sa, "create", "namespaces") == "yes"
@@ -190,17 +202,23 @@ async def test_join_mints_a_tenant_identity_and_the_spoke_decides_what_a_tenant_
                        ("delete", "namespaces"), ("*", "*", "-n", ns)):
             assert can(env, "spoke1", sa, *denied) == "no", denied
 
-        # the seed's flow (hub namespace only) works as the tenant; the escalation does not
+        # the seed's flow (hub namespace only) works as the tenant; the escalation beside it,
+        # in the same namespace, is refused by the spoke
         kubectl(env, "hub", "create", "namespace", ns, check=False)
-        create(env, sample_with(ns, [name], escalation(ns)))
-        obj = await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied", "False")
+        create(env, sample_with(ns, [name], []))
+        mallory = sample_with(ns, [name], escalation(ns))
+        mallory["metadata"]["name"] = "mallory"
+        mallory["spec"]["workloads"][0]["manifests"] = escalation(ns)
+        create(env, mallory)
+        await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied")
+        await wait_condition(clients["hub"], ns, "hmls-sample", "Ready", timeout=30)
+        obj = await wait_condition(clients["hub"], ns, "mallory", "FullyApplied", "False")
         got = messages(obj)
         assert got["RoleBinding"][1].startswith(f"forbidden by cluster {name}: ")
         assert "is attempting to grant RBAC permissions not currently held" in \
             got["RoleBinding"][1]
         assert got["Pod"][1].startswith(f"forbidden by cluster {name}: ")
         assert 'violates PodSecurity "baseline:latest"' in got["Pod"][1]
-        assert all(got[k][0] for k in ("MLServiceRuntime", "Secret", "MLService"))
         assert await clients["spoke1"].get(ROLEBINDINGS, ns, "mallory-admin") is None
         assert await clients["spoke1"].get(PODS, ns, "rootshell") is None
         assert can_i(env, "spoke1", ns, "mallory") == "no"
@@ -231,9 +249,8 @@ async def test_join_mints_a_tenant_identity_and_the_spoke_decides_what_a_tenant_
         assert res.stdout.startswith(f"cluster {name}: token renewed, valid until ")
         assert stored(env, name)[0]["users"][0]["user"]["token"] != before
     finally:
-        for n in (ns, other):
-            kubectl(env, "hub", "delete", "hmls", "-n", n, "hmls-sample", "--timeout=30s",
-                    check=False)
+        for n, cr in ((ns, "hmls-sample"), (ns, "mallory"), (other, "hmls-sample")):
+            kubectl(env, "hub", "delete", "hmls", "-n", n, cr, "--timeout=30s", check=False)
         res = hmls_cli("cluster", "unjoin", name, "--force", *hub(env), "--cluster-kubeconfig",
                        str(operator), check=False)
     assert res.stdout == (f"cluster {name} unjoined; removed ServiceAccount hmls-{name}, "
