@@ -98,6 +98,9 @@ class _Preview:
         self.fleet: dict[str, Registration] = {}
         self.reachable: dict[str, bool | None] = {}
         self.live: dict[tuple[str, ResourceRef], Obj | None] = {}
+        self.writers: dict[str, str | None] = {}
+        """Per cluster, who the controller would write as (a tenant-mode cluster: the hub
+        namespace's tenant, so the dry run meets the same RBAC and admission)."""
 
     async def load_fleet(self) -> None:
         secrets, _ = await self.hub.list(SECRETS, namespace=self.namespace,
@@ -117,6 +120,7 @@ class _Preview:
             why = reg.error if reg else "not registered"
             report.error(f"cluster {name} cannot be used: {why}")
             return
+        self.writers[name] = reg.access.writer(owner.namespace)
         try:
             client = await ClusterClient.from_kubeconfig(name, reg.kubeconfig, timeout=10.0)
         except errors.KubeError as exc:
@@ -147,7 +151,8 @@ class _Preview:
             owned = live is not None and _owner_uid(live) == owner.uid
             try:
                 after = await client.apply(body, field_manager=FIELD_MANAGER, resource=res,
-                                           force=spec.take_over or owned, dry_run=True)
+                                           force=spec.take_over or owned, dry_run=True,
+                                           impersonate=self.writers[cluster])
                 note = ""
             except errors.NotFound:
                 if live is not None or not ns:
