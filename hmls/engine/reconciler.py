@@ -495,6 +495,7 @@ class Reconciler:
         if previous.raw.get("rollout") is not None:
             await self.revisions.delete_all(owner)
         await self._set_finalizers(obj, [f for f in meta.get("finalizers") or [] if f != FINALIZER])
+        self.events.forget(owner.uid)
         log.info("%s: cleanup done, finalizer removed", owner.key)
         return True
 

@@ -27,6 +27,10 @@ class EventRecorder:
         self._dedupe = dedupe_seconds
         self._recent: dict[tuple[str, str, str], float] = {}
 
+    def forget(self, uid: str) -> None:
+        """An object is gone: its deduplication entries go with it."""
+        self._recent = {k: t for k, t in self._recent.items() if k[0] != uid}
+
     async def emit(self, obj: Obj, *, type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
         key = (meta.get("uid", ""), reason, message)

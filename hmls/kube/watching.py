@@ -72,8 +72,13 @@ class Informer(Generic[T]):
 
     def observe(self, obj: Obj) -> T:
         """Record a response we just got from a write, unless the watch already has newer;
-        returns the stored value."""
+        returns the stored value.  An object whose deletion is final (a deletionTimestamp and
+        no finalizers left: the server removes it now) is not recorded, or a response that
+        arrives after the watch's DELETED event would bring it back for good."""
         key, rv = _key(obj), _rv(obj)
+        meta = obj.get("metadata") or {}
+        if meta.get("deletionTimestamp") and not meta.get("finalizers"):
+            return self._transform(obj)
         prev = self._versions.get(key)
         if prev is None or _newer(rv, prev):
             self.store[key], self._versions[key] = self._transform(obj), rv
