@@ -33,7 +33,7 @@ from hmls.domain.models import (
     Spec,
     parse_spec,
 )
-from hmls.domain.render import Desired, ResourceRef, render
+from hmls.domain.render import Desired, ResourceRef, render, scoped
 from hmls.domain.status import ItemResult, StatusView
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
@@ -142,10 +142,7 @@ class _Preview:
         try:
             res = await client.resource(item.ref.api_version, item.ref.kind)
             ns = item.ref.namespace if res.namespaced else None
-            body = item.body
-            if not res.namespaced:
-                body = {**body, "metadata": {k: v for k, v in body["metadata"].items()
-                                             if k != "namespace"}}
+            body = scoped(item.body, res.namespaced)
             live = await client.get(res, ns, item.ref.name)
             self.live[(cluster, item.ref)] = live
             owned = live is not None and _owner_uid(live) == owner.uid

@@ -231,6 +231,14 @@ def render(owner: Owner, spec: Spec, fleet: Fleet) -> list[Desired]:
     return out
 
 
+def scoped(body: dict[str, Any], namespaced: bool) -> dict[str, Any]:
+    """The body as sent to a cluster whose discovery says whether the kind is namespaced: a
+    cluster-scoped object carries no metadata.namespace."""
+    if namespaced or not body["metadata"].get("namespace"):
+        return body
+    return {**body, "metadata": {k: v for k, v in body["metadata"].items() if k != "namespace"}}
+
+
 def apply_order(items: list[Desired]) -> list[list[Desired]]:
     """One cluster's items grouped by rank: groups are applied in order, members in parallel."""
     groups: dict[int, list[Desired]] = {}

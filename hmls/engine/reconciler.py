@@ -44,7 +44,15 @@ from hmls.domain.models import (
     parse_spec,
     timestamp,
 )
-from hmls.domain.render import Desired, Fleet, ResourceRef, apply_order, placements, render
+from hmls.domain.render import (
+    Desired,
+    Fleet,
+    ResourceRef,
+    apply_order,
+    placements,
+    render,
+    scoped,
+)
 from hmls.domain.status import APPLIED_OK, Condition, ItemResult, StatusView
 from hmls.engine import rollouts
 from hmls.engine.hubcache import HubCache
@@ -342,10 +350,7 @@ class Reconciler:
         name, owner = run.spoke.name, run.owner
         if run.unreachable:
             return ItemResult(name, item.ref, False, run.unreachable)
-        body = item.body
-        if not res.namespaced and body["metadata"].get("namespace"):
-            body = {**body, "metadata": {k: v for k, v in body["metadata"].items()
-                                         if k != "namespace"}}
+        body = scoped(item.body, res.namespaced)
         ns = item.ref.namespace if res.namespaced else None
         try:
             cached = await run.spoke.cached(res, ns, item.ref.name)
