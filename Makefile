@@ -47,3 +47,14 @@ bench-quick: deps binaries
 bench-ab: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
 	$(PYTHON) scripts/bench/ab.py $(AB_FLAGS)
+
+# chaos soak (scripts/soak/soak.py): hub, 4 spokes behind fault proxies, ingress, 2 leader-elected
+# replicas, ~100 HyperMLServices, random faults, invariants checked all along; fails on any
+# violation. soak: 30 minutes, writes docs/soak/full.*; soak-quick (CI): under 4 minutes.
+# SOAK_FLAGS="--seed N" replays a run.
+.PHONY: soak soak-quick
+soak: deps binaries
+	PYTHONPATH=scripts/bench $(PYTHON) scripts/soak/soak.py $(SOAK_FLAGS)
+
+soak-quick: deps binaries
+	PYTHONPATH=scripts/bench $(PYTHON) scripts/soak/soak.py --quick --out .hmls-env/soak-report $(SOAK_FLAGS)

@@ -1,0 +1,3 @@
+"""hmls: the HyperMLService controller."""
+
+__version__ = "0.1.0"

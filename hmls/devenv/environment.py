@@ -58,6 +58,8 @@ class State:
     etcd_pid: int = 0
     simulator_pid: int = 0
     cluster_domain: str = "{cluster}.t9kcloud.cn"
+    audit: bool = False
+    """The hub's API server writes an audit log of Lease and HyperMLService status writes."""
     clusters: dict[str, ClusterState] = field(default_factory=dict)
     extras: dict[str, int] = field(default_factory=dict)
     """Other background processes started with ``start_process`` (e.g. the demo's controller)."""
@@ -139,6 +141,10 @@ class Environment:
         return self.dir / "logs" / f"{name}.log"
 
     @property
+    def audit_log(self) -> Path:
+        return self.dir / "logs" / "hub-audit.log"
+
+    @property
     def pki(self) -> Path:
         return self.dir / "pki"
 
@@ -158,7 +164,11 @@ class Environment:
         return all(_alive(p, self._marker) for p in pids)
 
     # ----- lifecycle ---------------------------------------------------------------
-    def up(self, *, spokes: int = 2, cluster_domain: str = "{cluster}.t9kcloud.cn") -> State:
+    def up(self, *, spokes: int = 2, cluster_domain: str = "{cluster}.t9kcloud.cn",
+           audit: bool = False) -> State:
+        """audit: the hub's API server logs every Lease write (with its body) and every
+        HyperMLService status write (who, when: the user agent names the replica) to
+        ``audit_log`` (the soak's one-writer check reads it)."""
         if self.state_path.exists():
             if self.running():
                 self._log(f"environment in {self.dir} is already running; nothing to do")
@@ -171,9 +181,10 @@ class Environment:
             raise DevEnvError("kubectl is not on PATH; it installs the CRDs")
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "logs").mkdir(exist_ok=True)
+        self.audit_log.unlink(missing_ok=True)  # a new environment, a new audit trail
         names = ["hub", *(f"spoke{i}" for i in range(1, spokes + 1)), "ingress"]
         st = State(etcd_port=_free_port(), etcd_peer_port=_free_port(),
-                   cluster_domain=cluster_domain)
+                   cluster_domain=cluster_domain, audit=audit)
         for name in names:
             role = name if name in ("hub", "ingress") else "spoke"
             st.clusters[name] = ClusterState(name=name, role=role, port=_free_port())
@@ -231,12 +242,31 @@ class Environment:
         _stop_pid(pid, self._marker)
 
     def heal(self) -> list[str]:
-        """Restart any API server that is not running (after a fault test); their names."""
+        """Restart etcd and any API server that is not running (after a fault test); the
+        names of those restarted."""
+        restarted = []
+        if not _alive(self.state().etcd_pid, self._marker):
+            self.start_etcd()
+            restarted.append("etcd")
+        for c in self.state().clusters.values():
+            if not _alive(c.pid, self._marker):
+                self.start_cluster(c.name)
+                restarted.append(c.name)
+        return restarted
+
+    def kill_etcd(self) -> None:
+        """SIGKILL the shared etcd (every API server loses its storage until start_etcd)."""
+        pid = self.state().etcd_pid
+        if _alive(pid, self._marker):
+            os.kill(pid, signal.SIGKILL)
+        _stop_pid(pid, self._marker)
+
+    def start_etcd(self) -> None:
         st = self.state()
-        down = [c.name for c in st.clusters.values() if not _alive(c.pid, self._marker)]
-        for name in down:
-            self.start_cluster(name)
-        return down
+        if not _alive(st.etcd_pid, self._marker):
+            st.etcd_pid = self._start_etcd(binaries.ensure(binaries.ETCD), st)
+            st.save(self.state_path)
+        self._wait_etcd(st)
 
     def start_cluster(self, name: str) -> None:
         st = self.state()
@@ -336,7 +366,23 @@ class Environment:
             # the tests that hmls refuses them can fail
             "--allow-privileged=true",
             "--v=1",
+            *(self._audit_flags() if st.audit and c.role == "hub" else []),
         ])
+
+    def _audit_flags(self) -> list[str]:
+        policy = self.dir / "audit-policy.yaml"
+        policy.write_text(yaml.safe_dump({
+            "apiVersion": "audit.k8s.io/v1", "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [
+                {"level": "Request", "verbs": ["create", "update"], "namespaces": ["hmls-system"],
+                 "resources": [{"group": "coordination.k8s.io", "resources": ["leases"]}]},
+                {"level": "Metadata", "verbs": ["patch", "update"],
+                 "resources": [{"group": "tensorstack.dev",
+                                "resources": ["hypermlservices/status"]}]},
+                {"level": "None"}]}))
+        return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json", "--audit-log-mode=blocking"]
 
     def _ssl(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))

@@ -83,12 +83,29 @@ def _listing(failures: list[str]) -> str:
     return shown + (f"; and {more} more" if more > 0 else "")
 
 
-def fully_applied(items: list[ItemResult]) -> Condition:
+def fully_applied(items: list[ItemResult], behind: Behind | None = None) -> Condition:
+    """True when every item is applied and (for a progressive rollout) every cluster runs
+    the current revision: a generation is applied only once all of it is on the clusters."""
     failed = [f"{i.cluster}: {i.ref}: {i.message}" for i in items if not i.applied]
-    if not failed:
-        return Condition("FullyApplied", "True", "AllApplied", ALL_APPLIED)
-    return Condition("FullyApplied", "False", "ApplyFailed",
-                     f"{len(failed)} of {len(items)} manifests not applied: {_listing(failed)}")
+    if failed:
+        return Condition("FullyApplied", "False", "ApplyFailed",
+                         f"{len(failed)} of {len(items)} manifests not applied: {_listing(failed)}")
+    if behind and behind.clusters:
+        return Condition("FullyApplied", "False",
+                         "RolloutHalted" if behind.halted else "RolloutInProgress",
+                         f"revision {behind.revision} is not on {', '.join(behind.clusters)} yet"
+                         + (" (the rollout is halted)" if behind.halted else
+                            " (progressive rollout)"))
+    return Condition("FullyApplied", "True", "AllApplied", ALL_APPLIED)
+
+
+@dataclass(frozen=True)
+class Behind:
+    """The clusters a progressive rollout has not brought to ``revision`` yet."""
+
+    revision: int | None
+    clusters: list[str]
+    halted: bool = False
 
 
 def _counted(kinds: list[str]) -> str:
@@ -162,9 +179,10 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView,
               traffic: dict[str, Any] | None = None,
               created_namespaces: list[dict[str, str]] | None = None,
               selected: list[dict[str, Any]] | None = None,
-              rollout: dict[str, Any] | None = None) -> dict[str, Any]:
+              rollout: dict[str, Any] | None = None, behind: Behind | None = None
+              ) -> dict[str, Any]:
     """The complete new status for these item results (None values: fields to remove)."""
-    conditions = [fully_applied(items), ready(items), *extra]
+    conditions = [fully_applied(items, behind), ready(items), *extra]
     return {
         "observedGeneration": generation,
         "summary": summary(items),

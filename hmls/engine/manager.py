@@ -24,7 +24,7 @@ from hmls.engine.queue import WorkQueue
 from hmls.engine.reconciler import Reconciler
 from hmls.engine.spokes import Fleet, SpokeConfig
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.client import USER_AGENT, ClusterClient, Obj
 from hmls.kube.events import EventRecorder
 from hmls.kube.leader import LeaderElector, LostLeadership
 from hmls.kube.resources import CLUSTER_PROFILES, HMLS, SECRETS
@@ -151,13 +151,15 @@ class Manager:
     # ----- run ---------------------------------------------------------------------
     async def run(self) -> None:
         s = self.settings
-        hub = await ClusterClient.for_hub(s.kubeconfig, timeout=s.request_timeout)
+        identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+        hub = await ClusterClient.for_hub(s.kubeconfig, timeout=s.request_timeout,
+                                          user_agent=f"{USER_AGENT} ({identity})")
         runner = await serve(self.metrics, host=s.metrics_host, port=s.metrics_port,
                              ready=self.ready)
         if s.leader_elect:
             self.elector = LeaderElector(
                 hub, namespace=s.leader_election_namespace or s.namespace,
-                identity=f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}",
+                identity=identity,
                 lease_seconds=s.lease_seconds, renew_deadline=s.renew_deadline,
                 retry_seconds=s.retry_seconds)
         try:

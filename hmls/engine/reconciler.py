@@ -230,7 +230,8 @@ class Reconciler:
             extra=tuple(extra), pending=pending, traffic=traffic_status,
             created_namespaces=await self._created_namespaces(desired),
             selected=status_mod.selected(spec, chosen),
-            rollout=plan.state.to_status(prepared.order) if plan and prepared else None)
+            rollout=plan.state.to_status(prepared.order) if plan and prepared else None,
+            behind=prepared.behind(plan) if plan and prepared else None)
         await self._write_status(obj, status_mod.fit(new))
         self._track(key, {"status": new})
         await self._announce(obj, previous, items, runs)

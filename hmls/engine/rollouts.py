@@ -20,7 +20,7 @@ from typing import Any
 from hmls.domain import rollout as rollout_mod
 from hmls.domain.models import API_VERSION, KIND, InvalidSpec, Owner, Spec, parse_spec
 from hmls.domain.render import Desired, Fleet, content_hash, owner_labels, placements, render
-from hmls.domain.status import ItemResult, StatusView
+from hmls.domain.status import Behind, ItemResult, StatusView
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONTROLLER_REVISIONS
 
@@ -118,6 +118,15 @@ class Prepared:
     rollout: rollout_mod.Rollout
     desired: list[Desired]
     order: list[str]
+    rendered_at: dict[str, int | None]
+    """The revision each cluster was rendered (and applied) at in this reconcile: a step
+    that ``finish`` starts applies at the next one."""
+
+    def behind(self, plan: rollout_mod.Plan) -> Behind:
+        """The clusters this reconcile did not apply the current revision to."""
+        return Behind(plan.state.current, [c for c in self.order
+                                           if self.rendered_at.get(c) != plan.state.current],
+                      bool(plan.state.halted))
 
     def finish(self, items: list[ItemResult], previous: StatusView) -> rollout_mod.Plan:
         serving = {str(r.get("cluster")) for r in (previous.traffic or {}).get("routes") or []
@@ -172,10 +181,12 @@ async def prepare(revisions: Revisions, obj: Obj, owner: Owner, spec: Spec, flee
                                 current=current.number, unchanged=unchanged,
                                 traffic=spec.traffic is not None, now=now)
     desired: list[Desired] = []
-    for cluster, number in rollout.runs().items():
+    runs = rollout.runs()
+    for cluster, number in runs.items():
         if number is not None and number in rendered:
             desired += rendered[number].get(cluster, [])
-    return Prepared(rollout, desired, rollout.clusters)
+    return Prepared(rollout, desired, rollout.clusters,
+                    {c: n if n in rendered else None for c, n in runs.items()})
 
 
 def _by_cluster(desired: list[Desired]) -> dict[str, list[Desired]]:

@@ -24,6 +24,7 @@ import tenacity
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import Configuration
 
+from hmls import __version__
 from hmls.kube import errors
 from hmls.kube.resources import Resource
 
@@ -31,6 +32,7 @@ Obj = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 DISCOVERY_TTL = 30.0
+USER_AGENT = f"hmls/{__version__}"
 
 
 @dataclass(frozen=True)
@@ -83,7 +85,8 @@ class ClusterClient:
     The connection pool is not capped here: watches hold one connection each for minutes,
     and the writes are bounded per cluster by the reconciler's semaphore."""
 
-    def __init__(self, name: str, cfg: Configuration, *, timeout: float = 15.0) -> None:
+    def __init__(self, name: str, cfg: Configuration, *, timeout: float = 15.0,
+                 user_agent: str = USER_AGENT) -> None:
         self.name = name
         self.server = str(cfg.host).rstrip("/")
         self._cfg = cfg
@@ -91,7 +94,7 @@ class ClusterClient:
         self._server_hostname = cfg.tls_server_name or None
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=_ssl_context(cfg), limit=0),
-            trust_env=False, read_bufsize=2**21)
+            trust_env=False, read_bufsize=2**21, headers={"User-Agent": user_agent})
         self._timeout = timeout
         self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
         self._discovery_lock = asyncio.Lock()
@@ -111,16 +114,17 @@ class ClusterClient:
             raise errors.KubeError(f"kubeconfig could not be loaded ({type(exc).__name__})") from None
 
     @classmethod
-    async def for_hub(cls, kubeconfig: str | None, *, timeout: float = 15.0) -> ClusterClient:
+    async def for_hub(cls, kubeconfig: str | None, *, timeout: float = 15.0,
+                      user_agent: str = USER_AGENT) -> ClusterClient:
         """The controller's own client: a kubeconfig file chosen by the operator, or the
         in-cluster service account when none is given (its token file is re-read as the
-        kubelet rotates it)."""
+        kubelet rotates it).  user_agent names the replica in the hub's audit log."""
         cfg = _new_configuration()
         if kubeconfig:
             await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         else:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        return cls("hub", cfg, timeout=timeout)
+        return cls("hub", cfg, timeout=timeout, user_agent=user_agent)
 
     async def close(self) -> None:
         await self._session.close()

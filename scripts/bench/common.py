@@ -403,9 +403,11 @@ class Controller:
     only the given hub namespaces (so each measurement sees only its own HyperMLServices)."""
 
     def __init__(self, bench: Bench, namespaces: list[str], *, name: str = "controller",
-                 cprofile_to: Path | None = None, source: Path | None = None) -> None:
+                 cprofile_to: Path | None = None, source: Path | None = None,
+                 flags: tuple[str, ...] = ()) -> None:
         """source: a directory holding another ``hmls`` package to run instead of this
-        checkout's (an earlier revision, for before/after runs)."""
+        checkout's (an earlier revision, for before/after runs); flags: more controller
+        flags (e.g. ``--leader-elect``)."""
         self.bench = bench
         self.namespaces = namespaces
         self.name = name
@@ -413,6 +415,7 @@ class Controller:
             raise ValueError("cProfile runs only this checkout's controller (python -m cProfile -m hmls)")
         self.cprofile_to = cprofile_to
         self.source = source
+        self.flags = flags
         self.port = 0
         self.pid = 0
         self.started = 0.0
@@ -429,7 +432,7 @@ class Controller:
             wrap += ["-m", "hmls"]
         argv = [sys.executable, *wrap, "controller", "--kubeconfig", hub,
                 "--watch-namespaces", ",".join(self.namespaces),
-                "--metrics-bind-address", f"127.0.0.1:{self.port}"]
+                "--metrics-bind-address", f"127.0.0.1:{self.port}", *self.flags]
         self.started = time.perf_counter()
         self.pid = self.bench.env.start_process(self.name, argv)
         return self.pid
@@ -482,7 +485,7 @@ class Controller:
     def stats(self) -> ProcStats:
         return proc_stats(self.pid)
 
-    def _exited(self) -> bool:
+    def exited(self) -> bool:
         """Reap the process if it has exited (never blocks)."""
         try:
             return os.waitpid(self.pid, os.WNOHANG)[0] != 0
@@ -499,7 +502,7 @@ class Controller:
                 os.kill(self.pid, sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline:
-                if self._exited():
+                if self.exited():
                     self.pid = 0
                     return
                 await asyncio.sleep(0.05)

@@ -13,7 +13,8 @@ import yaml
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.resources import CONTROLLER_REVISIONS
+from hmls.kube.resources import CONTROLLER_REVISIONS, HMLS
+from hmls.kube.watching import Informer
 from tests.conftest import Controller, eventually, hmls_cli, kubectl
 from tests.integration.helpers import (
     condition,
@@ -236,3 +237,39 @@ def test_bad_rollout_settings_are_refused_at_admission(env: Environment) -> None
     obj = progressive(ns, traffic=False, strategy="Canary")
     res = kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump(obj), check=False)
     assert 'supported values: "All", "Progressive"' in res.stderr
+
+
+async def test_moving_to_another_cluster_rolls_out_there_before_claiming_fully_applied(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Found by the soak (seed 4066301207): a progressive HyperMLService moved to another
+    cluster said FullyApplied=True for the new generation before that cluster had it."""
+    ns = "t-rollout-move"
+    hub_namespace(env, ns)
+    obj = hmls(ns, "svc", (["spoke1"], [mlservice("svc")]),
+               rollout={"strategy": "Progressive", "soakSeconds": 1})
+    try:
+        create(env, obj)
+        await rolled_out(clients, ns, 1)
+        moved = copy.deepcopy(obj)
+        moved["spec"]["workloads"][0]["clusters"] = ["spoke2"]
+
+        seen: list[Obj] = []  # every version the hub serves, from a watch
+        watch: Informer[Obj] = Informer(clients["hub"], HMLS, namespace=ns,
+                                        on_event=lambda _k, _o, new: seen.append(new or {}))
+        task = asyncio.create_task(watch.run())
+        try:
+            await watch.synced.wait()
+            replace_spec(env, moved)
+            await rolled_out(clients, ns, 2)
+        finally:
+            task.cancel()
+        claims = [o for o in seen if condition(o, "FullyApplied").get("status") == "True"
+                  and condition(o, "FullyApplied").get("observedGeneration") == 2]
+        assert claims, "FullyApplied=True for generation 2 was never written"
+        for o in claims:  # each claim lists spoke2's MLService as applied
+            assert [i["cluster"] for i in o["status"]["aggregatedStatus"]
+                    if i["resource"]["kind"] == "MLService" and i["applied"]] == ["spoke2"], \
+                o["status"]
+        assert await clients["spoke1"].get(MLSERVICE, ns, "svc") is None
+    finally:
+        delete(env, ns)

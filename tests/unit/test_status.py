@@ -7,6 +7,7 @@ from typing import Any
 from hmls.domain.health import health
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import (
+    Behind,
     Condition,
     ItemResult,
     StatusView,
@@ -53,6 +54,18 @@ def test_fully_applied_true() -> None:
     cond = fully_applied([ok("s1", SECRET), ok("s2", SVC, READY_STATUS)])
     assert cond == Condition("FullyApplied", "True", "AllApplied",
                              "All manifests have been successfully applied")
+
+
+def test_fully_applied_waits_for_the_clusters_a_rollout_has_not_reached() -> None:
+    """Found by the soak (seed 4066301207): mid-rollout every rendered item was applied, yet
+    the generation was not on the clusters still at the old revision (or at none)."""
+    items = [ok("s1", SVC, READY_STATUS)]
+    assert fully_applied(items, Behind(2, ["s2"])) == Condition(
+        "FullyApplied", "False", "RolloutInProgress",
+        "revision 2 is not on s2 yet (progressive rollout)")
+    assert fully_applied(items, Behind(2, ["s1", "s2"], halted=True)).reason == "RolloutHalted"
+    assert fully_applied(items, Behind(2, [])).status == "True"
+    assert fully_applied([failed("s1", SVC)], Behind(2, ["s2"])).reason == "ApplyFailed"
 
 
 def test_fully_applied_false_lists_failures_with_counts() -> None:

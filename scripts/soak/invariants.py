@@ -1,0 +1,325 @@
+"""Invariant checkers: each cadence reads the real servers (hub, every spoke, the ingress)
+directly — never through the fault proxies — and counts violations of the promises users
+buy hmls for.  A violation is counted once per episode (a continuous stretch of the same bad
+state) and its evidence kept.
+
+  nothing_lost     every desired object is on every target cluster with hmls's content,
+                   at most LOST_S after the later of: it went wrong, the last fault that
+                   touched its cluster healed, its HyperMLService last changed (+ the
+                   rollout's own time for a progressive one)
+  nothing_leaked   no object labelled with a HyperMLService's uid outlives the CR (or its
+                   place in the CR) by LEAKED_S once its cluster is quiet; bystander
+                   objects hmls did not create keep their resourceVersion
+  status_honest    FullyApplied=True for generation g only while every object of g is on
+                   its clusters; observedGeneration never goes backwards
+  traffic_safe     no weight on a cluster that is not Ready or is cut off, and never 0 %
+                   everywhere, while another cluster is healthy, for more than TRAFFIC_S
+                   (judged while the hub and etcd are up and a replica has had a lease
+                   term's time to act: without the hub hmls holds no leadership, by design)
+  one_writer       no HyperMLService status write on the hub from a replica that did not
+                   hold the Lease at that moment (from the hub's audit log, after the run)
+  controller_up    no replica exit that the soak did not cause (a crash), and RSS flat
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from faults import GLOBAL, Injector
+
+from hmls.domain.models import OWNER_UID
+from hmls.kube.client import Obj
+
+LOST_S = 30.0
+LEAKED_S = 30.0
+TRAFFIC_S = 10.0
+DRIFT_GRACE_S = 15.0
+"""A FullyApplied claim is not judged on an object drifted this recently (the claim may
+predate the drift)."""
+EVIDENCE_LIMIT = 200
+
+Key = tuple[str, str, str]
+"""(kind, namespace, name) of a spoke object."""
+
+
+def expected(manifest: Obj, namespace: str) -> Obj:
+    """What the API server stores for a manifest, for comparison: stringData as data, and
+    no apiVersion/kind (list items have none)."""
+    out = {k: v for k, v in manifest.items() if k not in ("stringData", "apiVersion", "kind")}
+    out["metadata"] = {**manifest["metadata"], "namespace": manifest["metadata"].get(
+        "namespace") or namespace}
+    if "stringData" in manifest:
+        out["data"] = {**(manifest.get("data") or {}), **{
+            k: base64.b64encode(v.encode()).decode() for k, v in manifest["stringData"].items()}}
+    return out
+
+
+def contains(live: Any, want: Any) -> bool:
+    """Every field of ``want`` is in ``live`` with the same value (lists element-wise)."""
+    if isinstance(want, dict):
+        return isinstance(live, dict) and all(k in live and contains(live[k], v)
+                                              for k, v in want.items())
+    if isinstance(want, list):
+        return (isinstance(live, list) and len(live) == len(want)
+                and all(contains(a, b) for a, b in zip(live, want, strict=True)))
+    return bool(live == want)
+
+
+def difference(live: Any, want: Any, path: str = "") -> str:
+    """Where ``contains(live, want)`` fails first: a field path and both values."""
+    if isinstance(want, dict) and isinstance(live, dict):
+        for k, v in want.items():
+            if k not in live:
+                return f"{path}.{k} missing"
+            if not contains(live[k], v):
+                return difference(live[k], v, f"{path}.{k}")
+    elif isinstance(want, list) and isinstance(live, list) and len(live) == len(want):
+        for i, (a, b) in enumerate(zip(live, want, strict=True)):
+            if not contains(a, b):
+                return difference(a, b, f"{path}[{i}]")
+    return f"{path or '.'}: {json.dumps(live)[:120]} instead of {json.dumps(want)[:120]}"
+
+
+def condition(obj: Obj, ctype: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype:
+            return dict(c)
+    return {}
+
+
+def desired(cr: Obj) -> list[tuple[str, Key, Obj]]:
+    """(cluster, key, expected object) for every manifest of every workload."""
+    ns = cr["metadata"]["namespace"]
+    out = []
+    for w in cr["spec"]["workloads"]:
+        for m in w["manifests"]:
+            want = expected(m, ns)
+            key = (m["kind"], want["metadata"]["namespace"], m["metadata"]["name"])
+            out += [(c, key, want) for c in w.get("clusters") or []]
+    return out
+
+
+@dataclass
+class Snapshot:
+    started: float
+    """monotonic time before the hub was read (spokes are read after it)"""
+    at: float
+    crs: list[Obj] | None
+    spokes: dict[str, dict[Key, Obj] | None]
+    routes: list[Obj] | None
+
+
+@dataclass
+class Checker:
+    injector: Injector
+    changed: Mapping[str, float]
+    """uid -> when the soak last created or edited that HyperMLService (monotonic)"""
+    allowance: Mapping[str, float]
+    """uid -> extra seconds its rollout may take (progressive HyperMLServices)"""
+    drifted: Mapping[tuple[str, Key], float]
+    """(cluster, key) -> when the soak drifted or deleted that object behind hmls's back"""
+    bystanders: dict[tuple[str, Key], str]
+    """(cluster, key) -> resourceVersion of an object hmls must never touch"""
+    lease_seconds: float
+    violations: Counter[str] = field(default_factory=Counter)
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    checks: Counter[str] = field(default_factory=Counter)
+    _bad: dict[tuple[str, Any], tuple[float, str, str]] = field(default_factory=dict)
+    _reported: set[tuple[str, Any]] = field(default_factory=set)
+    _max_gen: dict[str, int] = field(default_factory=dict)
+    _gone: dict[str, float] = field(default_factory=dict)
+    _claims: set[tuple[str, int, str, Key]] = field(default_factory=set)
+
+    def violate(self, inv: str, now: float, **detail: Any) -> None:
+        self.violations[inv] += 1
+        if len(self.evidence) < EVIDENCE_LIMIT:
+            self.evidence.append({"invariant": inv, "at": round(now, 2), **detail})
+
+    def _episode(self, inv: str, key: Any, bad: bool, now: float, floor: float | None,
+                 limit: float, uid: str, detail: str) -> None:
+        """A bad state that must end within ``limit`` of max(its start, floor); floor None
+        means it is not judged now (a fault is still active)."""
+        k = (inv, key)
+        if not bad:
+            self._bad.pop(k, None)
+            self._reported.discard(k)
+            return
+        since, _, _ = self._bad.setdefault(k, (now, uid, detail))
+        if floor is not None and now - max(since, floor) > limit and k not in self._reported:
+            self._reported.add(k)
+            self.violate(inv, now, key=repr(key), detail=detail,
+                         bad_for_s=round(now - since, 1))
+
+    def open_episodes(self, now: float) -> list[str]:
+        """Bad states still open, except those of HyperMLServices changed in the last 10 s."""
+        return [f"{inv} since {since:.0f}: {detail}"
+                for (inv, _), (since, uid, detail) in self._bad.items()
+                if now - self.changed.get(uid, 0.0) > 10.0 + self.allowance.get(uid, 0.0)]
+
+    # ----- one cadence -------------------------------------------------------------
+    def check(self, snap: Snapshot) -> None:
+        if snap.crs is None:
+            return
+        live_uids = {cr["metadata"]["uid"]: cr for cr in snap.crs}
+        for cr in snap.crs:
+            self._status(cr, snap)
+            if not cr["metadata"].get("deletionTimestamp"):
+                self._lost(cr, snap)
+            if cr["spec"].get("traffic"):
+                self._traffic(cr, snap)
+        self._leaks(live_uids, snap)
+        self.checks["cycles"] += 1
+        self.checks["objects"] += sum(len(s) for s in snap.spokes.values() if s)
+
+    def _lost(self, cr: Obj, snap: Snapshot) -> None:
+        uid = cr["metadata"]["uid"]
+        ref = f"{cr['metadata']['namespace']}/{cr['metadata']['name']}"
+        for cluster, key, want in desired(cr):
+            objs = snap.spokes.get(cluster)
+            if objs is None:
+                continue  # unreadable this cadence: judged at the next
+            live = objs.get(key)
+            bad = live is None or not contains(live, want)
+            how = "missing" if live is None else f"not as applied ({difference(live, want)})"
+            quiet = self.injector.quiet_since(cluster)
+            floor = None if quiet is None else max(
+                quiet, self.changed.get(uid, 0.0) + self.allowance.get(uid, 0.0))
+            self._episode("nothing_lost", (uid, cluster, key), bad, snap.at, floor, LOST_S, uid,
+                          f"{ref}: {key[0]} {key[1]}/{key[2]} on {cluster} is {how}")
+
+    def _leaks(self, live_uids: dict[str, Obj], snap: Snapshot) -> None:
+        for cluster, objs in snap.spokes.items():
+            if objs is None:
+                continue
+            for key, obj in objs.items():
+                uid = (obj["metadata"].get("labels") or {}).get(OWNER_UID)
+                if not uid or not key[1].startswith("soak-"):
+                    continue
+                cr = live_uids.get(uid)
+                if cr is None:
+                    since = self._gone.setdefault(uid, snap.at)
+                    stray = True
+                else:
+                    since = self.changed.get(uid, 0.0)
+                    stray = all((c, k) != (cluster, key) for c, k, _ in desired(cr))
+                quiet = self.injector.quiet_since(cluster)
+                floor = None if quiet is None else max(quiet, since)
+                self._episode("nothing_leaked", (uid, cluster, key), stray, snap.at, floor,
+                              LEAKED_S, uid, f"{key[0]} {key[1]}/{key[2]} on {cluster} "
+                              f"outlives {'its HyperMLService' if cr is None else 'its place'}")
+        for (cluster, key), rv in self.bystanders.items():
+            objs = snap.spokes.get(cluster)
+            if objs is None:
+                continue
+            live = objs.get(key)
+            now_rv = live["metadata"]["resourceVersion"] if live else "(gone)"
+            if now_rv != rv:
+                self.violate("nothing_leaked", snap.at, key=repr((cluster, key)),
+                             detail=f"bystander {key[0]} {key[1]}/{key[2]} on {cluster} touched: "
+                                    f"resourceVersion {rv} -> {now_rv}")
+                self.bystanders[(cluster, key)] = now_rv
+
+    def _status(self, cr: Obj, snap: Snapshot) -> None:
+        meta, status = cr["metadata"], cr.get("status") or {}
+        uid, ref = meta["uid"], f"{meta['namespace']}/{meta['name']}"
+        og = int(status.get("observedGeneration") or 0)
+        if og < self._max_gen.get(uid, 0):
+            self.violate("status_honest", snap.at, key=ref,
+                         detail=f"observedGeneration went back from {self._max_gen[uid]} to {og}")
+        self._max_gen[uid] = max(og, self._max_gen.get(uid, 0))
+        full = condition(cr, "FullyApplied")
+        gen = int(meta.get("generation") or 0)
+        if (full.get("status") != "True" or int(full.get("observedGeneration") or 0) != gen
+                or self.changed.get(uid, 0.0) >= snap.started):
+            return
+        for cluster, key, want in desired(cr):
+            objs = snap.spokes.get(cluster)
+            if objs is None or snap.at - self.drifted.get((cluster, key), -1e9) < DRIFT_GRACE_S:
+                continue
+            live = objs.get(key)
+            claim = (uid, gen, cluster, key)
+            if (live is None or not contains(live, want)) and claim not in self._claims:
+                self._claims.add(claim)
+                how = "missing" if live is None else f"not as applied ({difference(live, want)})"
+                self.violate("status_honest", snap.at, key=ref,
+                             detail=f"FullyApplied=True for generation {gen} but {key[0]} "
+                                    f"{key[1]}/{key[2]} on {cluster} is {how}",
+                             rollout=(cr.get("status") or {}).get("rollout"))
+
+    def _traffic(self, cr: Obj, snap: Snapshot) -> None:
+        if snap.routes is None:
+            return
+        uid = cr["metadata"]["uid"]
+        ns = cr["metadata"]["namespace"]
+        svc = next(m["metadata"]["name"] for w in cr["spec"]["workloads"]
+                   for m in w["manifests"] if m["kind"] == "MLService")
+        clusters = [c for w in cr["spec"]["workloads"] for c in w.get("clusters") or []]
+
+        def healthy(cluster: str) -> bool:
+            objs = snap.spokes.get(cluster)
+            live = objs.get(("MLService", ns, svc)) if objs else None
+            return (live is not None and not self.injector.cut(cluster)
+                    and condition(live, "Ready").get("status") == "True")
+
+        good = {c for c in clusters if healthy(c)}
+        vs = next((r for r in snap.routes
+                   if (r["metadata"].get("labels") or {}).get(OWNER_UID) == uid), None)
+        weights: dict[str, int] = {}
+        for route in (vs or {}).get("spec", {}).get("http", [{}])[0].get("route", []):
+            weights[route["destination"]["host"].split(".")[3]] = int(route.get("weight") or 0)
+        floor = self._acting_since()
+        ref = f"{ns}/{cr['metadata']['name']}"
+        for c in clusters:
+            bad = weights.get(c, 0) > 0 and c not in good and bool(good - {c})
+            self._episode("traffic_safe", (uid, c), bad, snap.at, floor, TRAFFIC_S, uid,
+                          f"{ref}: weight {weights.get(c)} on {c}, which is not healthy, "
+                          f"while {sorted(good)} are")
+        nothing = not any(weights.values()) and bool(good)
+        self._episode("traffic_safe", (uid, "*"), nothing, snap.at, floor, TRAFFIC_S, uid,
+                      f"{ref}: 0% everywhere while {sorted(good)} are healthy")
+
+    def _acting_since(self) -> float | None:
+        """From when hmls could act: the hub, etcd and a replica back for a lease term."""
+        relevant = [f for f in self.injector.faults if f.kind in GLOBAL]
+        if any(f.healed is None for f in relevant):
+            return None
+        return max((f.healed for f in relevant if f.healed is not None), default=0.0) \
+            + self.lease_seconds
+
+
+# ----- one writer (after the run, from the hub's audit log) ----------------------------
+def one_writer(audit_log: Path, lease: str = "hmls-controller") -> tuple[int, list[dict[str, Any]],
+                                                                         dict[str, int]]:
+    """Status writes made by a replica that did not hold the Lease at that moment.
+
+    The terms are the successful Lease writes in the order the hub served them (holder from
+    the request body); a status write belongs to the term current at its completion."""
+    events = []
+    for line in audit_log.read_text().splitlines():
+        event = json.loads(line)
+        if int((event.get("responseStatus") or {}).get("code") or 0) < 300:
+            events.append(event)
+    events.sort(key=lambda e: e["stageTimestamp"])
+    holder, terms, writes, bad = "", 0, 0, []
+    for e in events:
+        ref = e.get("objectRef") or {}
+        if ref.get("resource") == "leases" and ref.get("name") == lease:
+            new = ((e.get("requestObject") or {}).get("spec") or {}).get("holderIdentity") or ""
+            terms += new != holder
+            holder = new
+        elif ref.get("resource") == "hypermlservices" and ref.get("subresource") == "status":
+            writes += 1
+            agent = e.get("userAgent") or ""
+            writer = agent[agent.find("(") + 1:agent.rfind(")")] if "(" in agent else agent
+            if writer != holder:
+                bad.append({"invariant": "one_writer", "at": e["stageTimestamp"],
+                            "key": f"{ref.get('namespace')}/{ref.get('name')}",
+                            "detail": f"status written by {writer!r} while {holder!r} held "
+                                      f"Lease {lease}"})
+    return len(bad), bad[:EVIDENCE_LIMIT], {"terms": terms, "status_writes": writes}

@@ -1,0 +1,84 @@
+"""A TCP proxy in front of one spoke's API server port, for network faults.
+
+The controller reaches the spoke only through it (the spoke is joined with a kubeconfig that
+names the proxy's port; TLS is end to end, the proxy only moves bytes).  Modes:
+
+  pass        bytes flow as they come
+  slow        every chunk waits ``delay`` seconds in each direction (a slow link)
+  drop        every open connection is reset, new ones are closed at once (a partition that
+              the client notices)
+  blackhole   connections stay open but nothing moves until the mode changes (a partition
+              that the client does not notice: only its timeouts find it); held bytes are
+              delivered afterwards, as TCP retransmission would
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+MODES = ("pass", "slow", "drop", "blackhole")
+
+
+class FaultProxy:
+    def __init__(self, name: str, target_port: int) -> None:
+        self.name = name
+        self.target_port = target_port
+        self.port = 0
+        self.mode = "pass"
+        self.delay = 0.0
+        self._flowing = asyncio.Event()
+        self._flowing.set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        self.set("drop")
+        if self._server:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def set(self, mode: str, delay: float = 0.0) -> None:
+        if mode not in MODES:
+            raise ValueError(f"proxy mode {mode!r}: one of {', '.join(MODES)}")
+        self.mode, self.delay = mode, delay
+        if mode == "blackhole":
+            self._flowing.clear()
+        else:
+            self._flowing.set()
+        if mode == "drop":
+            for w in list(self._writers):
+                w.transport.abort()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode == "drop":
+            writer.transport.abort()
+            return
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        try:
+            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                self._writers.discard(w)
+                w.close()
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await src.read(65536):
+                await self._flowing.wait()
+                if self.mode == "slow":
+                    await asyncio.sleep(self.delay)
+                if dst.transport.is_closing():
+                    return
+                dst.write(data)
+                await dst.drain()
+        dst.close()  # one side ended: end the other once its bytes are out
