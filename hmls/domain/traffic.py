@@ -225,6 +225,13 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
         if configured[c] == 0:
             reasons[c] = "configured weight is 0"
     shares = distribute(configured, eligible)
+    if not any(shares.values()):  # a recovering cluster rather than an unhealthy one
+        early = damped & {b.cluster for b in found if b.healthy}
+        shares = distribute(configured, early)
+        for c in early:
+            if shares[c]:  # it serves now: no longer on probation
+                damped.discard(c)
+                reasons.pop(c, None)
     kept = not any(shares.values()) and bool(prev_routes)
     if kept:
         shares = {c: int((prev_routes.get(c) or {}).get("effectiveWeight") or 0) for c in configured}

@@ -50,6 +50,8 @@ class Fault:
     healed: float | None = None
     converged: float | None = None
     detail: str = ""
+    blockers: list[str] = field(default_factory=list)
+    """What was still wrong at the last cadence before it converged."""
 
     def affects(self, cluster: str) -> bool:
         return self.kind in GLOBAL or self.target == cluster
@@ -59,7 +61,7 @@ class Fault:
             return None if t is None else round(t - t0, 2)
         return {"kind": self.kind, "target": self.target, "started": rel(self.started),
                 "healed": rel(self.healed), "converged": rel(self.converged),
-                "detail": self.detail}
+                "detail": self.detail, "blockers": self.blockers}
 
 
 class Target(Protocol):

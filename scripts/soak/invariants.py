@@ -105,6 +105,17 @@ def desired(cr: Obj) -> list[tuple[str, Key, Obj]]:
     return out
 
 
+def rolling(cr: Obj) -> bool:
+    """A progressive rollout of the current generation has not finished: its clusters may
+    rightly run an older revision, or none, until its own deadline (status_honest still
+    judges every FullyApplied it claims)."""
+    if ((cr["spec"].get("rollout") or {}).get("strategy") or "All") != "Progressive":
+        return False
+    done = condition(cr, "RolledOut")
+    return not (done.get("status") == "True" and int(done.get("observedGeneration") or 0)
+                == int(cr["metadata"].get("generation") or 0))
+
+
 @dataclass
 class Snapshot:
     started: float
@@ -127,6 +138,8 @@ class Checker:
     bystanders: dict[tuple[str, Key], str]
     """(cluster, key) -> resourceVersion of an object hmls must never touch"""
     lease_seconds: float
+    t0: float
+    """monotonic time of the soak's start: evidence times are seconds since then"""
     violations: Counter[str] = field(default_factory=Counter)
     evidence: list[dict[str, Any]] = field(default_factory=list)
     checks: Counter[str] = field(default_factory=Counter)
@@ -135,17 +148,19 @@ class Checker:
     _max_gen: dict[str, int] = field(default_factory=dict)
     _gone: dict[str, float] = field(default_factory=dict)
     _claims: set[tuple[str, int, str, Key]] = field(default_factory=set)
+    _touched: set[tuple[str, Any]] = field(default_factory=set)
 
     def violate(self, inv: str, now: float, **detail: Any) -> None:
         self.violations[inv] += 1
         if len(self.evidence) < EVIDENCE_LIMIT:
-            self.evidence.append({"invariant": inv, "at": round(now, 2), **detail})
+            self.evidence.append({"invariant": inv, "at": round(now - self.t0, 1), **detail})
 
     def _episode(self, inv: str, key: Any, bad: bool, now: float, floor: float | None,
                  limit: float, uid: str, detail: str) -> None:
         """A bad state that must end within ``limit`` of max(its start, floor); floor None
         means it is not judged now (a fault is still active)."""
         k = (inv, key)
+        self._touched.add(k)
         if not bad:
             self._bad.pop(k, None)
             self._reported.discard(k)
@@ -156,9 +171,14 @@ class Checker:
             self.violate(inv, now, key=repr(key), detail=detail,
                          bad_for_s=round(now - since, 1))
 
+    def _hold(self, inv: str, position: int, value: Any) -> None:
+        """Keep the open episodes this cadence could not judge (their server was unreadable):
+        those of ``inv`` whose key has ``value`` at ``position``."""
+        self._touched.update(k for k in self._bad if k[0] == inv and k[1][position] == value)
+
     def open_episodes(self, now: float) -> list[str]:
         """Bad states still open, except those of HyperMLServices changed in the last 10 s."""
-        return [f"{inv} since {since:.0f}: {detail}"
+        return [f"{inv} since {since - self.t0:.0f}s: {detail}"
                 for (inv, _), (since, uid, detail) in self._bad.items()
                 if now - self.changed.get(uid, 0.0) > 10.0 + self.allowance.get(uid, 0.0)]
 
@@ -166,14 +186,20 @@ class Checker:
     def check(self, snap: Snapshot) -> None:
         if snap.crs is None:
             return
+        self._touched = set()
         live_uids = {cr["metadata"]["uid"]: cr for cr in snap.crs}
         for cr in snap.crs:
             self._status(cr, snap)
-            if not cr["metadata"].get("deletionTimestamp"):
+            if cr["metadata"].get("deletionTimestamp"):
+                continue  # its objects and routes go: the leak check follows them
+            if not rolling(cr):
                 self._lost(cr, snap)
             if cr["spec"].get("traffic"):
                 self._traffic(cr, snap)
         self._leaks(live_uids, snap)
+        for k in set(self._bad) - self._touched:  # no longer wanted (CR gone, moved, fixed)
+            del self._bad[k]
+            self._reported.discard(k)
         self.checks["cycles"] += 1
         self.checks["objects"] += sum(len(s) for s in snap.spokes.values() if s)
 
@@ -182,8 +208,9 @@ class Checker:
         ref = f"{cr['metadata']['namespace']}/{cr['metadata']['name']}"
         for cluster, key, want in desired(cr):
             objs = snap.spokes.get(cluster)
-            if objs is None:
-                continue  # unreadable this cadence: judged at the next
+            if objs is None:  # unreadable this cadence: judged at the next
+                self._touched.add(("nothing_lost", (uid, cluster, key)))
+                continue
             live = objs.get(key)
             bad = live is None or not contains(live, want)
             how = "missing" if live is None else f"not as applied ({difference(live, want)})"
@@ -196,6 +223,7 @@ class Checker:
     def _leaks(self, live_uids: dict[str, Obj], snap: Snapshot) -> None:
         for cluster, objs in snap.spokes.items():
             if objs is None:
+                self._hold("nothing_leaked", 1, cluster)
                 continue
             for key, obj in objs.items():
                 uid = (obj["metadata"].get("labels") or {}).get(OWNER_UID)
@@ -235,7 +263,8 @@ class Checker:
         self._max_gen[uid] = max(og, self._max_gen.get(uid, 0))
         full = condition(cr, "FullyApplied")
         gen = int(meta.get("generation") or 0)
-        if (full.get("status") != "True" or int(full.get("observedGeneration") or 0) != gen
+        if (meta.get("deletionTimestamp") or full.get("status") != "True"
+                or int(full.get("observedGeneration") or 0) != gen
                 or self.changed.get(uid, 0.0) >= snap.started):
             return
         for cluster, key, want in desired(cr):
@@ -253,9 +282,10 @@ class Checker:
                              rollout=(cr.get("status") or {}).get("rollout"))
 
     def _traffic(self, cr: Obj, snap: Snapshot) -> None:
-        if snap.routes is None:
-            return
         uid = cr["metadata"]["uid"]
+        if snap.routes is None:
+            self._hold("traffic_safe", 0, uid)
+            return
         ns = cr["metadata"]["namespace"]
         svc = next(m["metadata"]["name"] for w in cr["spec"]["workloads"]
                    for m in w["manifests"] if m["kind"] == "MLService")

@@ -207,6 +207,25 @@ def test_all_unhealthy_keeps_last_routes() -> None:
     assert [r["weight"] for r in p.objects[-1].body["spec"]["http"][0]["route"]] == [30, 70]
 
 
+def test_a_recovering_cluster_beats_keeping_routes_to_an_unhealthy_one() -> None:
+    """Found by the soak (seed 7): spoke2 lost its traffic, then spoke1 failed too (the last
+    routes were kept: spoke1 100); spoke2 came back but waited out its recovery window while
+    every request still went to the broken spoke1."""
+    up = run(spoke1=True, spoke2=True)
+    s2_down = run(previous=up.status, now=T0 + dt.timedelta(seconds=1), spoke1=True, spoke2=False)
+    both_down = run(previous=s2_down.status, now=T0 + dt.timedelta(seconds=2), spoke1=False,
+                    spoke2=False)
+    assert weights(both_down) == {"spoke1": 100, "spoke2": 0}  # kept
+    s2_back = run(previous=both_down.status, now=T0 + dt.timedelta(seconds=3), spoke1=False,
+                  spoke2=True)
+    assert weights(s2_back) == {"spoke1": 0, "spoke2": 100}
+    assert s2_back.condition.status == "True"
+    assert "damped" not in s2_back.status["routes"][1] and s2_back.condition.reason == "Degraded"
+    s1_back = run(previous=s2_back.status, now=T0 + dt.timedelta(seconds=4), spoke1=True,
+                  spoke2=True)
+    assert weights(s1_back) == {"spoke1": 0, "spoke2": 100}  # spoke1 is recovering now
+
+
 def test_nothing_healthy_and_no_history_creates_nothing() -> None:
     p = run(spoke1=False, spoke2=False)
     assert p.objects == []
