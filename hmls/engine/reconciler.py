@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -92,7 +92,7 @@ class SpokeAPI(Protocol):
                      ) -> Observed | None: ...
     async def apply(self, body: Obj, resource: Resource, *, force: bool,
                     as_user: str | None = None) -> Observed: ...
-    def owned(self, uid: str) -> list[Ref]: ...
+    async def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]: ...
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
                      owner_uid: str, as_user: str | None = None) -> bool: ...
     async def ensure_namespace(self, name: str, owner: Owner) -> bool: ...
@@ -222,9 +222,10 @@ class Reconciler:
                 keep.setdefault(ingress, set()).update(
                     ResourceRef.from_status(o) for o in traffic_status["objects"])
         pending: list[dict[str, Any]] = []
-        for name in sorted(set(inventory) | set(keep)):
+        kinds = _kinds(obj, inventory)
+        for name in sorted(set(inventory) | set(keep) | await self._holders(owner, kinds)):
             pending += await self._prune(owner, name, inventory.get(name, set()),
-                                         keep.get(name, set()))
+                                         keep.get(name, set()), kinds)
         new = status_mod.aggregate(
             generation=generation, items=items, previous=previous, now=self._clock(),
             extra=tuple(extra), pending=pending, traffic=traffic_status,
@@ -401,12 +402,25 @@ class Reconciler:
         return out
 
     async def _prune(self, owner: Owner, name: str, inventory: set[ResourceRef],
-                     keep: set[ResourceRef]) -> list[dict[str, Any]]:
+                     keep: set[ResourceRef], kinds: set[tuple[str, str]]
+                     ) -> list[dict[str, Any]]:
         """Delete this owner's objects on one cluster that are no longer desired."""
         spoke, why = self._usable(name)
         if spoke is None:
             return [_pending(name, ref, why) for ref in sorted(inventory - keep)]
-        return await self._delete_owned(spoke, owner, inventory, keep=keep, reason="Pruned")
+        return await self._delete_owned(spoke, owner, inventory, keep=keep, kinds=kinds,
+                                        reason="Pruned")
+
+    async def _holders(self, owner: Owner, kinds: set[tuple[str, str]]) -> set[str]:
+        """The usable clusters holding objects labelled with this owner, status or not: an
+        apply whose status write never came (the replica was killed, or the spec moved on,
+        in between) left them where the inventory does not look."""
+        found = set()
+        for name in self.fleet.names():
+            spoke, _ = self._usable(name)
+            if spoke is not None and await spoke.owned(owner.uid, kinds):
+                found.add(name)
+        return found
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
                        previous: StatusView, drained: Mapping[str, str]
@@ -429,14 +443,15 @@ class Reconciler:
 
     # ----- prune and cleanup -------------------------------------------------------
     async def _delete_owned(self, spoke: SpokeAPI, owner: Owner, inventory: set[ResourceRef],
-                            *, keep: set[ResourceRef], reason: str) -> list[dict[str, Any]]:
+                            *, keep: set[ResourceRef], kinds: set[tuple[str, str]],
+                            reason: str) -> list[dict[str, Any]]:
         """Delete objects of this owner on the cluster that are not in keep.
 
         Returns pendingDeletions items for what could not be deleted."""
         candidates = set(inventory)
         # a cluster-scoped object is the same object whatever namespace its manifest named
         kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
-        for res, namespace, obj_name in spoke.owned(owner.uid):
+        for res, namespace, obj_name in await spoke.owned(owner.uid, kinds):
             if res.namespaced or (res.api_version, res.kind, obj_name) not in kept_unscoped:
                 candidates.add(ResourceRef(res.api_version, res.kind, namespace, obj_name))
         pending: list[dict[str, Any]] = []
@@ -486,7 +501,7 @@ class Reconciler:
                         waiting.append(f"{name} ({len(refs)} objects; {why})")
                     continue
                 left = await self._delete_owned(spoke, owner, refs, keep=set(),
-                                                reason="CleanedUp")
+                                                kinds=_kinds(obj, inventory), reason="CleanedUp")
                 if left:
                     waiting.append(f"{name} ({len(left)} objects; {left[0]['message']})")
         if waiting:
@@ -558,6 +573,16 @@ class Reconciler:
 
 def _observed(cluster: str, item: Desired, obj: Observed) -> ItemResult:
     return ItemResult(cluster, item.ref, True, APPLIED_OK, obj.status, obj.health)
+
+
+def _kinds(obj: Obj, inventory: Mapping[str, set[ResourceRef]]) -> set[tuple[str, str]]:
+    """(apiVersion, kind) of what this CR's manifests name (valid or not) and it created."""
+    kinds = {(r.api_version, r.kind) for refs in inventory.values() for r in refs}
+    for workload in (obj.get("spec") or {}).get("workloads") or []:
+        for manifest in (workload.get("manifests") or []) if isinstance(workload, dict) else []:
+            if isinstance(manifest, dict) and manifest.get("apiVersion") and manifest.get("kind"):
+                kinds.add((str(manifest["apiVersion"]), str(manifest["kind"])))
+    return kinds
 
 
 def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -346,8 +346,13 @@ class Spoke:
         watched = self._watched.get(resource)
         return watched.informer.observe(applied) if watched else Observed.of(applied, resource)
 
-    def owned(self, uid: str) -> list[Ref]:
-        """What the watched kinds hold with this owner uid."""
+    async def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]:
+        """What the watched kinds hold with this owner uid.  Each of ``kinds`` (apiVersion,
+        kind) is watched from now on, so what hmls applied before a restart is found even
+        where nothing else uses its kind."""
+        for api_version, kind in kinds:
+            with contextlib.suppress(errors.KubeError):  # not served, or not listable now
+                await self._informer(await self.resource(api_version, kind))
         refs = [r for w in self._watched.values() for r in w.index.get(uid, ())]
         return sorted(refs, key=lambda r: (r[0].kind, r[1], r[2]))
 

@@ -83,7 +83,7 @@ class FakeSpoke:
         self.objects[(resource.kind, name)] = observed(body, resource)
         return self.objects[(resource.kind, name)]
 
-    def owned(self, uid: str) -> list[Any]:
+    async def owned(self, uid: str, kinds: Any = ()) -> list[Any]:
         return []
 
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
