@@ -85,6 +85,8 @@ class SpokeAPI(Protocol):
     access: AccessPolicy
 
     @property
+    def server(self) -> str: ...
+    @property
     def reachable(self) -> bool | None: ...
     def unusable(self) -> str | None: ...
     async def resource(self, api_version: str, kind: str) -> Resource: ...
@@ -92,7 +94,7 @@ class SpokeAPI(Protocol):
                      ) -> Observed | None: ...
     async def apply(self, body: Obj, resource: Resource, *, force: bool,
                     as_user: str | None = None) -> Observed: ...
-    async def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]: ...
+    def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]: ...
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
                      owner_uid: str, as_user: str | None = None) -> bool: ...
     async def ensure_namespace(self, name: str, owner: Owner) -> bool: ...
@@ -223,7 +225,8 @@ class Reconciler:
                     ResourceRef.from_status(o) for o in traffic_status["objects"])
         pending: list[dict[str, Any]] = []
         kinds = _kinds(obj, inventory)
-        for name in sorted(set(inventory) | set(keep) | await self._holders(owner, kinds)):
+        placed = set(inventory) | set(keep)
+        for name in sorted(placed | self._holders(owner, kinds, placed)):
             pending += await self._prune(owner, name, inventory.get(name, set()),
                                          keep.get(name, set()), kinds)
         new = status_mod.aggregate(
@@ -411,14 +414,23 @@ class Reconciler:
         return await self._delete_owned(spoke, owner, inventory, keep=keep, kinds=kinds,
                                         reason="Pruned")
 
-    async def _holders(self, owner: Owner, kinds: set[tuple[str, str]]) -> set[str]:
-        """The usable clusters holding objects labelled with this owner, status or not: an
-        apply whose status write never came (the replica was killed, or the spec moved on,
-        in between) left them where the inventory does not look."""
+    def _holders(self, owner: Owner, kinds: set[tuple[str, str]], placed: set[str]) -> set[str]:
+        """The usable clusters besides ``placed`` holding objects labelled with this owner:
+        an apply whose status write never came (the replica was killed, or the spec moved on,
+        in between) left them where the inventory does not look.  Another registration of a
+        placed cluster's API server sees the placed objects, and is left alone; so while a
+        placed cluster cannot be used (its server unknown) nothing is taken for a stray."""
+        servers = set()
+        for name in placed:
+            spoke, _ = self._usable(name)
+            if spoke is None:
+                return set()
+            servers.add(spoke.server)
         found = set()
         for name in self.fleet.names():
             spoke, _ = self._usable(name)
-            if spoke is not None and await spoke.owned(owner.uid, kinds):
+            if (name not in placed and spoke is not None and spoke.server not in servers
+                    and spoke.owned(owner.uid, kinds)):
                 found.add(name)
         return found
 
@@ -451,7 +463,7 @@ class Reconciler:
         candidates = set(inventory)
         # a cluster-scoped object is the same object whatever namespace its manifest named
         kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
-        for res, namespace, obj_name in await spoke.owned(owner.uid, kinds):
+        for res, namespace, obj_name in spoke.owned(owner.uid, kinds):
             if res.namespaced or (res.api_version, res.kind, obj_name) not in kept_unscoped:
                 candidates.add(ResourceRef(res.api_version, res.kind, namespace, obj_name))
         pending: list[dict[str, Any]] = []

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -179,6 +180,8 @@ class Spoke:
         self._now = now
         self._sem = asyncio.Semaphore(config.per_cluster_concurrency)
         self._watched: dict[Resource, _Watched] = {}
+        self._asked: set[tuple[str, str]] = set()
+        """(apiVersion, kind) whose watch ``owned`` started."""
         self._namespaces: Informer[NamespaceView] | None = None
         self._kick = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -229,6 +232,11 @@ class Spoke:
     @property
     def reachable(self) -> bool | None:
         return self.reachability.reachable
+
+    @property
+    def server(self) -> str:
+        """The API server's URL ("" when the registration cannot be used)."""
+        return self.client.server if self.client else ""
 
     def kick(self) -> None:
         """A request just failed in transport: probe now instead of at the next interval."""
@@ -346,15 +354,24 @@ class Spoke:
         watched = self._watched.get(resource)
         return watched.informer.observe(applied) if watched else Observed.of(applied, resource)
 
-    async def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]:
+    def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]:
         """What the watched kinds hold with this owner uid.  Each of ``kinds`` (apiVersion,
         kind) is watched from now on, so what hmls applied before a restart is found even
-        where nothing else uses its kind."""
-        for api_version, kind in kinds:
-            with contextlib.suppress(errors.KubeError):  # not served, or not listable now
-                await self._informer(await self.resource(api_version, kind))
+        where nothing else uses its kind: the watch starts in the background (a slow cluster
+        delays no caller) and what it lists enqueues its owner."""
+        for api_version, kind in set(kinds) - self._asked:
+            self._asked.add((api_version, kind))
+            self._spawn(f"watch {kind}", functools.partial(self._watch_kind, api_version, kind))
         refs = [r for w in self._watched.values() for r in w.index.get(uid, ())]
         return sorted(refs, key=lambda r: (r[0].kind, r[1], r[2]))
+
+    async def _watch_kind(self, api_version: str, kind: str) -> None:
+        try:
+            await self._informer(await self.resource(api_version, kind))
+        except errors.UnknownKind:
+            pass  # not served here: nothing of it can exist
+        except errors.KubeError:
+            self._asked.discard((api_version, kind))  # asked again by the next caller
 
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
                      owner_uid: str, as_user: str | None = None) -> bool:

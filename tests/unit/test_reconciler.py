@@ -52,6 +52,7 @@ def observed(body: Obj, res: Resource, *, uid: str = OWNER.uid, drop: str | None
 class FakeSpoke:
     def __init__(self, name: str = "s1") -> None:
         self.name = name
+        self.server = f"https://{name}"
         self.access = AccessPolicy()
         self.writers: list[str | None] = []
         self.reachable: bool | None = True
@@ -83,7 +84,7 @@ class FakeSpoke:
         self.objects[(resource.kind, name)] = observed(body, resource)
         return self.objects[(resource.kind, name)]
 
-    async def owned(self, uid: str, kinds: Any = ()) -> list[Any]:
+    def owned(self, uid: str, kinds: Any = ()) -> list[Any]:
         return []
 
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
