@@ -164,6 +164,7 @@ class Spoke:
                  error: str | None, config: SpokeConfig, metrics: Metrics,
                  on_owner: Callable[[str, bool], None],
                  on_health: Callable[[Spoke, bool], Awaitable[None]],
+                 on_cluster: Callable[[str], None],
                  reachability: Reachability | None = None,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.name = registration.name
@@ -177,6 +178,7 @@ class Spoke:
         self._metrics = metrics
         self._on_owner = on_owner
         self._on_health = on_health
+        self._on_cluster = on_cluster
         self._now = now
         self._sem = asyncio.Semaphore(config.per_cluster_concurrency)
         self._watched: dict[Resource, _Watched] = {}
@@ -324,7 +326,8 @@ class Spoke:
             inf: Informer[Observed] = Informer(
                 self.client, resource, on_event=self._on_event(resource), label_selector=OWNER_UID,
                 transform=lambda raw: Observed.of(raw, resource),
-                on_restart=self._restarted(resource))
+                on_restart=self._restarted(resource),
+                on_recovered=lambda: self._on_cluster(self.name))
             watched = self._watched[resource] = _Watched(inf)
             self._spawn(f"watch {resource.plural}", inf.run)
         await self._synced(watched.informer)
@@ -549,6 +552,7 @@ class Fleet:
                 error = exc.message
         spoke = Spoke(reg, client, error=error, config=self._config, metrics=self._metrics,
                       on_owner=self._on_owner, on_health=self._health,
+                      on_cluster=self._on_cluster,
                       reachability=Reachability.from_record(self.registry.recorded(reg.name)))
         if client is None:  # never probed: its verdict is the refusal
             await self.registry.record(reg.name, Reachability(

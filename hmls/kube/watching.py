@@ -50,6 +50,7 @@ class Informer(Generic[T]):
                  on_event: EventHandler[T], transform: Callable[[Obj], T] | None = None,
                  namespace: str | None = None, label_selector: str | None = None,
                  on_restart: Callable[[str, errors.KubeError], None] | None = None,
+                 on_recovered: Callable[[], None] | None = None,
                  watch_timeout: int = 300) -> None:
         self.client = client
         self.resource = resource
@@ -64,6 +65,9 @@ class Informer(Generic[T]):
         self._on_event = on_event
         self._transform: Callable[[Obj], T] = transform or (lambda o: cast(T, o))
         self._on_restart = on_restart or (lambda reason, failure: None)
+        self._on_recovered = on_recovered or (lambda: None)
+        """Called when a list succeeds after failed attempts: what was refused meanwhile for
+        want of this cache can be done now (a missing object brings no event of its own)."""
         self._watch_timeout = watch_timeout
         self._rv = ""
 
@@ -106,9 +110,12 @@ class Informer(Generic[T]):
             if key not in fresh:
                 self._emit("DELETED", prev, None)
         self._rv = rv
+        recovered = self.last_exception is not None
         self.last_exception = None
         self.synced.set()
         self.attempted.set()
+        if recovered:
+            self._on_recovered()
 
     async def _watch(self) -> None:
         async for ev in self.client.watch(
