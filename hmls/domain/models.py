@@ -257,6 +257,13 @@ def named_clusters(raw_spec: Any) -> set[str]:
             if isinstance(c, str)}
 
 
+def named_kinds(raw_spec: Any) -> set[tuple[str, str]]:
+    """(apiVersion, kind) of the manifests a stored spec names (cheap: no validation)."""
+    return {(str(m["apiVersion"]), str(m["kind"])) for w in _raw_workloads(raw_spec)
+            for m in w.get("manifests") or []
+            if isinstance(m, dict) and m.get("apiVersion") and m.get("kind")}
+
+
 def follows_labels(raw_spec: Any) -> bool:
     """True when a stored spec's rendering depends on cluster labels (a selector of a
     workload or an override, or a ``${cluster.labels.…}`` placeholder), so that a joined,

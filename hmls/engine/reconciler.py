@@ -41,6 +41,7 @@ from hmls.domain.models import (
     Owner,
     Spec,
     TrafficSpec,
+    named_kinds,
     parse_spec,
     timestamp,
 )
@@ -500,6 +501,7 @@ class Reconciler:
         for known in self.fleet.names():
             inventory.setdefault(known, set())
         waiting: list[str] = []
+        kinds = _kinds(obj, inventory)
         if policy != "Orphan":
             for name, refs in sorted(inventory.items()):
                 if "*" in orphaned or name in orphaned:
@@ -513,7 +515,7 @@ class Reconciler:
                         waiting.append(f"{name} ({len(refs)} objects; {why})")
                     continue
                 left = await self._delete_owned(spoke, owner, refs, keep=set(),
-                                                kinds=_kinds(obj, inventory), reason="CleanedUp")
+                                                kinds=kinds, reason="CleanedUp")
                 if left:
                     waiting.append(f"{name} ({len(left)} objects; {left[0]['message']})")
         if waiting:
@@ -589,12 +591,8 @@ def _observed(cluster: str, item: Desired, obj: Observed) -> ItemResult:
 
 def _kinds(obj: Obj, inventory: Mapping[str, set[ResourceRef]]) -> set[tuple[str, str]]:
     """(apiVersion, kind) of what this CR's manifests name (valid or not) and it created."""
-    kinds = {(r.api_version, r.kind) for refs in inventory.values() for r in refs}
-    for workload in (obj.get("spec") or {}).get("workloads") or []:
-        for manifest in (workload.get("manifests") or []) if isinstance(workload, dict) else []:
-            if isinstance(manifest, dict) and manifest.get("apiVersion") and manifest.get("kind"):
-                kinds.add((str(manifest["apiVersion"]), str(manifest["kind"])))
-    return kinds
+    return named_kinds(obj.get("spec")) | {(r.api_version, r.kind)
+                                           for refs in inventory.values() for r in refs}
 
 
 def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:

@@ -305,6 +305,10 @@ class Spoke:
                     self._on_owner(uid, urgent)
         return handler
 
+    def _recovered(self) -> None:
+        """A cache that could not list has listed: the reconciles it refused go again."""
+        self._on_cluster(self.name)
+
     async def _synced(self, informer: Informer[Any]) -> None:
         if informer.synced.is_set():
             return
@@ -327,7 +331,7 @@ class Spoke:
                 self.client, resource, on_event=self._on_event(resource), label_selector=OWNER_UID,
                 transform=lambda raw: Observed.of(raw, resource),
                 on_restart=self._restarted(resource),
-                on_recovered=lambda: self._on_cluster(self.name))
+                on_recovered=self._recovered)
             watched = self._watched[resource] = _Watched(inf)
             self._spawn(f"watch {resource.plural}", inf.run)
         await self._synced(watched.informer)
@@ -400,7 +404,7 @@ class Spoke:
         if self._namespaces is None:
             inf: Informer[NamespaceView] = Informer(
                 self.client, NAMESPACES, on_event=lambda *_: None, transform=NamespaceView.of,
-                on_restart=self._restarted(NAMESPACES))
+                on_restart=self._restarted(NAMESPACES), on_recovered=self._recovered)
             self._namespaces = inf
             self._spawn("watch namespaces", inf.run)
         await self._synced(self._namespaces)

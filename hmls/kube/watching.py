@@ -66,8 +66,9 @@ class Informer(Generic[T]):
         self._transform: Callable[[Obj], T] = transform or (lambda o: cast(T, o))
         self._on_restart = on_restart or (lambda reason, failure: None)
         self._on_recovered = on_recovered or (lambda: None)
-        """Called when a list succeeds after failed attempts: what was refused meanwhile for
-        want of this cache can be done now (a missing object brings no event of its own)."""
+        """Called when the first list succeeds after failed attempts (until then ``synced``
+        is clear and users of the cache refuse work): what was refused can be done now, and a
+        missing object brings no event of its own."""
         self._watch_timeout = watch_timeout
         self._rv = ""
 
@@ -110,7 +111,7 @@ class Informer(Generic[T]):
             if key not in fresh:
                 self._emit("DELETED", prev, None)
         self._rv = rv
-        recovered = self.last_exception is not None
+        recovered = not self.synced.is_set() and self.last_exception is not None
         self.last_exception = None
         self.synced.set()
         self.attempted.set()

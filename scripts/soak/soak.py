@@ -82,13 +82,12 @@ SOAK_SECONDS = 3
 CADENCE = 2.0
 READ_TIMEOUT = 4.0
 RSS_LIMIT_KB = {"quick": 3.0, "full": 2.0}
-"""RSS growth allowed per churn lifecycle, fitted over the second half of the rounds; the
-quick run's 30 rounds end while the allocator still settles (it levels off by round ~40)."""
+"""Growth of the leader's RSS per HyperMLService lifecycle in the churn phase (fitted over
+the second half of the rounds) above which the controller counts as leaking; the quick run's
+30 rounds end while the allocator still settles (it levels off by round ~40)."""
 ROLLOUT_ALLOWANCE_S = 8.0
 """Per cluster of a progressive HyperMLService: its step (apply, Ready, soak) may take this
 long before the checker expects the new content there."""
-"""Growth of the leader's RSS per HyperMLService lifecycle in the churn phase above which
-the controller counts as leaking."""
 
 
 @dataclass
@@ -284,18 +283,20 @@ class World:
         if move:
             cr.clusters = self._pair()
         cr.version += 1
-        self.changed[cr.uid] = time.monotonic()
-        await self.b.hub.patch(HMLS, cr.namespace, cr.name, {"spec": self._body(cr)["spec"]},
-                               field_manager="soak")
-        self.changed[cr.uid] = time.monotonic()
+        try:
+            await self.b.hub.patch(HMLS, cr.namespace, cr.name, {"spec": self._body(cr)["spec"]},
+                                   field_manager="soak")
+        finally:  # after the answer: a read from before it is stale (a failed write may land)
+            self.changed[cr.uid] = time.monotonic()
         self.ops["move" if move else "edit"] += 1
 
     async def delete(self) -> None:
         cr = self.rng.choice(list(self.live.values()))
         del self.live[cr.name]
-        self.changed[cr.uid] = time.monotonic()
-        await self.b.hub.delete(HMLS, cr.namespace, cr.name)
-        self.changed[cr.uid] = time.monotonic()  # a read from before this may lack the mark
+        try:
+            await self.b.hub.delete(HMLS, cr.namespace, cr.name)
+        finally:  # as in edit
+            self.changed[cr.uid] = time.monotonic()
         self.ops["delete"] += 1
 
     async def populate(self, timeout: float) -> float:
