@@ -383,16 +383,19 @@ class Spoke:
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
                      owner_uid: str, as_user: str | None = None) -> bool:
         """Delete the object (as ``as_user`` when given) if a fresh read shows it carries
-        this owner uid; False if it is gone or not ours (then it is never touched)."""
+        this owner uid; False if it is gone or not ours (then it is never touched). The delete
+        is conditional on the read's uid and resourceVersion, so an object another owner took
+        over in between answers Conflict instead of being deleted."""
         assert self.client is not None
         try:
             live = await self.client.get(resource, namespace, name)
             if live is None or _str_map(_dict(live.get("metadata")).get("labels")).get(
                     OWNER_UID) != owner_uid:
                 return False
+            meta = _dict(live.get("metadata"))
             async with self._sem:
-                return await self.client.delete(resource, namespace, name,
-                                                uid=_dict(live.get("metadata")).get("uid"),
+                return await self.client.delete(resource, namespace, name, uid=meta.get("uid"),
+                                                resource_version=meta.get("resourceVersion"),
                                                 impersonate=as_user)
         except errors.Unreachable:
             self.kick()

@@ -257,11 +257,15 @@ class ClusterClient:
             return None
 
     async def delete(self, res: Resource, namespace: str | None, name: str, *,
-                     uid: str | None = None, impersonate: str | None = None) -> bool:
-        """Delete with an optional uid precondition; False if it was already gone."""
+                     uid: str | None = None, resource_version: str | None = None,
+                     impersonate: str | None = None) -> bool:
+        """Delete with optional uid / resourceVersion preconditions (a changed object answers
+        Conflict); False if it was already gone."""
         body: Obj = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"}
-        if uid:
-            body["preconditions"] = {"uid": uid}
+        preconditions = {k: v for k, v in (("uid", uid), ("resourceVersion", resource_version))
+                         if v}
+        if preconditions:
+            body["preconditions"] = preconditions
         try:
             await self.request("DELETE", res.path(namespace, name), body=body,
                                impersonate=impersonate)

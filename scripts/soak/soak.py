@@ -31,12 +31,14 @@ import asyncio
 import base64
 import contextlib
 import json
+import math
 import os
 import random
 import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,6 +135,20 @@ class World:
 
     def spokes(self) -> list[str]:
         return self.b.spokes
+
+    @contextlib.contextmanager
+    def changing(self, uids: list[str]) -> Iterator[None]:
+        """Marks the HyperMLServices as changing while a write to them is in flight (a check
+        that reads them meanwhile is stale: the server may apply the write before it answers)
+        and as changed at the answer (a failed write may still have landed)."""
+        for uid in uids:
+            self.changed[uid] = math.inf
+        try:
+            yield
+        finally:
+            now = time.monotonic()
+            for uid in uids:
+                self.changed[uid] = now
 
     # ----- setup ---------------------------------------------------------------------
     async def setup(self) -> None:
@@ -283,20 +299,16 @@ class World:
         if move:
             cr.clusters = self._pair()
         cr.version += 1
-        try:
+        with self.changing([cr.uid]):
             await self.b.hub.patch(HMLS, cr.namespace, cr.name, {"spec": self._body(cr)["spec"]},
                                    field_manager="soak")
-        finally:  # after the answer: a read from before it is stale (a failed write may land)
-            self.changed[cr.uid] = time.monotonic()
         self.ops["move" if move else "edit"] += 1
 
     async def delete(self) -> None:
         cr = self.rng.choice(list(self.live.values()))
         del self.live[cr.name]
-        try:
+        with self.changing([cr.uid]):
             await self.b.hub.delete(HMLS, cr.namespace, cr.name)
-        finally:  # as in edit
-            self.changed[cr.uid] = time.monotonic()
         self.ops["delete"] += 1
 
     async def populate(self, timeout: float) -> float:
@@ -447,9 +459,8 @@ async def churn(world: World, rounds: int, crs: int) -> dict[str, Any]:
             if sum(condition(c, "FullyApplied").get("status") == "True" for c in items) >= crs:
                 break
             await asyncio.sleep(0.5)
-        await hub.request("DELETE", HMLS.path(CHURN_NS))
-        for item in items:  # a read from before the collection was marked deleting is stale
-            world.changed[item["metadata"]["uid"]] = time.monotonic()
+        with world.changing([item["metadata"]["uid"] for item in items]):
+            await hub.request("DELETE", HMLS.path(CHURN_NS))
         for _ in range(240):
             items, _ = await hub.list(HMLS, namespace=CHURN_NS)
             if not items:

@@ -14,7 +14,9 @@ from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.health import health
+from hmls.kube import errors
 from hmls.kube.client import ClusterClient
+from hmls.kube.resources import CONFIGMAPS
 from tests.conftest import eventually, kubectl, load_sample
 
 
@@ -127,6 +129,25 @@ async def test_server_side_apply_and_simulator(env: Environment,
     kubectl(env, "spoke1", "annotate", "mlservice", "-n", "devenv-ssa", "torch-mnist-s3",
             f"{READY_KNOB}-")
     await eventually(lambda: _ready(status), what="simulator recovers")
+
+
+async def test_a_conditional_delete_spares_an_object_changed_since_the_read(
+        env: Environment, clients: dict[str, ClusterClient]) -> None:
+    spoke = clients["spoke1"]
+    kubectl(env, "spoke1", "create", "namespace", "devenv-delete")
+    cm = {"apiVersion": "v1", "kind": "ConfigMap",
+          "metadata": {"name": "taken", "namespace": "devenv-delete"}, "data": {"owner": "a"}}
+    read = (await spoke.apply(cm, field_manager="test"))["metadata"]
+    cm["data"]["owner"] = "b"  # another owner takes it over between the read and the delete
+    await spoke.apply(cm, field_manager="test")
+    with pytest.raises(errors.Conflict):
+        await spoke.delete(CONFIGMAPS, "devenv-delete", "taken", uid=read["uid"],
+                           resource_version=read["resourceVersion"])
+    assert (await spoke.get(CONFIGMAPS, "devenv-delete", "taken"))["data"] == {"owner": "b"}
+    fresh = (await spoke.get(CONFIGMAPS, "devenv-delete", "taken"))["metadata"]
+    assert await spoke.delete(CONFIGMAPS, "devenv-delete", "taken", uid=fresh["uid"],
+                              resource_version=fresh["resourceVersion"])
+    assert await spoke.get(CONFIGMAPS, "devenv-delete", "taken") is None
 
 
 async def _ready(status_fn, want: bool = True):  # type: ignore[no-untyped-def]
