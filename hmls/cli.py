@@ -55,6 +55,13 @@ def _policy(args: argparse.Namespace) -> KubeconfigPolicy:
                             allow_proxy=args.allow_proxy_kubeconfig)
 
 
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _controller(args: argparse.Namespace) -> int:
     from hmls.engine.manager import run_until_signalled
 
@@ -68,7 +75,7 @@ def _controller(args: argparse.Namespace) -> int:
         resync_period=args.resync_period,
         probe_failure_threshold=args.probe_failure_threshold,
         kubeconfig_policy=_policy(args),
-        leader_elect=args.leader_elect,
+        leader_elect=args.leader_elect, shards=args.shards,
         leader_election_namespace=args.leader_election_namespace or None,
         lease_seconds=args.lease_seconds, renew_deadline=args.lease_seconds * 2 / 3,
         retry_seconds=max(0.2, args.lease_seconds / 7.5))
@@ -206,8 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
                           "jittered; no request when nothing changed (default 600)")
     ctl.add_argument("--leader-elect", action="store_true",
                      help="run as one of several replicas; only the Lease holder works")
+    ctl.add_argument("--shards", type=_positive, default=1,
+                     help="split the HyperMLServices over N shard Leases "
+                          "'hmls-controller-shard-K'; each replica reconciles the shards it "
+                          "holds and takes over those of a replica that died (default 1: "
+                          "with --leader-elect, one active replica on Lease 'hmls-controller')")
     ctl.add_argument("--leader-election-namespace", default="",
-                     help="namespace of the Lease 'hmls-controller' (default: --namespace)")
+                     help="namespace of the Leases (default: --namespace)")
     ctl.add_argument("--lease-seconds", type=float, default=15.0,
                      help="Lease duration; renew deadline is 2/3 of it (default 15)")
     _policy_flags(ctl)

@@ -45,8 +45,11 @@ class Metrics:
             "HyperMLServices whose FullyApplied condition is not True (as last reconciled).",
             registry=r)
         self.leader = Gauge(
-            "hmls_leader", "1 while this replica holds the leader Lease (or runs without "
-            "leader election), 0 on a standby.", registry=r)
+            "hmls_leader", "1 while this replica holds the leader Lease or at least one shard "
+            "Lease (or runs without leader election), 0 on a standby.", registry=r)
+        self.shards_held = Gauge(
+            "hmls_shards_held", "Shard Leases this replica holds (1 without sharding while it "
+            "works); a fleet of N shards sums to N when every shard has a replica.", registry=r)
         self.drift_corrected = Counter(
             "hmls_drift_corrected_total",
             "Spoke objects put back after a field hmls applied was changed by someone else.",

@@ -31,6 +31,9 @@ class Settings:
     request_timeout: float = 10.0
     kubeconfig_policy: KubeconfigPolicy = field(default_factory=KubeconfigPolicy)
     leader_elect: bool = False
+    shards: int = 1
+    """HyperMLServices are split by a stable hash of their key over this many shard Leases;
+    each replica reconciles the shards it holds (more than one implies leader election)."""
     leader_election_namespace: str | None = None
     """Where the Lease lives; defaults to ``namespace``."""
     lease_seconds: float = 15.0

@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="session")
 def env() -> Iterator[Environment]:
-    with running(ENV_DIR, spokes=2) as environment:
+    with running(ENV_DIR, spokes=2, audit=True) as environment:  # Lease terms and writers
         yield environment
 
 
@@ -118,7 +118,8 @@ class Controller:
         self.proc: subprocess.Popen[bytes] | None = None
         self.log = env.log_path(f"controller-{port}")
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Spawn; with ``wait``, return once /readyz answers (else call ``wait_ready``)."""
         assert self.proc is None
         logf = self.log.open("ab")
         self.proc = subprocess.Popen(
@@ -128,6 +129,11 @@ class Controller:
              "--probe-interval", "1", *self.extra],
             stdout=logf, stderr=subprocess.STDOUT)
         logf.close()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        assert self.proc is not None
         wait_http_ok(self.proc, f"http://127.0.0.1:{self.port}/readyz", self.log, timeout=30)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:

@@ -455,11 +455,11 @@ class Environment:
 
 
 @contextlib.contextmanager
-def running(directory: Path, *, spokes: int = 2) -> Iterator[Environment]:
+def running(directory: Path, *, spokes: int = 2, audit: bool = False) -> Iterator[Environment]:
     """Start an environment that dies with this process, and stop it on exit."""
     env = Environment(directory, die_with_parent=True)
     env.down()
-    env.up(spokes=spokes)
+    env.up(spokes=spokes, audit=audit)
     try:
         yield env
     finally:

@@ -26,7 +26,7 @@ from hmls.engine.spokes import Fleet, SpokeConfig
 from hmls.kube import errors
 from hmls.kube.client import USER_AGENT, ClusterClient, Obj
 from hmls.kube.events import EventRecorder
-from hmls.kube.leader import LeaderElector, LostLeadership
+from hmls.kube.leader import Election, LostLeadership
 from hmls.kube.resources import CLUSTER_PROFILES, HMLS, SECRETS
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics, serve
@@ -47,13 +47,25 @@ class Manager:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
-        self.queue = WorkQueue(on_depth=self.metrics.queue_depth.set)
+        self.queue = WorkQueue(on_depth=self.metrics.queue_depth.set, accept=self._owns)
         self.hub_cache = HubCache({})
-        self.elector: LeaderElector | None = None
+        self.election: Election | None = None
         self.fleet: Fleet | None = None
         self._started = False
 
     # ----- event routing -----------------------------------------------------------
+    def _owns(self, key: str) -> bool:
+        return self.election is None or self.election.owns(key)
+
+    def _acquired(self, shard: int) -> None:
+        """A shard taken over while running: its keys are this replica's to reconcile now
+        (the queue keeps only those)."""
+        held = self.election.held if self.election else []
+        self.metrics.leader.set(1 if held else 0)
+        self.metrics.shards_held.set(len(held))
+        for obj in self.hub_cache.objects():
+            self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+
     def _cr_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         obj = new or old
         if obj is None:
@@ -99,8 +111,8 @@ class Manager:
         return restarted
 
     def ready(self) -> tuple[bool, str]:
-        if self.elector is not None and not self.elector.is_leader and not self._started:
-            return True, "standby: waiting for leadership"
+        if self.election is not None and not self.election.held and not self._started:
+            return True, "standby: waiting for a Lease"
         if not self._started:
             return False, "starting"
         if not self.hub_cache.synced():
@@ -156,20 +168,21 @@ class Manager:
                                           user_agent=f"{USER_AGENT} ({identity})")
         runner = await serve(self.metrics, host=s.metrics_host, port=s.metrics_port,
                              ready=self.ready)
-        if s.leader_elect:
-            self.elector = LeaderElector(
+        if s.leader_elect or s.shards > 1:
+            self.election = Election(
                 hub, namespace=s.leader_election_namespace or s.namespace,
-                identity=identity,
+                identity=identity, shards=s.shards,
                 lease_seconds=s.lease_seconds, renew_deadline=s.renew_deadline,
-                retry_seconds=s.retry_seconds)
+                retry_seconds=s.retry_seconds, on_acquired=self._acquired)
         try:
-            if self.elector:
+            if self.election:
                 self.metrics.leader.set(0)
-                await self.elector.acquire()
+                await self.election.acquire()
             self.metrics.leader.set(1)
+            self.metrics.shards_held.set(len(self.election.held) if self.election else 1)
             async with asyncio.TaskGroup() as tg:
-                if self.elector:
-                    tg.create_task(self.elector.hold())
+                if self.election:
+                    tg.create_task(self.election.hold())
                 fleet = Fleet(namespace=s.namespace, hub=hub, metrics=self.metrics,
                               config=SpokeConfig(
                                   probe_interval=s.probe_interval,
@@ -177,7 +190,9 @@ class Manager:
                                   per_cluster_concurrency=s.per_cluster_concurrency,
                                   request_timeout=s.request_timeout),
                               on_cluster=self._cluster_changed, on_owner=self._owner_changed,
-                              kubeconfig_policy=s.kubeconfig_policy)
+                              kubeconfig_policy=s.kubeconfig_policy,
+                              records_health=lambda: self.election is None
+                              or self.election.holds(0))
                 self.fleet = fleet
                 secrets: Informer[Obj] = Informer(
                     hub, SECRETS, namespace=s.namespace, label_selector=CLUSTER_LABEL,
@@ -213,8 +228,9 @@ class Manager:
         finally:
             self.queue.shutdown()
             self.metrics.leader.set(0)
-            if self.elector:
-                await self.elector.release()
+            self.metrics.shards_held.set(0)
+            if self.election:
+                await self.election.release()
             if self.fleet is not None:
                 await self.fleet.close()
             await hub.close()

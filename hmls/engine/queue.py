@@ -2,7 +2,8 @@
 
 A key is in at most one of: waiting, being processed.  Adding a key that is being processed
 marks it dirty, and it is queued again when ``done`` is called, so an event never gets lost
-and a key is never reconciled by two workers at once.
+and a key is never reconciled by two workers at once.  Keys ``accept`` refuses (another
+shard's) are dropped when added and again when taken, in case the answer changed meanwhile.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from collections.abc import Callable
 
 class WorkQueue:
     def __init__(self, *, base_delay: float = 0.5, max_delay: float = 300.0,
-                 on_depth: Callable[[int], None] | None = None) -> None:
+                 on_depth: Callable[[int], None] | None = None,
+                 accept: Callable[[str], bool] = lambda key: True) -> None:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._queued: set[str] = set()
         self._processing: set[str] = set()
@@ -22,6 +24,7 @@ class WorkQueue:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._base, self._max = base_delay, max_delay
         self._on_depth = on_depth or (lambda n: None)
+        self._accept = accept
 
     def __len__(self) -> int:
         return self._queue.qsize()
@@ -30,6 +33,8 @@ class WorkQueue:
         timer = self._timers.pop(key, None)
         if timer:
             timer.cancel()
+        if not self._accept(key):
+            return
         if key in self._processing:
             self._dirty.add(key)
             return
@@ -40,6 +45,8 @@ class WorkQueue:
         self._on_depth(len(self))
 
     def add_after(self, key: str, delay: float) -> None:
+        if not self._accept(key):
+            return
         if delay <= 0:
             self.add(key)
             return
@@ -70,8 +77,12 @@ class WorkQueue:
         return self._failures.get(key, 0)
 
     async def get(self) -> str:
-        key = await self._queue.get()
-        self._queued.discard(key)
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            if self._accept(key):
+                break
+            self._failures.pop(key, None)
         self._processing.add(key)
         self._on_depth(len(self))
         return key

@@ -471,14 +471,16 @@ class Fleet:
     def __init__(self, *, namespace: str, hub: ClusterClient | None, config: SpokeConfig,
                  metrics: Metrics, on_cluster: Callable[[str], None],
                  on_owner: Callable[[str, bool], None],
-                 kubeconfig_policy: KubeconfigPolicy | None = None) -> None:
+                 kubeconfig_policy: KubeconfigPolicy | None = None,
+                 records_health: Callable[[], bool] = lambda: True) -> None:
         self._config = config
         self._metrics = metrics
         self._on_cluster = on_cluster
         self._on_owner = on_owner
         self.registry = ClusterRegistry(namespace=namespace, hub=hub,
                                         on_registered=self._registered,
-                                        on_removed=self._removed, policy=kubeconfig_policy)
+                                        on_removed=self._removed, policy=kubeconfig_policy,
+                                        records=records_health)
         self._spokes: dict[str, tuple[Spoke, asyncio.Task[None]]] = {}
         self._profiles: dict[str, dict[str, Profile]] = {}
         self._tg: asyncio.TaskGroup | None = None

@@ -104,9 +104,13 @@ class ClusterRegistry:
     def __init__(self, *, namespace: str, hub: ClusterClient | None,
                  on_registered: Callable[[Registration], Awaitable[None]],
                  on_removed: Callable[[str], Awaitable[None]],
-                 policy: KubeconfigPolicy | None = None) -> None:
+                 policy: KubeconfigPolicy | None = None,
+                 records: Callable[[], bool] = lambda: True) -> None:
+        """``records``: whether this replica keeps the probe verdicts on the hub now (with
+        shards, the holder of shard 0 does; every replica probes for itself)."""
         self.namespace = namespace
         self._hub = hub
+        self._records = records
         self._on_registered = on_registered
         self._on_removed = on_removed
         self._policy = policy or KubeconfigPolicy()
@@ -187,7 +191,7 @@ class ClusterRegistry:
     async def record(self, name: str, verdict: dict[str, Any] | None) -> None:
         """Keep a cluster's probe verdict on the hub (None removes it); best effort, and
         only when it changed."""
-        if self._hub is None or self._recorded.get(name) == verdict:
+        if self._hub is None or not self._records() or self._recorded.get(name) == verdict:
             return
         patch = {"data": {name: json.dumps(verdict, sort_keys=True) if verdict else None}}
         try:

@@ -164,7 +164,7 @@ class Injector:
         self.faults.append(fault)
         try:
             heal = await self._inject(fault)
-            self.log(f"fault {kind} {target} {fault.detail} for {fault.hold:.1f}s")
+            self.log(f"fault {kind} {fault.target} {fault.detail} for {fault.hold:.1f}s")
             if heal is not None:
                 await self._hold(fault.hold)
                 await _retrying(heal)

@@ -33,6 +33,7 @@ from typing import Any
 
 from faults import GLOBAL, Injector
 
+from hmls.devenv.audit import status_writers
 from hmls.domain.models import OWNER_UID
 from hmls.kube.client import Obj
 
@@ -41,7 +42,7 @@ LEAKED_S = 30.0
 TRAFFIC_S = 10.0
 DRIFT_GRACE_S = 15.0
 """A FullyApplied claim is not judged on an object drifted this recently (the claim may
-predate the drift)."""
+predate the drift), counted from when hmls could act on its cluster again."""
 EVIDENCE_LIMIT = 200
 
 Key = tuple[str, str, str]
@@ -269,7 +270,7 @@ class Checker:
             return
         for cluster, key, want in desired(cr):
             objs = snap.spokes.get(cluster)
-            if objs is None or snap.at - self.drifted.get((cluster, key), -1e9) < DRIFT_GRACE_S:
+            if objs is None or self._drift_recent(cluster, key, snap.at):
                 continue
             live = objs.get(key)
             claim = (uid, gen, cluster, key)
@@ -280,6 +281,16 @@ class Checker:
                              detail=f"FullyApplied=True for generation {gen} but {key[0]} "
                                     f"{key[1]}/{key[2]} on {cluster} is {how}",
                              rollout=(cr.get("status") or {}).get("rollout"))
+
+    def _drift_recent(self, cluster: str, key: Key, now: float) -> bool:
+        """The soak drifted this object less than DRIFT_GRACE_S of hmls's working time ago:
+        counted from when a replica could act on the cluster again (a claim written before
+        the drift stays until someone can correct it)."""
+        drifted = self.drifted.get((cluster, key))
+        if drifted is None:
+            return False
+        acting, quiet = self._acting_since(), self.injector.quiet_since(cluster)
+        return acting is None or quiet is None or now - max(drifted, acting, quiet) < DRIFT_GRACE_S
 
     def _traffic(self, cr: Obj, snap: Snapshot) -> None:
         uid = cr["metadata"]["uid"]
@@ -311,8 +322,10 @@ class Checker:
                           f"{ref}: weight {weights.get(c)} on {c}, which is not healthy, "
                           f"while {sorted(good)} are")
         nothing = not any(weights.values()) and bool(good)
+        said = condition(cr, "TrafficReady").get("message")
         self._episode("traffic_safe", (uid, "*"), nothing, snap.at, floor, TRAFFIC_S, uid,
-                      f"{ref}: 0% everywhere while {sorted(good)} are healthy")
+                      f"{ref}: 0% everywhere while {sorted(good)} are healthy "
+                      f"(TrafficReady: {said})")
 
     def _acting_since(self) -> float | None:
         """From when hmls could act: the hub, etcd and a replica back for a lease term."""
@@ -324,32 +337,9 @@ class Checker:
 
 
 # ----- one writer (after the run, from the hub's audit log) ----------------------------
-def one_writer(audit_log: Path, lease: str = "hmls-controller") -> tuple[int, list[dict[str, Any]],
-                                                                         dict[str, int]]:
-    """Status writes made by a replica that did not hold the Lease at that moment.
-
-    The terms are the successful Lease writes in the order the hub served them (holder from
-    the request body); a status write belongs to the term current at its completion."""
-    events = []
-    for line in audit_log.read_text().splitlines():
-        event = json.loads(line)
-        if int((event.get("responseStatus") or {}).get("code") or 0) < 300:
-            events.append(event)
-    events.sort(key=lambda e: e["stageTimestamp"])
-    holder, terms, writes, bad = "", 0, 0, []
-    for e in events:
-        ref = e.get("objectRef") or {}
-        if ref.get("resource") == "leases" and ref.get("name") == lease:
-            new = ((e.get("requestObject") or {}).get("spec") or {}).get("holderIdentity") or ""
-            terms += new != holder
-            holder = new
-        elif ref.get("resource") == "hypermlservices" and ref.get("subresource") == "status":
-            writes += 1
-            agent = e.get("userAgent") or ""
-            writer = agent[agent.find("(") + 1:agent.rfind(")")] if "(" in agent else agent
-            if writer != holder:
-                bad.append({"invariant": "one_writer", "at": e["stageTimestamp"],
-                            "key": f"{ref.get('namespace')}/{ref.get('name')}",
-                            "detail": f"status written by {writer!r} while {holder!r} held "
-                                      f"Lease {lease}"})
-    return len(bad), bad[:EVIDENCE_LIMIT], {"terms": terms, "status_writes": writes}
+def one_writer(audit_log: Path) -> tuple[int, list[dict[str, Any]], dict[str, int]]:
+    """Status writes made by a replica that did not hold the Lease at that moment."""
+    found = status_writers(audit_log)
+    bad = [{"invariant": "one_writer", **w} for w in found.outside_term]
+    return len(bad), bad[:EVIDENCE_LIMIT], {"terms": found.terms,
+                                            "status_writes": found.status_writes}

@@ -223,7 +223,7 @@ class World:
                         f.seek(r.log_offset)
                         tail = f.read().decode(errors="replace")
                     cause = ("killed" if r.killed else
-                             "lost_leadership" if "stopping: could not renew" in tail else "crash")
+                             "lost_leadership" if "stopping: lost Lease" in tail else "crash")
                     self.exits[cause] += 1
                     r.lives[-1].update(ended=time.monotonic(), cause=cause)
                     if cause == "crash":

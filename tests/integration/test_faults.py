@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hmls.devenv.audit import status_writers
 from hmls.devenv.environment import Environment
 from hmls.devenv.pki import CertificateAuthority, KeyPair
 from hmls.devenv.simulator import READY_KNOB
@@ -30,6 +31,7 @@ from hmls.domain.access import (
 from hmls.domain.models import CLUSTER_LABEL, FIELD_MANAGER, FINALIZER, Owner
 from hmls.domain.render import owner_labels
 from hmls.kube.client import ClusterClient
+from hmls.kube.leader import lease_name
 from hmls.kube.resources import CONFIGMAPS, LEASES, Resource
 from tests.conftest import (
     AS_IS,
@@ -335,6 +337,68 @@ async def test_leader_election_hands_over(env: Environment, clients: Clients,
         for r in replicas:
             if r.proc is not None:
                 r.stop()
+
+
+async def test_shards_split_the_work_and_a_survivor_takes_over_during_a_cold_start(
+        env: Environment, clients: Clients, shared_controller_paused: None) -> None:
+    """--shards 2 with two replicas: each holds one shard Lease and reconciles only the
+    HyperMLServices that hash to it; SIGKILL of one in the middle of a cold start hands its
+    shard to the survivor once the Lease expires, every CR gets FullyApplied, the restarted
+    replica waits as a standby, and the hub's audit log shows no status write by a replica
+    that did not hold that CR's shard at that moment."""
+    ns, lease_s, shards = "f-shards", 3, 2
+    names = [lease_name(k, shards) for k in range(shards)]
+    kubectl(env, "hub", "delete", "lease", "-n", "hmls-system", *names, check=False)
+    namespace_everywhere(env, ns)
+    crs = [f"s{i}" for i in range(40)]
+    kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump({
+        "apiVersion": "v1", "kind": "List",
+        "items": [hmls(ns, n, (["spoke1", "spoke2"], [configmap(n, v="1")])) for n in crs]}))
+    replicas = [Controller(env, free_port(), "--shards", str(shards), "--watch-namespaces", ns,
+                           "--lease-seconds", str(lease_s)) for _ in range(2)]
+    for r in replicas:
+        r.start(wait=False)
+    try:
+        for r in replicas:
+            r.wait_ready()
+
+        async def holders() -> dict[str, str] | None:
+            found = {}
+            for k in range(shards):
+                lease = await clients["hub"].get(LEASES, "hmls-system", lease_name(k, shards))
+                found[lease_name(k, shards)] = ((lease or {}).get("spec") or {}).get(
+                    "holderIdentity") or ""
+            return found if all(found.values()) else None
+        spread = await eventually(holders, what="every shard held")
+        assert len(set(spread.values())) == 2, f"one replica took every shard: {spread}"
+        victim = replicas[0]
+        held = {r: r.metrics().get("hmls_shards_held", 0) for r in replicas}
+        assert list(held.values()) == [1, 1], held
+        killed = time.monotonic()
+        victim.stop(signal.SIGKILL)  # the cold start is under way: 40 CRs x 2 clusters
+
+        async def taken_over() -> dict[str, str] | None:
+            now = await holders()
+            return now if now and len(set(now.values())) == 1 else None
+        await eventually(taken_over, timeout=lease_s * 4, what="the survivor holding both shards")
+        takeover = time.monotonic() - killed
+        victim.start()  # restarted: every shard is held, it waits
+        assert victim.metrics().get("hmls_shards_held") == 0
+        for n in crs:
+            await wait_condition(clients["hub"], ns, n, "FullyApplied", timeout=30)
+        survivor = replicas[1]
+        assert survivor.metrics().get("hmls_shards_held") == 2
+        writes = status_writers(env.audit_log, shards, namespace=ns)
+        print(f"\nshard takeover after SIGKILL in {takeover:.2f}s (lease {lease_s}s); "
+              f"{writes.status_writes} status writes, by writer {writes.by_writer}")
+        assert writes.outside_term == [], writes.outside_term[:5]
+        assert len([w for w in writes.by_writer if w]) >= 2  # both replicas did write
+        assert takeover < lease_s + 2 * (lease_s / 7.5) + 3
+    finally:
+        for r in replicas:
+            if r.proc is not None:
+                r.stop()
+        kubectl(env, "hub", "delete", "lease", "-n", "hmls-system", *names, check=False)
 
 
 async def test_two_controllers_without_election_do_not_fight(

@@ -178,3 +178,17 @@ async def test_backoff_survives_many_failures() -> None:
         assert delay == pytest.approx(0.05)
     finally:
         q.shutdown()
+
+
+async def test_keys_of_other_shards_are_dropped_when_added_and_when_taken() -> None:
+    mine = {"a", "b", "c"}
+    q = WorkQueue(accept=lambda key: key in mine)
+    q.add("x")
+    q.add_after("y", 0.01)
+    q.add("a")
+    q.add("b")
+    mine.discard("a")  # its shard was lost while it waited
+    await asyncio.sleep(0.02)
+    assert await get_soon(q) == "b"
+    with pytest.raises(TimeoutError):
+        await get_soon(q, timeout=0.05)
