@@ -440,9 +440,14 @@ async def churn(world: World, rounds: int, crs: int) -> dict[str, Any]:
     """Rounds of create ``crs`` / all FullyApplied / delete all / all gone, with the leader's
     RSS after each; the growth per lifecycle over the second half (the first warms the
     allocator up: RSS climbs, then levels off)."""
-    leader = await world.leader()
+    leader = None
+    for _ in range(120):  # the last fault may have left a handover under way
+        leader = await world.leader()
+        if leader is not None:
+            break
+        await asyncio.sleep(0.5)
     if leader is None:
-        return {"error": "no leader"}
+        return {"error": "no leader for 60 s"}
     pid = world.replicas[leader].ctl.pid
     hub = world.b.hub
     points = []
