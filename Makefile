@@ -48,6 +48,14 @@ bench-ab: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
 	$(PYTHON) scripts/bench/ab.py $(AB_FLAGS)
 
+# fleet scale (scripts/bench/fleet.py): 1k/3k/10k CRs x 4/16 spokes against the request floor,
+# idle window and restart at the largest case run; writes docs/benchmarks/scale.{json,md,png}.
+# SCALE_FLAGS="--budget S --cases 1000x4,3000x16"
+.PHONY: bench-scale
+bench-scale: deps binaries
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) scripts/bench/fleet.py $(SCALE_FLAGS)
+
 # chaos soak (scripts/soak/soak.py): hub, 4 spokes behind fault proxies, ingress, 2 leader-elected
 # replicas, ~100 HyperMLServices, random faults, invariants checked all along; fails on any
 # violation. soak: 30 minutes, writes docs/soak/full.*; soak-quick (CI): under 4 minutes.

@@ -47,6 +47,9 @@ class Metrics:
         self.leader = Gauge(
             "hmls_leader", "1 while this replica holds the leader Lease or at least one shard "
             "Lease (or runs without leader election), 0 on a standby.", registry=r)
+        self.shards = Gauge(
+            "hmls_shards", "Shards the HyperMLServices are split over (--shards; 1 without "
+            "sharding).", registry=r)
         self.shards_held = Gauge(
             "hmls_shards_held", "Shard Leases this replica holds (1 without sharding while it "
             "works); a fleet of N shards sums to N when every shard has a replica.", registry=r)

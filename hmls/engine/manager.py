@@ -175,6 +175,7 @@ class Manager:
                 lease_seconds=s.lease_seconds, renew_deadline=s.renew_deadline,
                 retry_seconds=s.retry_seconds, on_acquired=self._acquired)
         try:
+            self.metrics.shards.set(s.shards)
             if self.election:
                 self.metrics.leader.set(0)
                 await self.election.acquire()

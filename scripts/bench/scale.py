@@ -23,6 +23,7 @@ controller under cProfile if ptrace is refused.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from common import (
     linear_fit,
     log,
     machine_cpu,
-    mlservice,
+    manifests,
     mutating,
     ratio,
     requests_delta,
@@ -61,13 +62,17 @@ def _ready(o: dict[str, Any]) -> bool:
 
 
 async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
-               source: Path | None = None, tag: str = "") -> dict[str, Any]:
+               source: Path | None = None, tag: str = "", per_cr: int = 1,
+               on_settled: Callable[[Controller, str], Awaitable[dict[str, Any]]] | None = None
+               ) -> dict[str, Any]:
     """One cold start.  profile: None, "py-spy" or "cprofile"; source: run the controller
-    of another checkout (see ``Controller``); tag: part of the namespace's name."""
+    of another checkout (see ``Controller``); tag: part of the namespace's name; per_cr:
+    manifests per CR (``manifests``: 3 are the seed's); on_settled: measured on the settled
+    controller (and namespace) before it stops, its result kept under "settled"."""
     ns = f"scale-{n}-{k}" + "".join(f"-{t}" for t in (profile, tag) if t)
     spokes = b.spokes[:k]
     await b.namespace(ns, ["hub", *spokes])
-    await b.create_all([hyper(f"s-{i}", ns, spokes, [mlservice(f"svc-{i}", ns)])
+    await b.create_all([hyper(f"s-{i}", ns, spokes, manifests(per_cr, ns, str(i)))
                         for i in range(n)])
     out = b.env.dir / f"profile-{ns}"
     ctl = Controller(b, [ns], name=f"controller-{ns}", source=source,
@@ -89,6 +94,7 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
         settled, threads = ctl.stats(), thread_cpu(ctl.pid)
         machine1, servers1 = machine_cpu(), env_cpu(b.env)
         delta = requests_delta(await b.requests(["hub", *spokes]), before)
+    after = await on_settled(ctl, ns) if on_settled else None
     profile_result: dict[str, Any] | None = None
     if spy:
         spy_cpu = await spy.stop()
@@ -100,7 +106,7 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
     hub_req, spoke_req = delta["hub"], sum((delta[s] for s in spokes), Counter())
     sim = sum(spoke_req[key] for key in SIMULATOR)
     result = {
-        "crs": n, "spokes": k, "applies": n * k,
+        "crs": n, "spokes": k, "manifests_per_cr": per_cr, "applies": n * k * per_cr,
         "startup_s": startup, "to_fully_applied_s": t_applied, "to_ready_s": t_ready,
         "cpu_s": {"at_ready": at_ready.cpu_s, "at_fully_applied": at_applied.cpu_s,
                   "settled": settled.cpu_s},
@@ -112,12 +118,15 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
             "hub": {"total": requests_total(hub_req), "mutating": mutating(hub_req),
                     "by_verb": by_verb(hub_req)},
             "spokes": {"total": requests_total(spoke_req), "mutating": mutating(spoke_req),
-                       "by_verb": by_verb(spoke_req), "simulator": int(sim)}},
+                       "by_verb": by_verb(spoke_req), "simulator": int(sim)},
+            "by_server": {name: requests_total(delta[name]) for name in ["hub", *spokes]}},
         "per_cr_ms": 1000 * (t_applied - startup) / n,
         "cpu_per_cr_ms": 1000 * (at_applied.cpu_s - at_ready.cpu_s) / n,
     }
     if profile_result:
         result["profile"] = profile_result
+    if after is not None:
+        result["settled"] = after
     return result
 
 

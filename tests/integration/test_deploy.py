@@ -26,6 +26,7 @@ import yaml
 from hmls.devenv.environment import Environment, _free_port
 from hmls.domain.models import FINALIZER
 from hmls.kube.client import ClusterClient
+from hmls.kube.leader import lease_name
 from tests.conftest import Controller, eventually, kubectl
 from tests.integration.helpers import (
     condition,
@@ -102,6 +103,18 @@ def test_default_renders_the_controller_objects(rendered: Docs) -> None:
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         assert one(rendered, kind, "hmls-controller")["subjects"] == [
             {"kind": "ServiceAccount", "name": "hmls-controller", "namespace": NAMESPACE}]
+
+
+def test_the_sharded_overlay_runs_one_replica_per_shard_allowed_its_leases() -> None:
+    docs = render("sharded")
+    deployment = one(docs, "Deployment", "hmls-controller")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    shards = int(args[args.index("--shards") + 1])
+    assert shards > 1 and deployment["spec"]["replicas"] == shards
+    allowed = {name for rule in one(docs, "Role", "hmls-controller")["rules"]
+               if "leases" in rule["resources"] and "update" in rule["verbs"]
+               for name in rule.get("resourceNames", [])}
+    assert {lease_name(k, shards) for k in range(shards)} <= allowed
 
 
 def test_apply_creates_every_object_on_the_hub(env: Environment, applied: Docs) -> None:
