@@ -8,6 +8,24 @@ from collections.abc import Iterator
 from hmls.kube.client import Obj
 from hmls.kube.watching import Informer
 
+UNREAD_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+
+
+def lean(obj: Obj) -> Obj:
+    """A HyperMLService as the cache keeps it: without ``metadata.managedFields`` and
+    kubectl's last-applied copy of the object, which hmls never reads and which are each
+    about as large as the spec.  Every hub write hmls makes is a patch, so nothing is ever
+    sent back from this copy."""
+    meta = obj.get("metadata")
+    if not isinstance(meta, dict):
+        return obj
+    annotations = meta.get("annotations")
+    trimmed = {k: v for k, v in meta.items() if k != "managedFields"}
+    if isinstance(annotations, dict) and UNREAD_ANNOTATIONS & annotations.keys():
+        trimmed["annotations"] = {k: v for k, v in annotations.items()
+                                  if k not in UNREAD_ANNOTATIONS}
+    return {**obj, "metadata": trimmed}
+
 
 class HubCache:
     def __init__(self, informers: dict[str, Informer[Obj]]) -> None:

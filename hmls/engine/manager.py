@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from hmls.domain.models import CLUSTER_LABEL, follows_labels, named_clusters
 from hmls.domain.status import StatusView
-from hmls.engine.hubcache import HubCache
+from hmls.engine.hubcache import HubCache, lean
 from hmls.engine.queue import WorkQueue
 from hmls.engine.reconciler import Reconciler
 from hmls.engine.spokes import Fleet, SpokeConfig
@@ -202,7 +202,7 @@ class Manager:
                 namespaces = s.watch_namespaces or ("",)
                 self.hub_cache = HubCache({
                     ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event,
-                                 on_restart=self._hub_restart(HMLS.plural))
+                                 transform=lean, on_restart=self._hub_restart(HMLS.plural))
                     for ns in namespaces})
                 reconciler = Reconciler(hub=hub, hub_store=self.hub_cache, fleet=fleet,
                                         events=EventRecorder(hub), metrics=self.metrics)

@@ -14,6 +14,7 @@ from hmls.domain.access import AccessPolicy
 from hmls.domain.drift import Ownership
 from hmls.domain.models import Owner, Spec
 from hmls.domain.render import render
+from hmls.engine.hubcache import lean
 from hmls.engine.reconciler import Reconciler
 from hmls.engine.spokes import NamespaceView, Observed
 from hmls.kube import errors
@@ -237,3 +238,19 @@ async def test_a_tenant_cluster_is_written_as_the_hub_namespaces_identity() -> N
     trusted = FakeSpoke()
     out = await apply(trusted, [cm("a"), bad])
     assert trusted.writers == [None] and not out["rb"].applied
+
+
+def test_the_hub_cache_keeps_neither_managed_fields_nor_kubectls_last_applied_copy() -> None:
+    raw = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "HyperMLService",
+           "metadata": {"name": "a", "namespace": "n", "resourceVersion": "7", "uid": "u",
+                        "managedFields": [{"manager": "kubectl", "fieldsV1": {"f:spec": {}}}],
+                        "annotations": {
+                            "kubectl.kubernetes.io/last-applied-configuration": "{...}",
+                            "hmls.tensorstack.dev/orphan-clusters": "spoke1"}},
+           "spec": {"workloads": []}, "status": {"observedGeneration": 1}}
+    kept = lean(raw)
+    assert kept["metadata"] == {"name": "a", "namespace": "n", "resourceVersion": "7",
+                                "uid": "u", "annotations": {
+                                    "hmls.tensorstack.dev/orphan-clusters": "spoke1"}}
+    assert kept["spec"] is raw["spec"] and kept["status"] is raw["status"]
+    assert "managedFields" in raw["metadata"]  # the response itself is left as it came
