@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,10 @@ Step = tuple[str, Any]
 
 
 def _compact(fields: Any) -> str | None:
+    """Interned: the same manifest applied to many clusters (and CRs of one shape) leave the
+    same field set everywhere, kept once."""
     try:
-        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
+        return sys.intern(json.dumps(fields, separators=(",", ":"), ensure_ascii=False))
     except (TypeError, ValueError, RecursionError):
         return None
 

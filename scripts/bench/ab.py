@@ -14,7 +14,7 @@ order alternates every round, so that a drift in load hits both alike.  Ratios a
 before.  Writes OUT/ab.json and OUT/ab.md.
 
   python scripts/bench/ab.py [--base REV] [--only apply,scale] [--crs 1000] [--spokes 4]
-                             [--rounds 3] [--apply-runs 30]
+                             [--per-cr 1] [--rounds 3] [--apply-runs 30] [--name ab]
 """
 
 from __future__ import annotations
@@ -101,11 +101,12 @@ async def apply_rounds(b: Bench, base_src: Path, k: int, count: int, runs: int
     return out
 
 
-async def rounds(b: Bench, base_src: Path, n: int, k: int, count: int) -> dict[str, list[dict[str, float]]]:
+async def rounds(b: Bench, base_src: Path, n: int, k: int, count: int, per_cr: int
+                 ) -> dict[str, list[dict[str, float]]]:
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     for r, variant in _orders(count):
         c = await scale.case(b, n, k, source=base_src if variant == "before" else None,
-                             tag=f"{variant}{r}")
+                             tag=f"{variant}{r}", per_cr=per_cr)
         runs[variant].append(_figures(c))
         log(f"round {r + 1} {variant}: FullyApplied in {c['to_fully_applied_s']:.1f} s, "
             f"CPU {c['cpu_s']['settled']:.2f} s (event loop "
@@ -181,10 +182,13 @@ def main() -> int:
     parser.add_argument("--only", default="apply,scale", help="comma-separated: apply, scale")
     parser.add_argument("--crs", type=int, default=1000)
     parser.add_argument("--spokes", type=int, default=4)
+    parser.add_argument("--per-cr", type=int, default=1,
+                        help="manifests per CR in the scale rounds (3: the seed's)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--apply-runs", type=int, default=30)
     parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-ab"))
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
+    parser.add_argument("--name", default="ab", help="results go to OUT/NAME.{json,md}")
     args = parser.parse_args()
     only = {p for p in args.only.split(",") if p}
     if not only or only - {"apply", "scale"}:
@@ -206,7 +210,7 @@ def main() -> int:
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
         "base": base, "head": git("rev-parse", "--short", "HEAD"),
         "uncommitted": git("status", "--porcelain", "--", "hmls").splitlines(),
-        "crs": args.crs, "spokes": args.spokes, "rounds": args.rounds,
+        "crs": args.crs, "spokes": args.spokes, "per_cr": args.per_cr, "rounds": args.rounds,
         "apply_runs": args.apply_runs}
 
     async def body() -> None:
@@ -219,7 +223,8 @@ def main() -> int:
                 result["apply"] = await apply_rounds(b, base_src, args.spokes, args.rounds,
                                                      args.apply_runs)
             if "scale" in only:
-                result["scale"] = await rounds(b, base_src, args.crs, args.spokes, args.rounds)
+                result["scale"] = await rounds(b, base_src, args.crs, args.spokes, args.rounds,
+                                               args.per_cr)
             result["loadavg_end"] = loadavg()
         finally:
             await b.close()
@@ -232,9 +237,9 @@ def main() -> int:
     result["total_s"] = time.perf_counter() - started
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "ab.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "ab.md").write_text(_table(result))
-    print((out / "ab.md").read_text())
+    (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / f"{args.name}.md").write_text(_table(result))
+    print((out / f"{args.name}.md").read_text())
     return 0
 
 
