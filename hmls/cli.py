@@ -71,7 +71,8 @@ def _controller(args: argparse.Namespace) -> int:
         watch_namespaces=tuple(n for n in args.watch_namespaces.split(",") if n),
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
-        probe_interval=args.probe_interval, batch_window=args.batch_window,
+        probe_interval=args.probe_interval, probe_timeout=args.probe_timeout,
+        batch_window=args.batch_window,
         resync_period=args.resync_period,
         probe_failure_threshold=args.probe_failure_threshold,
         kubeconfig_policy=_policy(args),
@@ -201,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="parallel API writes per cluster (default 8)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
                      help="seconds between cluster health probes, GET /readyz (default 10)")
+    ctl.add_argument("--probe-timeout", type=float, default=5.0,
+                     help="seconds a probe may take before it counts as failed; a cluster "
+                          "that hangs (packets dropped) is unreachable after threshold such "
+                          "timeouts (default 5)")
     ctl.add_argument("--probe-failure-threshold", type=int, default=3,
                      help="failed probes in a row before a cluster counts as unreachable "
                           "(default 3)")

@@ -19,6 +19,9 @@ class Settings:
     workers: int = 4
     per_cluster_concurrency: int = 8
     probe_interval: float = 10.0
+    probe_timeout: float = 5.0
+    """A probe that has no answer after this long has failed (a black-holed cluster answers
+    nothing: without it a probe would wait for the request timeout)."""
     probe_failure_threshold: int = 3
     """Consecutive failed probes before a reachable cluster counts as unreachable."""
     resync_period: float = 600.0

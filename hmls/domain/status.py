@@ -277,7 +277,13 @@ class StatusView:
 
     @property
     def clusters(self) -> set[str]:
-        return {str(i["cluster"]) for i in self.items if i.get("cluster")}
+        """Every cluster this status involves: its items', its pending deletions' and the
+        ingress cluster (a cluster coming back must re-enqueue a CR that waits on it for a
+        deletion only, or it waits for its backoff)."""
+        pending = _dicts(self.raw.get("pendingDeletions"))
+        ingress = (self.traffic or {}).get("ingressCluster")
+        return ({str(i["cluster"]) for i in [*self.items, *pending] if i.get("cluster")}
+                | ({str(ingress)} if ingress else set()))
 
     @property
     def traffic(self) -> dict[str, Any] | None:

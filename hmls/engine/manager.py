@@ -187,6 +187,7 @@ class Manager:
                 fleet = Fleet(namespace=s.namespace, hub=hub, metrics=self.metrics,
                               config=SpokeConfig(
                                   probe_interval=s.probe_interval,
+                                  probe_timeout=min(s.probe_timeout, s.request_timeout),
                                   failure_threshold=s.probe_failure_threshold,
                                   per_cluster_concurrency=s.per_cluster_concurrency,
                                   request_timeout=s.request_timeout),

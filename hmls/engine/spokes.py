@@ -55,6 +55,8 @@ log = logging.getLogger("hmls.spokes")
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 CREATED_BY = "hmls-controller"
 CREATED_FOR_ANNOTATION = "hmls.tensorstack.dev/created-for"
+CONFIRM_GAP = 0.2
+"""Seconds between a failed probe and the one that confirms (or clears) it."""
 """On a namespace hmls created: the HyperMLService that first needed it."""
 
 
@@ -146,6 +148,7 @@ class NamespaceView:
 @dataclass(frozen=True)
 class SpokeConfig:
     probe_interval: float = 10.0
+    probe_timeout: float = 5.0
     failure_threshold: int = 3
     """Consecutive failed probes before a reachable cluster is declared unreachable."""
     per_cluster_concurrency: int = 8
@@ -256,7 +259,7 @@ class Spoke:
         now = timestamp(self._now())
         before = self.reachability
         try:
-            await self.client.readyz()
+            await self.client.readyz(timeout=self._config.probe_timeout)
             version = before.version
             if before.reachable is not True:  # first answer, or back after an outage
                 version = str((await self.client.version()).get("gitVersion") or "")
@@ -280,6 +283,11 @@ class Spoke:
         while True:
             self._kick.clear()
             await self.probe()
+            if self.reachability.reachable and self.reachability.failures:
+                # a failure not confirmed yet: the next probe at once, so that a cluster that
+                # went away is known after threshold probe timeouts, not threshold intervals
+                await asyncio.sleep(CONFIRM_GAP)
+                continue
             await asyncio.sleep(gap)  # kicks from a burst of failures cost one probe
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._kick.wait(), self._config.probe_interval - gap)

@@ -188,10 +188,11 @@ class ClusterClient:
     async def version(self) -> Obj:
         return await self.request("GET", "/version")
 
-    async def readyz(self) -> None:
+    async def readyz(self, *, timeout: float | None = None) -> None:
         """The API server's own verdict on its health; raises KubeError when it is not ready
-        (the message names the failing checks) or cannot be reached."""
-        resp = await self._call("GET", "/readyz")
+        (the message names the failing checks) or cannot be reached (within ``timeout``
+        seconds, by default the client's)."""
+        resp = await self._call("GET", "/readyz", timeout=timeout)
         resp.release()
 
     # ----- discovery ---------------------------------------------------------------

@@ -14,15 +14,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy import FaultProxy
-
 from hmls.devenv.environment import Environment
+from hmls.devenv.proxy import FaultProxy
 
 GLOBAL = frozenset({"hub_kill", "etcd_kill", "controller_kill"})
 """Faults that stop hmls everywhere (no hub, no storage, or the leader gone)."""
 CUTS_CLUSTER = frozenset({"spoke_kill", "partition", "blackhole", "secret_corrupt"})
 """Faults after which hmls cannot reach (or use) one spoke."""
 CONTROL_PLANE = frozenset({"hub_kill", "etcd_kill"})
+SLOW_DELAY_S = (0.2, 0.6)
+"""Per chunk and direction: a probe's round trip stays under the replicas' probe timeout (a
+link slower than that is, to a probe, a black hole)."""
 
 # kind -> (weight, shortest, longest hold in seconds; 0 = instant)
 KINDS: dict[str, tuple[float, float, float]] = {
@@ -194,7 +196,7 @@ class Injector:
             return restart
         if kind in ("partition", "blackhole", "slow"):
             proxy = w.proxies[target]
-            delay = round(self.rng.uniform(0.2, 1.5), 2) if kind == "slow" else 0.0
+            delay = round(self.rng.uniform(*SLOW_DELAY_S), 2) if kind == "slow" else 0.0
             proxy.set({"partition": "drop"}.get(kind, kind), delay)
             fault.detail = f"delay {delay}s" if delay else ""
 

@@ -61,11 +61,11 @@ from common import (
 )
 from faults import Injector
 from invariants import Checker, Key, Snapshot, condition, one_writer
-from proxy import FaultProxy
 from report import machine
 
 from hmls import operations as ops
 from hmls.devenv.environment import Environment
+from hmls.devenv.proxy import FaultProxy
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.kubeconfig import KubeconfigPolicy
 from hmls.domain.models import API_VERSION, KIND
@@ -80,6 +80,9 @@ PREMADE = NAMESPACES_USED[:2]
 CHURN_NS = "soak-churn"
 SECRET_NS = "hmls-system"
 LEASE_SECONDS = 15.0
+PROBE_TIMEOUT_S = 1.5
+"""With --probe-interval 2 and 3 failures, a black-holed spoke is known within 2 + 3 x 1.5
+(+ 2 x 0.2 between confirmations) = 6.9 s: inside the traffic rule's 10 s."""
 SOAK_SECONDS = 3
 CADENCE = 2.0
 READ_TIMEOUT = 4.0
@@ -200,7 +203,7 @@ class World:
     # ----- replicas ------------------------------------------------------------------
     def start_replicas(self, count: int) -> None:
         flags = ("--leader-elect", "--lease-seconds", str(LEASE_SECONDS),
-                 "--probe-interval", "2")
+                 "--probe-interval", "2", "--probe-timeout", str(PROBE_TIMEOUT_S))
         for i in range(count):
             name = f"controller-{'ab'[i]}"
             ctl = Controller(self.b, [*NAMESPACES_USED, CHURN_NS], name=name, flags=flags)

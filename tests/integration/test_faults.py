@@ -11,7 +11,7 @@ import json
 import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import yaml
 from hmls.devenv.audit import status_writers
 from hmls.devenv.environment import Environment
 from hmls.devenv.pki import CertificateAuthority, KeyPair
+from hmls.devenv.proxy import FaultProxy
 from hmls.devenv.simulator import READY_KNOB
 from hmls.domain.access import (
     ALLOW_CLUSTER_SCOPED,
@@ -337,6 +338,46 @@ async def test_leader_election_hands_over(env: Environment, clients: Clients,
         for r in replicas:
             if r.proc is not None:
                 r.stop()
+
+
+async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeouts(
+        env: Environment, tmp_path: Path, shared_controller_paused: None) -> None:
+    """A cluster whose packets vanish answers nothing: each probe waits for its timeout, and
+    the failures are confirmed one right after another (found by the chaos soak, full run,
+    seed 3175148325: with probes bounded only by the 10 s request timeout and confirmed at
+    the probe interval, HeadIngress weight stayed on a black-holed spoke for 10-18 s)."""
+    proxy = FaultProxy("holey", env.state().clusters["spoke1"].port)
+    await proxy.start()
+    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    kubeconfig = tmp_path / "holey.kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(cfg))
+    # in threads: the proxy runs on this event loop, which must not block
+    await asyncio.to_thread(join_alias, env, "holey", "spoke1", kubeconfig=kubeconfig)
+    ctl = Controller(env, free_port(), "--probe-timeout", "1")  # interval 1, threshold 3
+    await asyncio.to_thread(ctl.start)
+    try:
+        def reachable(want: float) -> Callable[[], Awaitable[bool]]:
+            async def check() -> bool:
+                samples = await asyncio.to_thread(ctl.metrics)
+                return samples.get('hmls_cluster_reachable{cluster="holey"}') == want
+            return check
+        await eventually(reachable(1), what="holey reachable")
+        proxy.set("blackhole")
+        started = time.monotonic()
+        await eventually(reachable(0), timeout=20, what="holey unreachable")
+        seen = time.monotonic() - started
+        print(f"\nblack hole seen after {seen:.1f}s (probe interval 1 s, timeout 1 s, "
+              "3 failures)")
+        # at most: the next probe (1 s) + 3 timeouts + 2 confirmation gaps, and some slack;
+        # bounded by the request timeout instead it took over 30 s
+        assert seen < 1 + 3 * 1 + 2 * 0.2 + 2
+    finally:
+        await asyncio.to_thread(ctl.stop)
+        proxy.set("pass")
+        await asyncio.to_thread(hmls_cli, "cluster", "unjoin", "holey", "--kubeconfig",
+                                str(env.kubeconfig("hub")), "--force")
+        await proxy.close()
 
 
 async def test_shards_split_the_work_and_a_survivor_takes_over_during_a_cold_start(

@@ -328,7 +328,7 @@ def test_the_view_reads_inventory_from_items_pending_deletions_and_traffic() -> 
         "traffic": {"ingressCluster": "in", "objects": [SVC.to_status()]},
         "conditions": [{"type": "FullyApplied", "status": "True"}, 7]})
     assert view.inventory() == {"s1": {SECRET}, "s2": {SVC}, "s3": {NS}, "in": {SVC}}
-    assert view.fully_applied and view.clusters == {"s1", "s2"}
+    assert view.fully_applied and view.clusters == {"s1", "s2", "s3", "in"}
     assert view.messages()[("s1", RUNTIME)] == "boom"
 
 
@@ -336,3 +336,16 @@ def test_the_view_tolerates_any_stored_shape() -> None:
     for raw in ({"status": "text"}, {"status": {"aggregatedStatus": {"a": 1}, "traffic": 3}}, None):
         view = StatusView.of(raw)
         assert view.inventory() == {} and view.items == [] and not view.fully_applied
+
+
+def test_the_clusters_a_status_involves_include_pending_deletions_and_the_ingress() -> None:
+    """Found by the chaos soak (full run, seed 3175148325): a CR moved off a partitioned
+    spoke kept its objects there as pending deletions only; when the spoke came back it was
+    not re-enqueued (the status items named no longer that cluster) and the objects
+    outlived their place by 36-44 s, until the CR's backoff ran out."""
+    view = StatusView({
+        "aggregatedStatus": [{"cluster": "spoke1", "resource": {"kind": "ConfigMap"}}],
+        "pendingDeletions": [{"cluster": "spoke4", "resource": {"kind": "ConfigMap"},
+                              "message": "cluster spoke4 is unreachable"}],
+        "traffic": {"ingressCluster": "ingress", "routes": []}})
+    assert view.clusters == {"spoke1", "spoke4", "ingress"}

@@ -1,4 +1,5 @@
-"""A TCP proxy in front of one spoke's API server port, for network faults.
+"""A TCP proxy in front of one spoke's API server port, for network faults (the chaos soak
+and the fault tests).
 
 The controller reaches the spoke only through it (the spoke is joined with a kubeconfig that
 names the proxy's port; TLS is end to end, the proxy only moves bytes).  Modes:
