@@ -329,7 +329,7 @@ def test_promtool_check_rules() -> None:
     res = subprocess.run([promtool(), "check", "rules", str(CONFIG / "prometheus" / "rules.yaml")],
                          capture_output=True, text=True, check=False, timeout=60)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "SUCCESS: 9 rules found" in res.stdout, res.stdout
+    assert "SUCCESS: 10 rules found" in res.stdout, res.stdout
 
 
 def test_promtool_rule_unit_tests() -> None:

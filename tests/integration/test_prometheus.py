@@ -243,8 +243,8 @@ async def test_rule_groups_load_and_evaluate(prometheus: Prometheus) -> None:
     assert all(r["type"] == "recording" for r in by_name["hmls.rules"]["rules"])
     alerts = {r["name"]: r for r in by_name["hmls.alerts"]["rules"]}
     assert set(alerts) == {"HmlsClusterUnreachable", "HmlsReconcileErrors",
-                           "HmlsNotFullyAppliedForLong", "HmlsNoLeader", "HmlsClustersRefused",
-                           "HmlsControllerMetricsAbsent"}
+                           "HmlsNotFullyAppliedForLong", "HmlsNoLeader", "HmlsShardWithoutReplica",
+                           "HmlsClustersRefused", "HmlsControllerMetricsAbsent"}
     assert all(a["type"] == "alerting" for a in alerts.values())
     # the controller is scraped, so the absence alert stays quiet
     assert alerts["HmlsControllerMetricsAbsent"]["state"] == "inactive"
