@@ -586,7 +586,8 @@ class Reconciler:
 
 
 def _observed(cluster: str, item: Desired, obj: Observed) -> ItemResult:
-    return ItemResult(cluster, item.ref, True, APPLIED_OK, obj.status, obj.health)
+    status = obj.status  # decoded once: the item carries it and readiness reads it
+    return ItemResult(cluster, item.ref, True, APPLIED_OK, status, obj.health(status))
 
 
 def _kinds(obj: Obj, inventory: Mapping[str, set[ResourceRef]]) -> set[tuple[str, str]]:

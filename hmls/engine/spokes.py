@@ -55,9 +55,9 @@ log = logging.getLogger("hmls.spokes")
 CREATED_BY_LABEL = "app.kubernetes.io/created-by"
 CREATED_BY = "hmls-controller"
 CREATED_FOR_ANNOTATION = "hmls.tensorstack.dev/created-for"
+"""On a namespace hmls created: the HyperMLService that first needed it."""
 CONFIRM_GAP = 0.2
 """Seconds between a failed probe and the one that confirms (or clears) it."""
-"""On a namespace hmls created: the HyperMLService that first needed it."""
 
 
 def _str_map(value: Any) -> dict[str, str]:
@@ -121,13 +121,13 @@ class Observed:
         labels = dict(self.owner_labels)
         return f"{labels.get(OWNER_NAMESPACE)}/{labels.get(OWNER_NAME)}"
 
-    @property
-    def health(self) -> Health | None:
+    def health(self, status: dict[str, Any] | None) -> Health | None:
+        """The readiness verdict on ``status`` (this object's, decoded once by the caller)."""
         meta: dict[str, Any] = {"generation": self.generation}
         if self.deleting:
             meta["deletionTimestamp"] = "set"
         return health({"apiVersion": self.api_version, "kind": self.kind, "metadata": meta,
-                       "spec": self.spec, "status": self.status})
+                       "spec": self.spec, "status": status})
 
 
 @dataclass(frozen=True, slots=True)
