@@ -24,7 +24,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -245,6 +245,20 @@ class Spoke:
     def reachable(self) -> bool | None:
         return self.reachability.reachable
 
+    def _check(self) -> None:
+        why = self.unusable()
+        if why:
+            raise errors.Unreachable(why)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the cluster's write slots.  A cluster that went unreachable while the
+        caller waited fails at once: its requests would only wait for their timeout, holding
+        the reconcile (and its worker) that made them."""
+        async with self._sem:
+            self._check()
+            yield
+
     @property
     def server(self) -> str:
         """The API server's URL ("" when the registration cannot be used)."""
@@ -272,6 +286,10 @@ class Spoke:
         self.reachability = after
         self._metrics.cluster_reachable.labels(self.name).set(1 if after.reachable else 0)
         flipped = after.reachable is not before.reachable
+        if flipped and after.reachable is False:
+            # what is in flight there (applies, deletes, watches) would hang until its
+            # timeout, holding workers that other clusters' HyperMLServices need
+            await self.client.sever()
         if flipped:
             log.info("cluster %s is now %s%s", self.name,
                      "reachable" if after.reachable else "unreachable",
@@ -365,7 +383,7 @@ class Spoke:
                     as_user: str | None = None) -> Observed:
         """Server-side apply, as ``as_user`` (impersonated) when given."""
         assert self.client is not None
-        async with self._sem:
+        async with self._slot():
             try:
                 applied = await self.client.apply(body, field_manager=FIELD_MANAGER,
                                                   resource=resource, force=force,
@@ -403,12 +421,13 @@ class Spoke:
         over in between answers Conflict instead of being deleted."""
         assert self.client is not None
         try:
+            self._check()
             live = await self.client.get(resource, namespace, name)
             if live is None or _str_map(_dict(live.get("metadata")).get("labels")).get(
                     OWNER_UID) != owner_uid:
                 return False
             meta = _dict(live.get("metadata"))
-            async with self._sem:
+            async with self._slot():
                 return await self.client.delete(resource, namespace, name, uid=meta.get("uid"),
                                                 resource_version=meta.get("resourceVersion"),
                                                 impersonate=as_user)
@@ -447,7 +466,7 @@ class Spoke:
                                      "pod-security.kubernetes.io/warn": level},
             "annotations": {CREATED_FOR_ANNOTATION: owner.key}}}
         try:
-            async with self._sem:
+            async with self._slot():
                 created = await self.client.create(NAMESPACES, None, body,
                                                    field_manager=FIELD_MANAGER)
                 if self.access.tenant:

@@ -92,9 +92,9 @@ class ClusterClient:
         self._cfg = cfg
         self._proxy = cfg.proxy or None  # only an explicit proxy-url of the hub kubeconfig
         self._server_hostname = cfg.tls_server_name or None
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=_ssl_context(cfg), limit=0),
-            trust_env=False, read_bufsize=2**21, headers={"User-Agent": user_agent})
+        self._ssl, self._user_agent = _ssl_context(cfg), user_agent
+        self._session = self._new_session()
+        self._inflight: set[asyncio.Timeout] = set()
         self._timeout = timeout
         self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
         self._discovery_lock = asyncio.Lock()
@@ -126,8 +126,22 @@ class ClusterClient:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         return cls("hub", cfg, timeout=timeout, user_agent=user_agent)
 
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0), trust_env=False,
+            read_bufsize=2**21, headers={"User-Agent": self._user_agent})
+
     async def close(self) -> None:
         await self._session.close()
+
+    async def sever(self) -> None:
+        """Give up on everything in flight: requests fail now (as Unreachable) instead of at
+        their timeout, connections and watches are dropped; later calls connect anew."""
+        now = asyncio.get_running_loop().time()
+        for deadline in list(self._inflight):
+            deadline.reschedule(now)
+        old, self._session = self._session, self._new_session()
+        await old.close()
 
     # ----- raw calls ---------------------------------------------------------------
     async def _call(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
@@ -175,14 +189,23 @@ class ClusterClient:
                       body: Any = None, content_type: str | None = None,
                       impersonate: str | None = None) -> Obj:
         """One call; ``impersonate``: the user it is made as (Kubernetes impersonation)."""
-        resp = await self._call(method, path, query=query, body=body, content_type=content_type,
-                                impersonate=impersonate)
+        severable = asyncio.timeout(None)  # ``sever`` expires it at once
         try:
-            data = await resp.read()
-        except Exception as exc:
-            raise errors.translate(exc) from exc
+            async with severable:
+                self._inflight.add(severable)
+                resp = await self._call(method, path, query=query, body=body,
+                                        content_type=content_type, impersonate=impersonate)
+                try:
+                    data = await resp.read()
+                except Exception as exc:
+                    raise errors.translate(exc) from exc
+                finally:
+                    resp.release()
+        except TimeoutError:
+            raise errors.Unreachable(f"cluster {self.name} was declared unreachable while "
+                                     f"{method} {path} waited") from None
         finally:
-            resp.release()
+            self._inflight.discard(severable)
         return _json_object(data) if data else {}
 
     async def version(self) -> Obj:

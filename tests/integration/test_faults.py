@@ -341,7 +341,8 @@ async def test_leader_election_hands_over(env: Environment, clients: Clients,
 
 
 async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeouts(
-        env: Environment, tmp_path: Path, shared_controller_paused: None) -> None:
+        env: Environment, clients: Clients, tmp_path: Path,
+        shared_controller_paused: None) -> None:
     """A cluster whose packets vanish answers nothing: each probe waits for its timeout, and
     the failures are confirmed one right after another (found by the chaos soak, full run,
     seed 3175148325: with probes bounded only by the 10 s request timeout and confirmed at
@@ -363,15 +364,29 @@ async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeou
                 return samples.get('hmls_cluster_reachable{cluster="holey"}') == want
             return check
         await eventually(reachable(1), what="holey reachable")
+        namespace_everywhere(env, "f-hole")
         proxy.set("blackhole")
         started = time.monotonic()
+        # applied while the hole is not known yet: the apply hangs, holding its worker
+        await asyncio.to_thread(create, env, hmls("f-hole", "h", (["holey"], [configmap("h")])))
         await eventually(reachable(0), timeout=20, what="holey unreachable")
         seen = time.monotonic() - started
+
+        async def reported() -> bool:
+            obj = await get_hmls(clients["hub"], "f-hole", "h")
+            found = items(obj, "holey") if obj and obj.get("status") else []
+            return bool(found) and found[0]["applied"] is False
+        await eventually(reported, timeout=20, what="the hung apply reported")
+        freed = time.monotonic() - started
         print(f"\nblack hole seen after {seen:.1f}s (probe interval 1 s, timeout 1 s, "
-              "3 failures)")
+              f"3 failures); the apply in flight there failed after {freed:.1f}s")
         # at most: the next probe (1 s) + 3 timeouts + 2 confirmation gaps, and some slack;
         # bounded by the request timeout instead it took over 30 s
         assert seen < 1 + 3 * 1 + 2 * 0.2 + 2
+        # the connections are severed when the cluster is declared unreachable: the apply
+        # does not wait for its 10 s request timeout (found by the full soak, same seed:
+        # workers held by requests to a black-holed spoke left others' traffic for 11 s)
+        assert freed < seen + 2 < 10
     finally:
         await asyncio.to_thread(ctl.stop)
         proxy.set("pass")
