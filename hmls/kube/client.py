@@ -95,6 +95,7 @@ class ClusterClient:
         self._ssl, self._user_agent = _ssl_context(cfg), user_agent
         self._session = self._new_session()
         self._inflight: set[asyncio.Timeout] = set()
+        self._watches: set[aiohttp.ClientResponse] = set()
         self._timeout = timeout
         self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
         self._discovery_lock = asyncio.Lock()
@@ -140,6 +141,9 @@ class ClusterClient:
         now = asyncio.get_running_loop().time()
         for deadline in list(self._inflight):
             deadline.reschedule(now)
+        for stream in list(self._watches):  # closing the session does not wake their readers
+            stream.content.set_exception(errors.Unreachable(
+                f"cluster {self.name} was declared unreachable during a watch"))
         old, self._session = self._session, self._new_session()
         await old.close()
 
@@ -202,6 +206,8 @@ class ClusterClient:
                 finally:
                     resp.release()
         except TimeoutError:
+            if not severable.expired():
+                raise
             raise errors.Unreachable(f"cluster {self.name} was declared unreachable while "
                                      f"{method} {path} waited") from None
         finally:
@@ -341,6 +347,7 @@ class ClusterClient:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=self._timeout,
                                         sock_read=timeout_seconds + 30)
         resp = await self._call("GET", res.path(namespace), query=query, timeout=timeout)
+        self._watches.add(resp)
         try:
             while True:
                 try:
@@ -360,4 +367,5 @@ class ClusterClient:
                                            "type or object metadata")
                 yield WatchEvent(str(kind), cast(Obj, obj))
         finally:
+            self._watches.discard(resp)
             resp.release()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import signal
 import time
@@ -29,11 +30,14 @@ from hmls.domain.access import (
     ALLOWED_KINDS,
     ALLOWED_NAMESPACES,
 )
+from hmls.domain.kubeconfig import vet
 from hmls.domain.models import CLUSTER_LABEL, FIELD_MANAGER, FINALIZER, Owner
 from hmls.domain.render import owner_labels
-from hmls.kube.client import ClusterClient
+from hmls.kube import errors
+from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.leader import lease_name
 from hmls.kube.resources import CONFIGMAPS, LEASES, Resource
+from hmls.kube.watching import Informer
 from tests.conftest import (
     AS_IS,
     Controller,
@@ -392,6 +396,51 @@ async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeou
         proxy.set("pass")
         await asyncio.to_thread(hmls_cli, "cluster", "unjoin", "holey", "--kubeconfig",
                                 str(env.kubeconfig("hub")), "--force")
+        await proxy.close()
+
+
+async def test_a_watch_open_when_its_cluster_is_severed_fails_at_once_and_resumes(
+        env: Environment, clients: Clients) -> None:
+    """``sever`` (a cluster declared unreachable) must wake the watches too: closing the
+    session does not end a read that waits on a connection going nowhere, and the informer
+    then sat in it for good — it missed every later event on that cluster (found while
+    making severing pass ``make test``: spoke2 stopped and started, its MLService informer
+    never woke, and the next HyperMLService there was never Ready)."""
+    proxy = FaultProxy("severed", env.state().clusters["spoke1"].port)
+    await proxy.start()
+    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    client = await ClusterClient.from_kubeconfig("severed", vet(yaml.safe_dump(cfg).encode()))
+    ns = "f-sever-watch"
+    namespace_everywhere(env, ns)
+    informer: Informer[Obj] = Informer(client, CONFIGMAPS, on_event=lambda *_: None,
+                                       namespace=ns)
+
+    async def failed() -> bool:
+        return informer.last_exception is not None
+
+    async def resumed() -> bool:
+        return informer.get(ns, "after") is not None
+    task = asyncio.create_task(informer.run())
+    try:
+        await asyncio.wait_for(informer.synced.wait(), 10)
+        await asyncio.sleep(1)  # the watch request is answered: its stream is open
+        proxy.set("blackhole")  # the open watch now waits on bytes that never come
+        await asyncio.sleep(0.5)
+        started = time.monotonic()
+        await client.sever()
+        await eventually(failed, timeout=5, what="the severed watch failed")
+        print(f"\nsevered watch failed after {time.monotonic() - started:.2f}s")
+        assert isinstance(informer.last_exception, errors.Unreachable)
+        proxy.set("pass")
+        await clients["spoke1"].create(CONFIGMAPS, ns, configmap("after"))
+        await eventually(resumed, timeout=20,
+                         what="the informer resumed and saw the object created afterwards")
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await client.close()
         await proxy.close()
 
 
