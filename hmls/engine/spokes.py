@@ -24,7 +24,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -245,20 +245,6 @@ class Spoke:
     def reachable(self) -> bool | None:
         return self.reachability.reachable
 
-    def _check(self) -> None:
-        why = self.unusable()
-        if why:
-            raise errors.Unreachable(why)
-
-    @contextlib.asynccontextmanager
-    async def _slot(self) -> AsyncIterator[None]:
-        """One of the cluster's write slots.  A cluster that went unreachable while the
-        caller waited fails at once: its requests would only wait for their timeout, holding
-        the reconcile (and its worker) that made them."""
-        async with self._sem:
-            self._check()
-            yield
-
     @property
     def server(self) -> str:
         """The API server's URL ("" when the registration cannot be used)."""
@@ -287,9 +273,15 @@ class Spoke:
         self._metrics.cluster_reachable.labels(self.name).set(1 if after.reachable else 0)
         flipped = after.reachable is not before.reachable
         if flipped and after.reachable is False:
-            # what is in flight there (applies, deletes, watches) would hang until its
-            # timeout, holding workers that other clusters' HyperMLServices need
-            await self.client.sever()
+            # what is in flight there (applies, deletes, discovery, watches) would hang until
+            # its timeout, and so would what is asked next, holding workers that other
+            # clusters' HyperMLServices need: cut off until a probe gets an answer again
+            await self.client.sever(f"cluster {self.name} is unreachable: {after.last_error}")
+        elif after.reachable:
+            self.client.restore()
+            if flipped:  # back: the informers' next attempt now, not after their backoff
+                for informer in self._informers():
+                    informer.retry_now()
         if flipped:
             log.info("cluster %s is now %s%s", self.name,
                      "reachable" if after.reachable else "unreachable",
@@ -311,6 +303,10 @@ class Spoke:
                 await asyncio.wait_for(self._kick.wait(), self._config.probe_interval - gap)
 
     # ----- informers -----------------------------------------------------------------
+    def _informers(self) -> list[Informer[Any]]:
+        watched: list[Informer[Any]] = [w.informer for w in self._watched.values()]
+        return watched + ([self._namespaces] if self._namespaces else [])
+
     def _restarted(self, resource: Resource) -> Callable[[str, errors.KubeError], None]:
         def restarted(reason: str, failure: errors.KubeError) -> None:
             self._metrics.watch_restarts.labels(self.name, resource.plural, reason).inc()
@@ -383,7 +379,7 @@ class Spoke:
                     as_user: str | None = None) -> Observed:
         """Server-side apply, as ``as_user`` (impersonated) when given."""
         assert self.client is not None
-        async with self._slot():
+        async with self._sem:
             try:
                 applied = await self.client.apply(body, field_manager=FIELD_MANAGER,
                                                   resource=resource, force=force,
@@ -421,13 +417,12 @@ class Spoke:
         over in between answers Conflict instead of being deleted."""
         assert self.client is not None
         try:
-            self._check()
             live = await self.client.get(resource, namespace, name)
             if live is None or _str_map(_dict(live.get("metadata")).get("labels")).get(
                     OWNER_UID) != owner_uid:
                 return False
             meta = _dict(live.get("metadata"))
-            async with self._slot():
+            async with self._sem:
                 return await self.client.delete(resource, namespace, name, uid=meta.get("uid"),
                                                 resource_version=meta.get("resourceVersion"),
                                                 impersonate=as_user)
@@ -466,7 +461,7 @@ class Spoke:
                                      "pod-security.kubernetes.io/warn": level},
             "annotations": {CREATED_FOR_ANNOTATION: owner.key}}}
         try:
-            async with self._slot():
+            async with self._sem:
                 created = await self.client.create(NAMESPACES, None, body,
                                                    field_manager=FIELD_MANAGER)
                 if self.access.tenant:

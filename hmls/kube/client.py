@@ -96,6 +96,7 @@ class ClusterClient:
         self._session = self._new_session()
         self._inflight: set[asyncio.Timeout] = set()
         self._watches: set[aiohttp.ClientResponse] = set()
+        self._cut = ""  # why every request but a probe's is refused (see ``sever``)
         self._timeout = timeout
         self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
         self._discovery_lock = asyncio.Lock()
@@ -135,17 +136,23 @@ class ClusterClient:
     async def close(self) -> None:
         await self._session.close()
 
-    async def sever(self) -> None:
-        """Give up on everything in flight: requests fail now (as Unreachable) instead of at
-        their timeout, connections and watches are dropped; later calls connect anew."""
+    async def sever(self, why: str) -> None:
+        """The cluster was declared unreachable (``why``): everything in flight fails now
+        instead of at its timeout, watches included, connections are dropped, and every
+        later request fails at once — except the probes (``readyz``, ``version``) — until
+        ``restore``."""
+        self._cut = why
         now = asyncio.get_running_loop().time()
         for deadline in list(self._inflight):
             deadline.reschedule(now)
         for stream in list(self._watches):  # closing the session does not wake their readers
-            stream.content.set_exception(errors.Unreachable(
-                f"cluster {self.name} was declared unreachable during a watch"))
+            stream.content.set_exception(errors.Unreachable(why))
         old, self._session = self._session, self._new_session()
         await old.close()
+
+    def restore(self) -> None:
+        """A probe was answered: requests go out again."""
+        self._cut = ""
 
     # ----- raw calls ---------------------------------------------------------------
     async def _call(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
@@ -161,7 +168,10 @@ class ClusterClient:
     async def _call_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
                          body: Any = None, content_type: str | None = None,
                          timeout: aiohttp.ClientTimeout | float | None = None,
-                         impersonate: str | None = None) -> aiohttp.ClientResponse:
+                         impersonate: str | None = None, probe: bool = False
+                         ) -> aiohttp.ClientResponse:
+        if self._cut and not probe:
+            raise errors.Unreachable(self._cut)
         headers = {"Accept": "application/json"}
         if impersonate:
             headers["Impersonate-User"] = impersonate
@@ -191,14 +201,15 @@ class ClusterClient:
 
     async def request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
                       body: Any = None, content_type: str | None = None,
-                      impersonate: str | None = None) -> Obj:
+                      impersonate: str | None = None, probe: bool = False) -> Obj:
         """One call; ``impersonate``: the user it is made as (Kubernetes impersonation)."""
         severable = asyncio.timeout(None)  # ``sever`` expires it at once
         try:
             async with severable:
                 self._inflight.add(severable)
                 resp = await self._call(method, path, query=query, body=body,
-                                        content_type=content_type, impersonate=impersonate)
+                                        content_type=content_type, impersonate=impersonate,
+                                        probe=probe)
                 try:
                     data = await resp.read()
                 except Exception as exc:
@@ -215,13 +226,13 @@ class ClusterClient:
         return _json_object(data) if data else {}
 
     async def version(self) -> Obj:
-        return await self.request("GET", "/version")
+        return await self.request("GET", "/version", probe=True)
 
     async def readyz(self, *, timeout: float | None = None) -> None:
         """The API server's own verdict on its health; raises KubeError when it is not ready
         (the message names the failing checks) or cannot be reached (within ``timeout``
         seconds, by default the client's)."""
-        resp = await self._call("GET", "/readyz", timeout=timeout)
+        resp = await self._call("GET", "/readyz", timeout=timeout, probe=True)
         resp.release()
 
     # ----- discovery ---------------------------------------------------------------

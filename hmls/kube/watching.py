@@ -13,6 +13,7 @@ holds only what its reader needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -60,6 +61,7 @@ class Informer(Generic[T]):
         self._versions: dict[tuple[str, str], str] = {}
         self.synced = asyncio.Event()
         self.attempted = asyncio.Event()
+        self._retry = asyncio.Event()
         """Set once the first list has succeeded or failed."""
         self.last_exception: errors.KubeError | None = None
         self._on_event = on_event
@@ -71,6 +73,10 @@ class Informer(Generic[T]):
         missing object brings no event of its own."""
         self._watch_timeout = watch_timeout
         self._rv = ""
+
+    def retry_now(self) -> None:
+        """Cut short the wait before the next attempt (its cluster answers again)."""
+        self._retry.set()
 
     def get(self, namespace: str | None, name: str) -> T | None:
         return self.store.get((namespace or "", name))
@@ -159,7 +165,9 @@ class Informer(Generic[T]):
                 self._on_restart("error", failure)
                 log.info("watch of %s on %s failed: %s; retrying in %.1fs",
                          self.resource.kind, self.client.name, failure.message, delay)
-                await asyncio.sleep(delay * (0.5 + random.random()))
+                self._retry.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._retry.wait(), delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
                 need_list = need_list or not self._rv or isinstance(failure, errors.Malformed)
 

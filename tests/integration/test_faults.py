@@ -399,13 +399,16 @@ async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeou
         await proxy.close()
 
 
-async def test_a_watch_open_when_its_cluster_is_severed_fails_at_once_and_resumes(
+async def test_a_severed_client_wakes_its_watches_and_refuses_all_but_probes_until_restored(
         env: Environment, clients: Clients) -> None:
     """``sever`` (a cluster declared unreachable) must wake the watches too: closing the
     session does not end a read that waits on a connection going nowhere, and the informer
     then sat in it for good — it missed every later event on that cluster (found while
     making severing pass ``make test``: spoke2 stopped and started, its MLService informer
-    never woke, and the next HyperMLService there was never Ready)."""
+    never woke, and the next HyperMLService there was never Ready).  And what is asked after
+    the sever fails at once: a discovery request that waited for the discovery lock while the
+    first one hung, sent after the sever, waited its own 10 s (full soak, seed 3175148325:
+    weight on a black-holed and a partitioned spoke for 14-18 s, 10 traffic_safe)."""
     proxy = FaultProxy("severed", env.state().clusters["spoke1"].port)
     await proxy.start()
     cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
@@ -428,14 +431,23 @@ async def test_a_watch_open_when_its_cluster_is_severed_fails_at_once_and_resume
         proxy.set("blackhole")  # the open watch now waits on bytes that never come
         await asyncio.sleep(0.5)
         started = time.monotonic()
-        await client.sever()
+        await client.sever("cluster severed is unreachable: request timed out")
         await eventually(failed, timeout=5, what="the severed watch failed")
         print(f"\nsevered watch failed after {time.monotonic() - started:.2f}s")
         assert isinstance(informer.last_exception, errors.Unreachable)
-        proxy.set("pass")
+        proxy.set("pass")  # the cluster answers again, but nobody has probed it yet
+        asked = time.monotonic()
+        with pytest.raises(errors.Unreachable, match="request timed out"):
+            await client.get(CONFIGMAPS, ns, "any")
+        assert time.monotonic() - asked < 0.5  # refused, not sent to wait for an answer
+        await asyncio.sleep(13)  # its attempts are refused: the backoff reaches 10 s ± 50 %
+        await client.readyz()  # a probe goes through
+        client.restore()
+        informer.retry_now()  # as the Spoke does when a probe finds the cluster back
         await clients["spoke1"].create(CONFIGMAPS, ns, configmap("after"))
-        await eventually(resumed, timeout=20,
-                         what="the informer resumed and saw the object created afterwards")
+        assert await client.get(CONFIGMAPS, ns, "after") is not None
+        await eventually(resumed, timeout=1, what="the informer resumed at once (not after "
+                         "its backoff) and saw the object created afterwards")
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
