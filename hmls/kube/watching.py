@@ -61,8 +61,8 @@ class Informer(Generic[T]):
         self._versions: dict[tuple[str, str], str] = {}
         self.synced = asyncio.Event()
         self.attempted = asyncio.Event()
-        self._retry = asyncio.Event()
         """Set once the first list has succeeded or failed."""
+        self._retry = asyncio.Event()  # set by ``retry_now``: ends the backoff in progress
         self.last_exception: errors.KubeError | None = None
         self._on_event = on_event
         self._transform: Callable[[Obj], T] = transform or (lambda o: cast(T, o))
