@@ -344,6 +344,16 @@ async def test_leader_election_hands_over(env: Environment, clients: Clients,
                 r.stop()
 
 
+async def _proxied_spoke1(env: Environment, name: str) -> tuple[FaultProxy, str]:
+    """A started FaultProxy in front of spoke1 and a kubeconfig (YAML) that reaches spoke1
+    through it."""
+    proxy = FaultProxy(name, env.state().clusters["spoke1"].port)
+    await proxy.start()
+    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
+    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    return proxy, yaml.safe_dump(cfg)
+
+
 async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeouts(
         env: Environment, clients: Clients, tmp_path: Path,
         shared_controller_paused: None) -> None:
@@ -351,12 +361,9 @@ async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeou
     the failures are confirmed one right after another (found by the chaos soak, full run,
     seed 3175148325: with probes bounded only by the 10 s request timeout and confirmed at
     the probe interval, HeadIngress weight stayed on a black-holed spoke for 10-18 s)."""
-    proxy = FaultProxy("holey", env.state().clusters["spoke1"].port)
-    await proxy.start()
-    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
+    proxy, cfg = await _proxied_spoke1(env, "holey")
     kubeconfig = tmp_path / "holey.kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(cfg))
+    kubeconfig.write_text(cfg)
     # in threads: the proxy runs on this event loop, which must not block
     await asyncio.to_thread(join_alias, env, "holey", "spoke1", kubeconfig=kubeconfig)
     ctl = Controller(env, free_port(), "--probe-timeout", "1")  # interval 1, threshold 3
@@ -409,11 +416,8 @@ async def test_a_severed_client_wakes_its_watches_and_refuses_all_but_probes_unt
     the sever fails at once: a discovery request that waited for the discovery lock while the
     first one hung, sent after the sever, waited its own 10 s (full soak, seed 3175148325:
     weight on a black-holed and a partitioned spoke for 14-18 s, 10 traffic_safe)."""
-    proxy = FaultProxy("severed", env.state().clusters["spoke1"].port)
-    await proxy.start()
-    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    client = await ClusterClient.from_kubeconfig("severed", vet(yaml.safe_dump(cfg).encode()))
+    proxy, cfg = await _proxied_spoke1(env, "severed")
+    client = await ClusterClient.from_kubeconfig("severed", vet(cfg.encode()))
     ns = "f-sever-watch"
     namespace_everywhere(env, ns)
     informer: Informer[Obj] = Informer(client, CONFIGMAPS, on_event=lambda *_: None,
