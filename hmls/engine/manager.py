@@ -17,9 +17,8 @@ import time
 import uuid
 from collections.abc import Callable
 
-from hmls.domain.models import CLUSTER_LABEL, follows_labels, named_clusters
-from hmls.domain.status import StatusView
-from hmls.engine.hubcache import HubCache, lean
+from hmls.domain.models import CLUSTER_LABEL
+from hmls.engine.hubcache import Cached, HubCache
 from hmls.engine.queue import WorkQueue
 from hmls.engine.reconciler import Reconciler
 from hmls.engine.spokes import Fleet, SpokeConfig
@@ -35,12 +34,11 @@ from hmls.settings import Settings
 log = logging.getLogger("hmls.manager")
 
 
-def _echo(old: Obj | None, new: Obj | None) -> bool:
+def _echo(old: Cached | None, new: Cached | None) -> bool:
     """The watch delivering a version the cache already holds: the response to our own write
     (``HubCache.observe``), acted on when it was made.  Any other change, including one made
     between our read and our write, arrives with a resourceVersion the cache has not seen."""
-    return (old is not None and new is not None
-            and old["metadata"].get("resourceVersion") == new["metadata"].get("resourceVersion"))
+    return old is not None and new is not None and old.resource_version == new.resource_version
 
 
 class Manager:
@@ -63,26 +61,25 @@ class Manager:
         held = self.election.held if self.election else []
         self.metrics.leader.set(1 if held else 0)
         self.metrics.shards_held.set(len(held))
-        for obj in self.hub_cache.objects():
-            self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        for cached in self.hub_cache.objects():
+            self.queue.add(cached.key)
 
-    def _cr_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
-        obj = new or old
-        if obj is None:
+    def _cr_event(self, kind: str, old: Cached | None, new: Cached | None) -> None:
+        cached = new or old
+        if cached is None:
             return
-        self.hub_cache.index(obj, deleted=kind == "DELETED")
+        self.hub_cache.index(cached, deleted=kind == "DELETED")
         if kind == "DELETED" or _echo(old, new):
             return
-        self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        self.queue.add(cached.key)
 
     def resync(self, rng: random.Random | None = None) -> None:
         """Schedule every cached HyperMLService once within the next resync period, each at
         its own random moment, so that the safety net never arrives as one burst."""
         period = self.settings.resync_period
         draw = (rng or random).uniform
-        for obj in self.hub_cache.objects():
-            self.queue.add_after(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}",
-                                 draw(0, period))
+        for cached in self.hub_cache.objects():
+            self.queue.add_after(cached.key, draw(0, period))
 
     async def _resyncs(self) -> None:
         while True:
@@ -98,12 +95,9 @@ class Manager:
             self.queue.add_after(key, 0 if urgent else self.settings.batch_window)
 
     def _cluster_changed(self, cluster: str) -> None:
-        for obj in self.hub_cache.objects():
-            spec = obj.get("spec")
-            deleting = bool(obj["metadata"].get("deletionTimestamp"))
-            if (deleting or follows_labels(spec)
-                    or cluster in named_clusters(spec) | StatusView.of(obj).clusters):
-                self.queue.add(f"{obj['metadata']['namespace']}/{obj['metadata']['name']}")
+        for cached in self.hub_cache.objects():
+            if cached.deleting or cached.follows_labels or cluster in cached.clusters:
+                self.queue.add(cached.key)
 
     def _hub_restart(self, resource: str) -> Callable[[str, errors.KubeError], None]:
         def restarted(reason: str, failure: errors.KubeError) -> None:
@@ -203,7 +197,7 @@ class Manager:
                 namespaces = s.watch_namespaces or ("",)
                 self.hub_cache = HubCache({
                     ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event,
-                                 transform=lean, on_restart=self._hub_restart(HMLS.plural))
+                                 transform=Cached.of, on_restart=self._hub_restart(HMLS.plural))
                     for ns in namespaces})
                 reconciler = Reconciler(hub=hub, hub_store=self.hub_cache, fleet=fleet,
                                         events=EventRecorder(hub), metrics=self.metrics)

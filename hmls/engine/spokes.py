@@ -24,6 +24,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -68,12 +69,18 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _interned(value: str | None) -> str | None:
+    return sys.intern(value) if value is not None else None
+
+
 @dataclass(frozen=True, slots=True)
 class Observed:
     """A spoke object as the caches keep it: identity, the owner labels, the applied hash,
     field ownership (for drift), status and the few spec fields readiness reads.  Never a
     Secret's data, never a whole spec.  The status is kept as compact JSON (a fifth of the
-    decoded dicts' memory) and decoded when read."""
+    decoded dicts' memory) and decoded when read; the strings many objects repeat (the
+    namespace, the owner's labels, a manifest's name and hash on every cluster) are
+    interned, so a fleet holds each once."""
 
     api_version: str
     kind: str
@@ -81,7 +88,9 @@ class Observed:
     name: str
     uid: str
     generation: int
-    owner_labels: tuple[tuple[str, str], ...]
+    owner_namespace: str | None
+    owner_name: str | None
+    owner_uid: str | None
     applied_hash: str | None
     ownership: Ownership
     status_json: str | None
@@ -97,12 +106,13 @@ class Observed:
         generation = meta.get("generation")
         return cls(
             api_version=resource.api_version, kind=resource.kind,
-            namespace=str(meta.get("namespace") or ""), name=str(meta.get("name") or ""),
-            uid=str(meta.get("uid") or ""),
+            namespace=sys.intern(str(meta.get("namespace") or "")),
+            name=sys.intern(str(meta.get("name") or "")), uid=str(meta.get("uid") or ""),
             generation=generation if isinstance(generation, int) else 0,
-            owner_labels=tuple(sorted((k, v) for k, v in labels.items()
-                                      if k in (OWNER_NAMESPACE, OWNER_NAME, OWNER_UID))),
-            applied_hash=_str_map(meta.get("annotations")).get(HASH_ANNOTATION),
+            owner_namespace=_interned(labels.get(OWNER_NAMESPACE)),
+            owner_name=_interned(labels.get(OWNER_NAME)),
+            owner_uid=_interned(labels.get(OWNER_UID)),
+            applied_hash=_interned(_str_map(meta.get("annotations")).get(HASH_ANNOTATION)),
             ownership=Ownership.of(meta.get("managedFields"), FIELD_MANAGER),
             status_json=json.dumps(status, separators=(",", ":"))
             if isinstance(status, dict) else None,
@@ -113,13 +123,8 @@ class Observed:
     def status(self) -> dict[str, Any] | None:
         return json.loads(self.status_json) if self.status_json is not None else None
 
-    @property
-    def owner_uid(self) -> str | None:
-        return dict(self.owner_labels).get(OWNER_UID)
-
     def owner_key(self) -> str:
-        labels = dict(self.owner_labels)
-        return f"{labels.get(OWNER_NAMESPACE)}/{labels.get(OWNER_NAME)}"
+        return f"{self.owner_namespace}/{self.owner_name}"
 
     def health(self, status: dict[str, Any] | None) -> Health | None:
         """The readiness verdict on ``status`` (this object's, decoded once by the caller)."""
@@ -164,7 +169,8 @@ Ref = tuple[Resource, str, str]
 @dataclass
 class _Watched:
     informer: Informer[Observed]
-    index: dict[str, set[Ref]] = field(default_factory=dict)
+    index: dict[str, tuple[Ref, ...]] = field(default_factory=dict)
+    """owner uid -> what this kind holds of it (a tuple: nearly always one)"""
 
 
 class Spoke:
@@ -322,11 +328,13 @@ class Spoke:
                 if obj is None or not uid:
                     continue
                 ref = (resource, obj.namespace, obj.name)
-                if add:
-                    watched.index.setdefault(uid, set()).add(ref)
-                elif uid in watched.index:
-                    watched.index[uid].discard(ref)
-                    if not watched.index[uid]:
+                refs = watched.index.get(uid, ())
+                if add and ref not in refs:
+                    watched.index[uid] = (*refs, ref)
+                elif not add and ref in refs:
+                    if len(refs) > 1:
+                        watched.index[uid] = tuple(r for r in refs if r != ref)
+                    else:
                         del watched.index[uid]
             if old != new:
                 urgent = old is None or new is None or replace(old, status_json=new.status_json) != new

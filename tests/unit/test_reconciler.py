@@ -14,7 +14,7 @@ from hmls.domain.access import AccessPolicy
 from hmls.domain.drift import Ownership
 from hmls.domain.models import Owner, Spec
 from hmls.domain.render import render
-from hmls.engine.hubcache import lean
+from hmls.engine.hubcache import Cached, lean
 from hmls.engine.reconciler import Reconciler
 from hmls.engine.spokes import NamespaceView, Observed
 from hmls.kube import errors
@@ -254,3 +254,24 @@ def test_the_hub_cache_keeps_neither_managed_fields_nor_kubectls_last_applied_co
                                     "hmls.tensorstack.dev/orphan-clusters": "spoke1"}}
     assert kept["spec"] is raw["spec"] and kept["status"] is raw["status"]
     assert "managedFields" in raw["metadata"]  # the response itself is left as it came
+    cached = Cached.of(raw)
+    assert cached.body() == kept and cached.body() is not cached.body()  # a copy per read
+    assert (cached.key, cached.uid, cached.resource_version) == ("n/a", "u", "7")
+
+
+def test_the_hub_cache_routes_cluster_changes_from_the_fields_it_decoded_once() -> None:
+    def cr(spec: dict[str, Any], status: dict[str, Any] | None = None,
+           deleting: bool = False) -> Cached:
+        meta = {"name": "a", "namespace": "n", "uid": "u", "resourceVersion": "1",
+                **({"deletionTimestamp": "2026-12-04T00:00:00Z"} if deleting else {})}
+        return Cached.of({"metadata": meta, "spec": spec, "status": status or {}})
+
+    named = cr({"workloads": [{"clusters": ["spoke1"], "manifests": []}]},
+               {"aggregatedStatus": [{"cluster": "spoke2"}],
+                "pendingDeletions": [{"cluster": "spoke3"}],
+                "traffic": {"ingressCluster": "ingress"}})
+    assert named.clusters == {"spoke1", "spoke2", "spoke3", "ingress"}
+    assert not named.follows_labels and not named.deleting
+    selector = cr({"workloads": [{"clusterSelector": {"matchLabels": {"gpu": "a100"}}}]})
+    assert selector.follows_labels and selector.clusters == frozenset()
+    assert cr({"workloads": []}, deleting=True).deleting

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 
-from hmls.engine.hubcache import HubCache
+from hmls.engine.hubcache import Cached, HubCache
 from hmls.engine.manager import Manager
 from hmls.kube.client import Obj
 from hmls.kube.resources import HMLS
@@ -16,8 +16,12 @@ from hmls.settings import Settings
 WINDOW = 0.05
 
 
-def cr(rv: str, uid: str = "u1", name: str = "svc") -> dict[str, object]:
+def raw(rv: str, uid: str = "u1", name: str = "svc") -> Obj:
     return {"metadata": {"namespace": "ns", "name": name, "uid": uid, "resourceVersion": rv}}
+
+
+def cr(rv: str, uid: str = "u1", name: str = "svc") -> Cached:
+    return Cached.of(raw(rv, uid, name))
 
 
 def manager() -> Manager:
@@ -76,9 +80,10 @@ def test_event_for_an_unknown_owner_is_dropped() -> None:
 
 async def test_resync_schedules_every_cr_once_within_the_period() -> None:
     m = Manager(Settings(resync_period=0.2), metrics=Metrics())
-    cache: Informer[Obj] = Informer(None, HMLS, on_event=lambda *_: None)  # type: ignore[arg-type]
+    cache: Informer[Cached] = Informer(None, HMLS, on_event=lambda *_: None,  # type: ignore[arg-type]
+                                       transform=Cached.of)
     for i in range(20):
-        cache.observe(cr("5", uid=f"u{i}", name=f"svc{i}"))
+        cache.observe(raw("5", uid=f"u{i}", name=f"svc{i}"))
     m.hub_cache = HubCache({"": cache})
     m.resync(random.Random(7))
     assert len(m.queue) == 0  # spread over the period, not a burst
@@ -92,3 +97,19 @@ async def test_drift_or_deletion_on_a_spoke_is_reconciled_at_once() -> None:
     m = await settled()
     m._owner_changed("u1", urgent=True)
     assert len(m.queue) == 1  # no batch window
+
+
+def test_a_cluster_change_enqueues_only_the_crs_it_may_concern() -> None:
+    m = manager()
+    cache: Informer[Cached] = Informer(None, HMLS, on_event=lambda *_: None,  # type: ignore[arg-type]
+                                       transform=Cached.of)
+    specs = {"names-it": {"workloads": [{"clusters": ["spoke2"]}]},
+             "elsewhere": {"workloads": [{"clusters": ["spoke1"]}]},
+             "selects": {"workloads": [{"clusterSelector": {}}]}}
+    for name, spec in specs.items():
+        cache.observe({**raw("5", uid=name, name=name), "spec": spec})
+    cache.observe({**raw("5", uid="was-there", name="was-there"),
+                   "spec": specs["elsewhere"], "status": {"aggregatedStatus": [{"cluster": "spoke2"}]}})
+    m.hub_cache = HubCache({"": cache})
+    m._cluster_changed("spoke2")
+    assert sorted(m.queue._queued) == ["ns/names-it", "ns/selects", "ns/was-there"]
