@@ -55,6 +55,7 @@ from report import machine
 
 from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
+from hmls.kube import errors
 
 SPOKES = 16
 PER_CR = 3
@@ -159,8 +160,16 @@ async def suite(env: Environment, budget: float, wanted: list[tuple[int, int]]
             return await idle_and_restart(b, ctl, ns, b.spokes[:largest[1]])
 
         for n, k in runnable:
-            c = await scale.case(b, n, k, per_cr=PER_CR, tag="fleet",
-                                 on_settled=at_largest if (n, k) == largest else None)
+            try:
+                c = await scale.case(b, n, k, per_cr=PER_CR, tag="fleet",
+                                     on_settled=at_largest if (n, k) == largest else None)
+            except (TimeoutError, RuntimeError, errors.KubeError) as exc:
+                # reported, and the cases after it still run: a 50-minute run is not lost
+                log(f"fleet {n} CRs x {k} spokes FAILED: {type(exc).__name__}: {exc}")
+                result["not_run"].append({"crs": n, "spokes": k,
+                                          "floor_s": round(floor_s(n, k, write_ops)),
+                                          "why": f"failed: {type(exc).__name__}: {exc}"})
+                continue
             c["floor_s"] = floor_s(n, k, write_ops)
             c["wall_over_floor"] = ratio(c["to_fully_applied_s"], c["floor_s"])
             c["rss_kb_per_object"] = (c["peak_rss_mb"] - base) * 1024 / (n * k)
