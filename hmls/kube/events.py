@@ -10,6 +10,7 @@ import datetime as dt
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from hmls.domain.models import timestamp
 from hmls.kube import errors
@@ -21,24 +22,36 @@ log = logging.getLogger("hmls.events")
 
 class EventRecorder:
     def __init__(self, client: ClusterClient, *, component: str = "hmls-controller",
-                 dedupe_seconds: float = 600.0) -> None:
+                 dedupe_seconds: float = 600.0, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
         self._client = client
         self._component = component
         self._dedupe = dedupe_seconds
-        self._recent: dict[tuple[str, str, str], float] = {}
+        self._clock = clock
+        self._recent: dict[str, dict[tuple[str, str], float]] = {}
+        """object uid -> (reason, message) -> when it was last sent"""
+        self._pruned = clock()
 
     def forget(self, uid: str) -> None:
         """An object is gone: its deduplication entries go with it."""
-        self._recent = {k: t for k, t in self._recent.items() if k[0] != uid}
+        self._recent.pop(uid, None)
+
+    def _prune(self, now: float) -> None:
+        """Drop what has aged out, once per dedupe period (pruning on every event made a burst
+        of events across a fleet quadratic)."""
+        self._pruned = now
+        self._recent = {uid: kept for uid, sent in self._recent.items()
+                        if (kept := {k: t for k, t in sent.items() if now - t < self._dedupe})}
 
     async def emit(self, obj: Obj, *, type_: str, reason: str, message: str) -> None:
         meta = obj["metadata"]
-        key = (meta.get("uid", ""), reason, message)
-        now = time.monotonic()
-        if now - self._recent.get(key, -1e9) < self._dedupe:
+        uid, key = str(meta.get("uid", "")), (reason, message)
+        now = self._clock()
+        if now - self._recent.get(uid, {}).get(key, -1e9) < self._dedupe:
             return
-        self._recent = {k: t for k, t in self._recent.items() if now - t < self._dedupe}
-        self._recent[key] = now
+        if now - self._pruned >= self._dedupe:
+            self._prune(now)
+        self._recent.setdefault(uid, {})[key] = now
         stamp = timestamp(dt.datetime.now(dt.UTC))
         event: Obj = {
             "apiVersion": "v1", "kind": "Event",
