@@ -469,13 +469,16 @@ class Controller:
 
     async def settle(self, *, quiet: float = 2.0, timeout: float = 300.0,
                      min_reconciles: int = 0) -> dict[str, float]:
-        """Wait until the queue is empty and no counter moved for ``quiet`` seconds."""
+        """Wait until the queue is empty and nothing was written (applied, failed to apply,
+        status) for ``quiet`` seconds.  Reconciles that write nothing do not count: past the
+        resync period (600 s) a large fleet has some every second, and a run that long never
+        settled."""
         await self.wait_ready(timeout)
         deadline = time.monotonic() + timeout
         last, since = None, time.monotonic()
         while time.monotonic() < deadline:
             now = await self.counters()
-            moving = {k: v for k, v in now.items() if k != "queue_depth"}
+            moving = {k: now[k] for k in ("applied", "apply_failed", "status_writes")}
             if moving != last:
                 last, since = moving, time.monotonic()
             elif (now["queue_depth"] == 0 and now["reconciles"] >= min_reconciles

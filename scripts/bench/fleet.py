@@ -80,7 +80,7 @@ async def base_rss(b: Bench) -> float:
     return mb
 
 
-async def idle_and_restart(b: Bench, ctl: Controller, ns: str, spokes: list[str]
+async def idle_and_restart(b: Bench, ctl: Controller, ns: str, n: int, spokes: list[str]
                            ) -> dict[str, Any]:
     servers = ["hub", *spokes]
     before, counters0 = await b.requests(servers), await ctl.counters()
@@ -100,7 +100,7 @@ async def idle_and_restart(b: Bench, ctl: Controller, ns: str, spokes: list[str]
     again = Controller(b, [ns], name=f"controller-{ns}-restart")
     t0 = time.perf_counter()
     again.start()
-    counters = await again.settle(quiet=2.0, timeout=600)
+    counters = await again.settle(quiet=2.0, timeout=600, min_reconciles=n)
     settled_s = time.perf_counter() - t0 - 2.0
     restart = {"to_settled_s": settled_s, "reapplies": int(counters["applied"]),
                "status_writes": int(counters["status_writes"]),
@@ -157,7 +157,7 @@ async def suite(env: Environment, budget: float, wanted: list[tuple[int, int]]
 
         async def at_largest(ctl: Controller, ns: str) -> dict[str, Any]:
             assert largest is not None
-            return await idle_and_restart(b, ctl, ns, b.spokes[:largest[1]])
+            return await idle_and_restart(b, ctl, ns, largest[0], b.spokes[:largest[1]])
 
         for n, k in runnable:
             try:
