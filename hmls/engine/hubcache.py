@@ -3,8 +3,10 @@
 
 Each CR is kept as a ``Cached``: the few fields event routing reads, decoded once, and the
 whole (lean) object as compact JSON, deflated, decoded for the reconcile that needs it.  At 16
-clusters a CR's status lists 48 items, each with its object's status; as decoded dicts that
-was most of the controller's memory, as JSON a quarter of it, deflated a few per cent."""
+clusters a CR's status lists 48 items, each with its object's status.  As decoded dicts the
+CRs were half of what the controller held beyond its imports (40 of 81 traced MB at 1,000 CRs x
+4 clusters); compact JSON is about a fifth of the dicts, and deflating takes it to a fifth
+again (such a CR: 6.5 KB of JSON, 1.3 KB deflated)."""
 
 from __future__ import annotations
 

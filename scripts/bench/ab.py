@@ -11,7 +11,7 @@
 
 Both controllers meet the same API servers, the same machine load and the same objects; the
 order alternates every round, so that a drift in load hits both alike.  Ratios are after /
-before.  Writes OUT/ab.json and OUT/ab.md.
+before.  Writes OUT/NAME.json and OUT/NAME.md (``--name``, default ab).
 
   python scripts/bench/ab.py [--base REV] [--only apply,scale] [--crs 1000] [--spokes 4]
                              [--per-cr 1] [--rounds 3] [--apply-runs 30] [--name ab]
@@ -172,7 +172,7 @@ def _table(result: dict[str, Any]) -> str:
         f"Python {result['machine']['python']}; 1-minute load average "
         f"{result['loadavg_start']:.1f} at the start, {result['loadavg_end']:.1f} at the end.", "",
         "| figure | before | after | after/before |", "|---|---|---|---|", *rows, "",
-        "Every round's figures are in `ab.json`. Nothing is asserted.", ""])
+        f"Every round's figures are in `{result['name']}.json`. Nothing is asserted.", ""])
 
 
 def main() -> int:
@@ -235,6 +235,7 @@ def main() -> int:
     finally:
         stop_env(env)
     result["total_s"] = time.perf_counter() - started
+    result["name"] = args.name
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
