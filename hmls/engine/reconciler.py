@@ -228,7 +228,7 @@ class Reconciler:
         kinds = _kinds(obj, inventory)
         placed = set(inventory) | set(keep)
         for name in sorted(placed | self._holders(owner, kinds, placed)):
-            pending += await self._prune(owner, name, inventory.get(name, set()),
+            pending += await self._prune(obj, name, inventory.get(name, set()),
                                          keep.get(name, set()), kinds)
         new = status_mod.aggregate(
             generation=generation, items=items, previous=previous, now=self._clock(),
@@ -405,14 +405,14 @@ class Reconciler:
                 out.append({"cluster": cluster, "name": namespace})
         return out
 
-    async def _prune(self, owner: Owner, name: str, inventory: set[ResourceRef],
+    async def _prune(self, obj: Obj, name: str, inventory: set[ResourceRef],
                      keep: set[ResourceRef], kinds: set[tuple[str, str]]
                      ) -> list[dict[str, Any]]:
         """Delete this owner's objects on one cluster that are no longer desired."""
         spoke, why = self._usable(name)
         if spoke is None:
             return [_pending(name, ref, why) for ref in sorted(inventory - keep)]
-        return await self._delete_owned(spoke, owner, inventory, keep=keep, kinds=kinds,
+        return await self._delete_owned(spoke, obj, inventory, keep=keep, kinds=kinds,
                                         reason="Pruned")
 
     def _holders(self, owner: Owner, kinds: set[tuple[str, str]], placed: set[str]) -> set[str]:
@@ -455,12 +455,14 @@ class Reconciler:
         return plan.status, plan.condition, plan.requeue_after
 
     # ----- prune and cleanup -------------------------------------------------------
-    async def _delete_owned(self, spoke: SpokeAPI, owner: Owner, inventory: set[ResourceRef],
+    async def _delete_owned(self, spoke: SpokeAPI, obj: Obj, inventory: set[ResourceRef],
                             *, keep: set[ResourceRef], kinds: set[tuple[str, str]],
                             reason: str) -> list[dict[str, Any]]:
-        """Delete objects of this owner on the cluster that are not in keep.
+        """Delete objects of this HyperMLService on the cluster that are not in keep; each
+        deletion is an Event on it.
 
         Returns pendingDeletions items for what could not be deleted."""
+        owner = Owner.of(obj)
         candidates = set(inventory)
         # a cluster-scoped object is the same object whatever namespace its manifest named
         kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
@@ -482,10 +484,8 @@ class Reconciler:
                 continue
             self.metrics.prune_total.labels(spoke.name).inc()
             log.info("%s: deleted %s from %s", owner.key, ref, spoke.name)
-            current = self.store.get(owner.namespace, owner.name)
-            if current is not None:
-                await self.events.emit(current, type_="Normal", reason=reason,
-                                       message=f"deleted {ref} from cluster {spoke.name}")
+            await self.events.emit(obj, type_="Normal", reason=reason,
+                                   message=f"deleted {ref} from cluster {spoke.name}")
         return pending
 
     async def _finalize(self, obj: Obj) -> bool:
@@ -514,7 +514,7 @@ class Reconciler:
                     if refs:
                         waiting.append(f"{name} ({len(refs)} objects; {why})")
                     continue
-                left = await self._delete_owned(spoke, owner, refs, keep=set(),
+                left = await self._delete_owned(spoke, obj, refs, keep=set(),
                                                 kinds=kinds, reason="CleanedUp")
                 if left:
                     waiting.append(f"{name} ({len(left)} objects; {left[0]['message']})")

@@ -137,7 +137,10 @@ class Informer(Generic[T]):
                     self._versions.pop(key, None)
                     self._emit("DELETED", prev, None)
                 else:
-                    value = self._transform(ev.object)
+                    # the echo of our own write (``observe``) is stored already: not
+                    # transformed again (for the hub cache: encoded and deflated again)
+                    value = (prev if prev is not None and self._versions.get(key) == rv
+                             else self._transform(ev.object))
                     self.store[key], self._versions[key] = value, rv
                     self._emit(ev.type, prev, value)
             self._rv = rv or self._rv

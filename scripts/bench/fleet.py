@@ -140,12 +140,12 @@ def _fits(cases: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         xs = [float(c["crs"]) for c in mine]
         per_cr = [c["to_fully_applied_s"] / c["crs"] for c in mine]
+        rss = linear_fit(xs, [c["peak_rss_mb"] for c in mine])
         out[f"k{k}"] = {
             "time_vs_crs": linear_fit(xs, [c["to_fully_applied_s"] for c in mine]),
             "cpu_vs_crs": linear_fit(xs, [c["cpu_s"]["settled"] for c in mine]),
-            "rss_vs_crs": linear_fit(xs, [c["peak_rss_mb"] for c in mine]),
-            "rss_kb_per_object_marginal":
-                linear_fit(xs, [c["peak_rss_mb"] for c in mine])["slope"] * 1024 / k,
+            "rss_vs_crs": rss,
+            "rss_kb_per_object_marginal": rss["slope"] * 1024 / k,
             "per_cr_time_growth": per_cr[-1] / per_cr[0],
             "superlinear": per_cr[-1] / per_cr[0] > scale.SUPERLINEAR}
     return out

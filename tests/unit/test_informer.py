@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hmls.kube import errors
+from hmls.kube.client import WatchEvent
 from hmls.kube.resources import HMLS
 from hmls.kube.watching import Informer
 
@@ -76,3 +77,33 @@ async def test_a_list_that_succeeds_after_failures_reports_the_recovery() -> Non
     missing brings no event (found by the soak, seed 3192005745)."""
     assert await recoveries(2) == 1
     assert await recoveries(0) == 0
+
+
+class Events:
+    """A watch that delivers the given objects as MODIFIED events, then ends."""
+
+    name = "events"
+
+    def __init__(self, objs: list[dict[str, Any]]) -> None:
+        self.objs = objs
+
+    async def watch(self, *_: Any, **__: Any) -> AsyncIterator[WatchEvent]:
+        for obj in self.objs:
+            yield WatchEvent("MODIFIED", obj)
+
+
+async def test_the_watch_echo_of_a_stored_write_response_is_not_transformed_again() -> None:
+    transformed: list[str] = []
+
+    def transform(obj: dict[str, Any]) -> str:
+        transformed.append(obj["metadata"]["resourceVersion"])
+        return obj["metadata"]["resourceVersion"]
+
+    events: list[tuple[str | None, str | None]] = []
+    inf: Informer[str] = Informer(Events([cr("5"), cr("6")]), HMLS,  # type: ignore[arg-type]
+                                  transform=transform,
+                                  on_event=lambda _, old, new: events.append((old, new)))
+    inf.observe(cr("5"))
+    await inf._watch()
+    assert transformed == ["5", "6"]  # the echo of "5" reused the stored value
+    assert events == [("5", "5"), ("5", "6")]  # and is still delivered (an echo to its reader)
