@@ -32,6 +32,8 @@ DEFAULT_GATEWAY = "t9k.t9k-system"
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 """Kubernetes' RFC 3339 timestamps at second precision (conditions, Events, status)."""
 ORPHAN_ANNOTATION = "hmls.tensorstack.dev/orphan-clusters"
+REVISION_HISTORY_ANNOTATION = "hmls.tensorstack.dev/revision-history"
+"""On a ControllerRevision: the numbers it had before it was renumbered (comma-separated)."""
 """On a HyperMLService being deleted: comma-separated clusters (or ``*``) whose objects are
 left in place so the deletion can finish while they are unreachable."""
 

@@ -1,21 +1,48 @@
-"""Progressive rollout: the pure step planner.
+"""Progressive rollout: the pure state machine of steps.
 
 A revision is a numbered version of ``spec.workloads`` (kept on the hub as a
 ControllerRevision).  With ``spec.rollout.strategy: Progressive`` each cluster runs one
-revision, and moves to a new one in a **step**: ``Draining`` (its HeadIngress weight goes to
-0; skipped without ``spec.traffic``), ``Applying`` (the new revision is applied; the cluster
-must be Ready within ``progressDeadlineSeconds``), ``Soaking`` (Ready for ``soakSeconds``,
-still without traffic), then ``Done`` (traffic back).  At most ``maxConcurrency`` steps run at
-once, in ``order``.  A step that misses its deadline is ``Failed``; more than ``maxFailures``
-halt the rollout: no further cluster starts, and with ``autoRollback`` every cluster that got
-the new revision takes a step back to the last revision that was Ready everywhere, ending
-``RolledBack``.
+revision, and moves to another in a **step**: ``Draining`` (its HeadIngress weight goes to 0;
+skipped without ``spec.traffic``), ``Applying`` (the step's revision is applied; the cluster
+must be Ready within ``progressDeadlineSeconds`` of the step's start), ``Soaking`` (Ready for
+``soakSeconds``, still without traffic), then ``Done`` (traffic back).  At most
+``maxConcurrency`` steps run at once, in ``order``.  A step that misses its deadline is
+``Failed``; more than ``maxFailures`` halt the rollout of that revision: no further cluster
+starts it, and with ``autoRollback`` every cluster that got it takes a step back (as many at
+once as ``maxConcurrency`` allows) to the last revision that was Ready everywhere, ending
+``RolledBack``.  A lone cluster is updated in place (there is no other cluster to take its
+traffic).  A tolerated failure (within ``maxFailures``) that turns Ready later is
+stepped again, so it ends Done.
+
+A new revision **supersedes** every unfinished step at once, as a Deployment's new
+ReplicaSet does: a Draining step drains for the new revision instead, an Applying or Soaking
+one (its cluster already drained) applies the new revision, its deadline counting from then;
+clusters not yet started start on the new revision; and the halt of an older revision is
+cleared.
 
 ``begin`` starts one reconcile's rollout (``Rollout.runs``: which revision each cluster is
 rendered at); ``Rollout.finish`` takes what that reconcile observed and returns the next
-state.  Everything a step needs is in the
-state, which the reconciler keeps in ``status.rollout``: a restarted controller resumes where
-the last one was, and applies nothing twice.
+state.  Everything a step needs is in the state, which the reconciler keeps in
+``status.rollout``: a restarted controller resumes where the last one was, and applies
+nothing twice.
+
+Invariants (checked after every transition by the stateful property test,
+tests/unit/test_rollout_machine.py):
+
+1. Once some revision has been Ready everywhere, a step starts only while fewer than
+   ``maxConcurrency`` clusters are in one (Draining, Applying, Soaking; a lowered
+   ``maxConcurrency`` lets the steps under way finish).  Before that there is nothing to
+   protect: the first revision goes everywhere at once.
+2. ``halted`` always concerns the current revision; a new revision clears it.
+3. A cluster is only ever rendered at the revision it ran, the current one, or (rolling
+   back) the last good one; and never at a revision that no longer exists (its objects would
+   be pruned).
+4. A rollback targets only a revision that was Ready on every cluster.
+5. With traffic, a step never drains the last serving cluster: a cluster that serves starts
+   draining only while another cluster outside a step serves or is Ready.
+6. Liveness: once every placed cluster stays Ready (on a revision that can be Ready) long
+   enough, and the rollout is neither paused nor halted at its current revision, the current
+   revision reaches every cluster and becomes the last good one (``RolledOut`` True).
 """
 
 from __future__ import annotations
@@ -112,6 +139,20 @@ class State:
             out["halted"] = self.halted
         return out
 
+    def renumbered(self, aliases: Mapping[int, int]) -> State:
+        """The state with revisions that were renumbered (an edit back to earlier workloads
+        makes that revision the newest, under a new number) called by their new numbers."""
+        if not aliases or not self.referenced() & aliases.keys():
+            return self
+
+        def new(number: int | None) -> int | None:
+            return aliases.get(number, number) if number is not None else None
+        # going back to the halted revision's workloads is a new revision: the halt is over
+        halted = None if self.current in aliases else self.halted
+        return State(new(self.current), new(self.last_good), halted,
+                     {c: Step(s.cluster, new(s.revision), s.phase, s.since, new(s.target),
+                              s.started) for c, s in self.steps.items()})
+
     def referenced(self) -> set[int]:
         """Revisions the state still needs (never garbage-collected)."""
         out = {r for r in (self.current, self.last_good) if r is not None}
@@ -173,9 +214,13 @@ class Rollout:
     each cluster is rendered at), ``finish`` it with what the reconcile observed."""
 
     def __init__(self, spec: RolloutSpec, state: State, clusters: list[str], current: int,
-                 unchanged: set[str], traffic: bool, now: dt.datetime) -> None:
+                 unchanged: set[str], known: set[int], traffic: bool, now: dt.datetime
+                 ) -> None:
         self.spec, self.clusters, self.current = spec, clusters, current
-        self.traffic, self.now = traffic, now
+        self.now = now
+        self.traffic = traffic and len(clusters) > 1
+        """Steps drain their cluster: there is traffic, and another cluster to take it (a
+        lone cluster is updated in place)."""
         self.seen: Mapping[str, Seen] = {}
         self.events: list[tuple[str, str, str]] = []
         self.finished: list[Finished] = []
@@ -184,18 +229,41 @@ class Rollout:
         self.blocked = ""
         first = state.current is None
         self.halted = state.halted if state.current == current else None
-        self.last_good = state.last_good
+        self.last_good = state.last_good if state.last_good in known else None
         self.steps: dict[str, Step] = {}
         for c in clusters:
             st = state.steps.get(c) or Step(c, None, PENDING, now)
+            if st.revision is not None and st.revision not in known:
+                # deleted behind hmls's back: it cannot be rendered, the cluster moves on
+                st = Step(c, None, PENDING, now)
             if first:  # the first revision recorded goes everywhere at once (nothing to protect)
                 st = Step(c, current, APPLYING, now, current, now)
-            elif st.phase not in ACTIVE and st.revision != current:
+            elif st.phase in ACTIVE:
+                st = self._supersede(st)
+            elif st.revision != current:
                 if c in unchanged:
                     st = Step(c, current, DONE, now)  # renders the same: nothing to roll
                 elif self.halted is None and st.phase != PENDING:
                     st = Step(c, st.revision, PENDING, now)
             self.steps[c] = st
+
+    def _supersede(self, st: Step) -> Step:
+        """A step under way, carried on: towards the current revision, or (rolling back) the
+        last good one; a step towards anything else is superseded by the current revision at
+        once, its cluster kept out of traffic, its deadline counting from now."""
+        aim = st.target if st.target is not None else st.revision
+        if aim == self.current or (self.halted is not None and aim == self.last_good):
+            return st
+        began = st.started or st.since
+        self.finished.append(Finished(st.cluster, "superseded",
+                                      (self.now - began).total_seconds()))
+        self._event("Normal", "RolloutStepSuperseded",
+                    f"{st.cluster}: the step to revision {aim} is superseded by revision "
+                    f"{self.current}")
+        self.urgent = True
+        if st.phase == DRAINING and st.revision is not None:
+            return Step(st.cluster, st.revision, DRAINING, self.now, self.current, self.now)
+        return Step(st.cluster, self.current, APPLYING, self.now, self.current, self.now)
 
     # ----- one step ---------------------------------------------------------------------
     def _event(self, type_: str, reason: str, message: str) -> None:
@@ -274,33 +342,52 @@ class Rollout:
         Draining cluster still runs its old one)."""
         return {c: s.revision for c, s in self.steps.items()}
 
+    def _rolling_back(self) -> bool:
+        return self.halted is not None and self.spec.auto_rollback \
+            and self.last_good is not None and self.last_good != self.current
+
+    def _wanting(self) -> tuple[list[str], int | None]:
+        """The clusters that want a step, in the order they get one, and its revision:
+        forward to the current revision, or (rolling back) back to the last good one, the
+        failed clusters first."""
+        if self.halted is None:
+            return [c for c in self.clusters if self.steps[c].phase == PENDING or (
+                self.steps[c].phase == FAILED and self.steps[c].revision == self.current
+                and self.seen.get(c, Seen(False)).ready)], self.current
+        if not self._rolling_back():
+            return [], None
+        bad = [c for c in self.clusters if self.steps[c].revision == self.current
+               and self.steps[c].phase not in ACTIVE]
+        return sorted(bad, key=lambda c: self.steps[c].phase != FAILED), self.last_good
+
     def finish(self, seen: Mapping[str, Seen]) -> Plan:
         self.seen = seen
-        rolling_back = self.halted is not None
         for c in self.clusters:
             st = self.steps[c]
             if st.phase in ACTIVE:
-                final = ROLLED_BACK if rolling_back and st.target == self.last_good else DONE
-                self.steps[c] = self._advance(st, final)
+                back = self.halted is not None and st.target == self.last_good
+                self.steps[c] = self._advance(st, ROLLED_BACK if back else DONE)
         failures = [c for c in self.clusters if self.steps[c].phase == FAILED
                     and self.steps[c].revision == self.current]
         if self.halted is None and len(failures) > self.spec.max_failures:
             self._halt(failures)
-        elif self.halted is None and not self.spec.paused:
+        wanting, target = self._wanting()
+        if wanting and target is not None and not self.spec.paused:
             slots = self.spec.concurrency(len(self.clusters)) - sum(
                 1 for c in self.clusters if self.steps[c].phase in ACTIVE)
-            for c in self.clusters:
-                st = self.steps[c]
+            stranding = []
+            for c in wanting:
                 if slots <= 0:
                     break
-                if st.phase != PENDING:
+                if self._would_strand(c):  # another cluster may go first and serve
+                    stranding.append(c)
                     continue
-                if self._would_strand(c):
-                    self.blocked = (f"waiting: draining {c} would leave no healthy cluster "
-                                    "serving traffic")
-                    break
-                self.steps[c] = self._start(st, self.current)
+                self.steps[c] = self._start(self.steps[c], target)
                 slots -= 1
+            if stranding and slots > 0 and not any(
+                    self.steps[c].phase in ACTIVE for c in self.clusters):
+                self.blocked = (f"waiting: draining {stranding[0]} would leave no healthy "
+                                "cluster serving traffic")
         if all(self.steps[c].revision == self.current and self.steps[c].phase == DONE
                for c in self.clusters) and self.clusters:
             if self.last_good != self.current:
@@ -308,24 +395,29 @@ class Rollout:
                             "cluster")
             self.last_good = self.current
         state = State(self.current, self.last_good, self.halted, self.steps)
-        drained = frozenset(c for c in self.clusters if self.steps[c].phase in ACTIVE)
+        drained = frozenset(c for c in self.clusters
+                            if self.traffic and self.steps[c].phase in ACTIVE)
         requeue = 0.0 if self.urgent else (min(self.waits) if self.waits else None)
         return Plan(state, drained, self._condition(state), requeue, self.events, self.finished)
 
     def _halt(self, failures: list[str]) -> None:
         self.halted = (f"revision {self.current} halted: {', '.join(failures)} not Ready within "
                        f"{self.spec.progress_deadline_seconds}s")
-        back = self.spec.auto_rollback and self.last_good is not None \
-            and self.last_good != self.current
+        back = self._rolling_back()
         self._event("Warning", "RolloutHalted", self.halted + (
             f"; rolling back to revision {self.last_good}" if back else ""))
         for c in self.clusters:
             st = self.steps[c]
-            if st.phase == DRAINING:  # it never got the new revision
+            if st.phase == DRAINING:  # it never got the halted revision
                 self.steps[c] = Step(c, st.revision, PENDING, self.now)
-            elif back and st.revision == self.current:
+            elif back and st.phase in ACTIVE:  # drained already: straight back
                 assert self.last_good is not None
-                self.steps[c] = self._start(st, self.last_good)
+                self.finished.append(Finished(c, "superseded", (
+                    self.now - (st.started or st.since)).total_seconds()))
+                self._event("Normal", "RolloutStep", f"{c}: applying revision {self.last_good}")
+                self.steps[c] = Step(c, self.last_good, APPLYING, self.now, self.last_good,
+                                     self.now)
+                self.urgent = True
 
     def _condition(self, state: State) -> Condition:
         if self.halted:
@@ -354,9 +446,10 @@ class Rollout:
 
 
 def begin(*, spec: RolloutSpec, state: State, clusters: list[str], current: int,
-          unchanged: set[str], traffic: bool, now: dt.datetime) -> Rollout:
+          unchanged: set[str], known: set[int], traffic: bool, now: dt.datetime) -> Rollout:
     """This reconcile's rollout of revision ``current`` over ``clusters`` (the current
     revision's targets); ``unchanged`` are the clusters whose running revision renders exactly
-    as the current one: they have nothing to roll."""
-    return Rollout(spec, state, clusters_in_order(spec, clusters), current, unchanged, traffic,
-                   now)
+    as the current one: they have nothing to roll; ``known`` are the revisions that exist
+    (``state`` already calls renumbered revisions by their new numbers)."""
+    return Rollout(spec, state, clusters_in_order(spec, clusters), current, unchanged,
+                   known | {current}, traffic, now)

@@ -213,6 +213,25 @@ def cleanup_pending(*, previous: StatusView, generation: int, now: str, message:
         *merge_conditions(previous.conditions, [cond], generation=generation, now=now)]}
 
 
+def status_patch(stored: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The JSON merge patch (RFC 7396) that turns the stored status into exactly the new one,
+    or None when they are equal: every key of the stored status the new one lacks is deleted
+    at whatever depth it sits (an explicit null), a changed list or scalar is sent whole, and
+    an unchanged member is not sent.  The status holds no nulls of its own."""
+    if stored == new:
+        return None
+    out: dict[str, Any] = dict.fromkeys((k for k in stored if k not in new))
+    for key, value in new.items():
+        old = stored.get(key)
+        if isinstance(old, Mapping) and isinstance(value, Mapping):
+            nested = status_patch(old, value)
+            if nested is not None:
+                out[key] = nested
+        elif key not in stored or old != value:
+            out[key] = value
+    return out
+
+
 MAX_STATUS_BYTES = 512 * 1024
 """Well under etcd's 1.5 MiB object limit, leaving room for the spec."""
 

@@ -549,14 +549,17 @@ class Reconciler:
         return updated
 
     async def _write_status(self, obj: Obj, new: dict[str, Any]) -> None:
-        current = obj.get("status") or {}
+        """Store exactly ``new``: a merge patch of every difference from the status this
+        reconcile read, at any depth, conditional on that read's resourceVersion (a status
+        changed since is a conflict, and the reconcile is retried)."""
         wanted = {k: v for k, v in new.items() if v is not None}
-        if wanted == current:
+        patch = status_mod.status_patch(obj.get("status") or {}, wanted)
+        if patch is None:
             return
-        patch = {"status": {**dict.fromkeys(current), **new}}
         meta = obj["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
         try:
-            updated = await self.hub.patch(HMLS, meta["namespace"], meta["name"], patch,
+            updated = await self.hub.patch(HMLS, meta["namespace"], meta["name"], body,
                                            subresource="status", field_manager=FIELD_MANAGER)
         except errors.NotFound:
             return

@@ -7,7 +7,9 @@ ownerReference, and the owner labels, which this controller lists by).  The cont
 only writer of them, so they are read from the hub once per HyperMLService and then kept in
 step by its own writes.  History is bounded by ``revisionHistoryLimit``; a revision that the
 rollout state still references is never deleted.  Going back to earlier workloads (``hmls
-rollout undo``) reuses that revision under a new number, as Deployments do.
+rollout undo``) reuses that revision under a new number, as Deployments do; its earlier
+numbers are kept in the annotation ``hmls.tensorstack.dev/revision-history``, so the rollout
+state's references to them follow it (``State.renumbered``).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hmls.domain import rollout as rollout_mod
-from hmls.domain.models import API_VERSION, KIND, InvalidSpec, Owner, Spec, parse_spec
+from hmls.domain.models import (
+    API_VERSION,
+    KIND,
+    REVISION_HISTORY_ANNOTATION,
+    InvalidSpec,
+    Owner,
+    Spec,
+    parse_spec,
+)
 from hmls.domain.render import Desired, Fleet, content_hash, owner_labels, placements, render
 from hmls.domain.status import Behind, ItemResult, StatusView
 from hmls.kube.client import ClusterClient, Obj
@@ -33,6 +43,8 @@ class Revision:
     name: str
     digest: str
     workloads: list[Any]
+    history: tuple[int, ...] = ()
+    """The numbers it had before (it was renumbered when its workloads came back)."""
 
 
 def _revision(obj: Obj) -> Revision | None:
@@ -40,8 +52,16 @@ def _revision(obj: Obj) -> Revision | None:
     number = obj.get("revision")
     if not isinstance(number, int) or not isinstance(data.get("workloads"), list):
         return None
+    annotation = ((obj["metadata"].get("annotations") or {})
+                  .get(REVISION_HISTORY_ANNOTATION) or "")
+    history = tuple(int(n) for n in annotation.split(",") if n.strip().isdigit())
     return Revision(number, obj["metadata"]["name"], _fingerprint(data["workloads"]),
-                    data["workloads"])
+                    data["workloads"], history)
+
+
+def aliases(known: dict[int, Revision]) -> dict[int, int]:
+    """Each earlier number of a renumbered revision -> its number now."""
+    return {old: r.number for r in known.values() for old in r.history}
 
 
 def _fingerprint(workloads: list[Any]) -> str:
@@ -74,10 +94,13 @@ class Revisions:
             return found
         number = latest + 1
         if found is not None:
-            await self._hub.patch(CONTROLLER_REVISIONS, owner.namespace, found.name,
-                                  {"revision": number})
+            history = (*found.history, found.number)
+            await self._hub.patch(CONTROLLER_REVISIONS, owner.namespace, found.name, {
+                "metadata": {"annotations": {
+                    REVISION_HISTORY_ANNOTATION: ",".join(map(str, history))}},
+                "revision": number})
             del known[found.number]
-            made = Revision(number, found.name, digest, found.workloads)
+            made = Revision(number, found.name, digest, found.workloads, history)
         else:
             name = f"{owner.name[:200]}-{digest[:10]}"
             await self._hub.create(CONTROLLER_REVISIONS, owner.namespace, {
@@ -152,26 +175,27 @@ async def prepare(revisions: Revisions, obj: Obj, owner: Owner, spec: Spec, flee
                   previous: StatusView, now: dt.datetime) -> Prepared:
     """Record the current revision, begin this reconcile's rollout and render every cluster at
     the revision it runs."""
-    state = rollout_mod.State.from_status(previous.raw.get("rollout"), now)
+    known = await revisions.of(owner)
+    state = rollout_mod.State.from_status(previous.raw.get("rollout"), now).renumbered(
+        aliases(known))
     raw_spec = obj.get("spec") or {}
     current = await revisions.record(owner, list(raw_spec.get("workloads") or []),
                                      keep=state.referenced(),
                                      limit=spec.rollout.revision_history_limit)
-    known = await revisions.of(owner)
+    state = state.renumbered(aliases(known))
     rendered: dict[int, dict[str, list[Desired]]] = {current.number: _by_cluster(
         render(owner, spec, fleet))}
-    for number in {s.revision for s in state.steps.values()} - {None, current.number}:
-        assert number is not None
-        found = known.get(number)
+    for revision in state.referenced() - {current.number}:
+        found = known.get(revision)
         try:
             old = parse_spec({**raw_spec, "workloads": found.workloads}) if found else None
         except InvalidSpec:
             old = None
         if old is None:  # deleted behind hmls's back: it cannot be kept, the cluster moves on
             log.warning("%s: revision %d is gone; its clusters get revision %d", owner.key,
-                        number, current.number)
+                        revision, current.number)
             continue
-        rendered[number] = _by_cluster(render(owner, old, fleet))
+        rendered[revision] = _by_cluster(render(owner, old, fleet))
     clusters = _clusters(placements(spec, fleet))
     now_items = rendered[current.number]
     unchanged = {c for c, s in state.steps.items() if s.revision is not None and (
@@ -179,7 +203,7 @@ async def prepare(revisions: Revisions, obj: Obj, owner: Owner, spec: Spec, flee
         or _digest(rendered[s.revision].get(c, [])) == _digest(now_items.get(c, [])))}
     rollout = rollout_mod.begin(spec=spec.rollout, state=state, clusters=clusters,
                                 current=current.number, unchanged=unchanged,
-                                traffic=spec.traffic is not None, now=now)
+                                known=set(rendered), traffic=spec.traffic is not None, now=now)
     desired: list[Desired] = []
     runs = rollout.runs()
     for cluster, number in runs.items():

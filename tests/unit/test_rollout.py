@@ -24,6 +24,7 @@ from hmls.domain.rollout import (
     Plan,
     Seen,
     State,
+    Step,
     begin,
 )
 
@@ -42,7 +43,8 @@ def tick(spec: RolloutSpec, state: State, current: int, at: float, *,
          unchanged: Collection[str] = ()) -> tuple[Plan, dict[str, int | None]]:
     """One reconcile at T0 + at seconds: (plan, revision each cluster was rendered at)."""
     r = begin(spec=spec, state=state, clusters=clusters, current=current,
-              unchanged=set(unchanged), traffic=traffic, now=T0 + dt.timedelta(seconds=at))
+              unchanged=set(unchanged), known={1, 2, 3}, traffic=traffic,
+              now=T0 + dt.timedelta(seconds=at))
     runs = r.runs()
     return r.finish({c: Seen(c in ready, c in serving) for c in clusters}), runs
 
@@ -161,10 +163,18 @@ def test_pause_starts_nothing_but_lets_a_step_finish() -> None:
 def test_a_step_waits_when_draining_would_leave_no_cluster_serving() -> None:
     spec = rollout()
     state = rolled_out(spec)
-    plan, _ = tick(spec, state, 2, 100, ready=set(CLUSTERS), serving={"spoke1"})
-    assert phases(plan) == {"spoke1": (PENDING, 1), "spoke2": (PENDING, 1)}
+    # spoke2 has nothing to roll but is unhealthy: spoke1 alone serves
+    plan, _ = tick(spec, state, 2, 100, serving={"spoke1"}, unchanged={"spoke2"})
+    assert phases(plan) == {"spoke1": (PENDING, 1), "spoke2": (DONE, 2)}
     assert (plan.condition.reason, plan.condition.message) == (
         "Waiting", "waiting: draining spoke1 would leave no healthy cluster serving traffic")
+
+
+def test_a_cluster_that_does_not_serve_goes_before_the_one_that_does() -> None:
+    spec = rollout()
+    plan, _ = tick(spec, rolled_out(spec), 2, 100, ready={"spoke2"}, serving={"spoke1"})
+    assert phases(plan) == {"spoke1": (PENDING, 1), "spoke2": (DRAINING, 1)}
+    assert plan.condition.reason == "Progressing"
 
 
 def test_order_and_percentages_pick_the_clusters() -> None:
@@ -232,3 +242,79 @@ def test_a_halted_rollout_never_starts_a_new_cluster(
             step = plan.state.steps[c]
             assert runs[c] != 2 and step.revision != 2 and step.target != 2
             assert step.phase not in ACTIVE
+
+
+def test_a_new_revision_supersedes_an_unfinished_step_at_once() -> None:
+    """Issue 27, bug 2: a step waiting for revision 2 to get Ready takes revision 3 at once,
+    its deadline counting from then; the clusters not started yet start on revision 3."""
+    spec = rollout()
+    both = set(CLUSTERS)
+    plan, _ = tick(spec, rolled_out(spec), 2, 100, ready=both, serving=both)
+    plan, _ = tick(spec, plan.state, 2, 101, ready=both, serving={"spoke2"})
+    plan, _ = tick(spec, plan.state, 2, 150, ready={"spoke2"}, serving={"spoke2"})
+    assert phases(plan) == {"spoke1": (APPLYING, 2), "spoke2": (PENDING, 1)}
+    plan, runs = tick(spec, plan.state, 3, 155, ready={"spoke2"}, serving={"spoke2"})
+    assert runs == {"spoke1": 3, "spoke2": 1}
+    assert phases(plan) == {"spoke1": (APPLYING, 3), "spoke2": (PENDING, 1)}
+    assert plan.state.steps["spoke1"].started == T0 + dt.timedelta(seconds=155)
+    assert ("Normal", "RolloutStepSuperseded",
+            "spoke1: the step to revision 2 is superseded by revision 3") in plan.events
+    assert [(f.cluster, f.result) for f in plan.finished] == [("spoke1", "superseded")]
+    plan, _ = tick(spec, plan.state, 3, 200, ready=both, serving={"spoke2"})  # 45 s in
+    assert phases(plan)["spoke1"] == (SOAKING, 3)
+    plan, _ = tick(spec, plan.state, 3, 211, ready=both, serving={"spoke2"})
+    assert phases(plan) == {"spoke1": (DONE, 3), "spoke2": (DRAINING, 1)}
+    assert plan.state.steps["spoke2"].target == 3
+
+
+def test_a_draining_step_drains_for_the_newest_revision() -> None:
+    spec = rollout()
+    both = set(CLUSTERS)
+    plan, _ = tick(spec, rolled_out(spec), 2, 100, ready=both, serving=both)
+    assert phases(plan)["spoke1"] == (DRAINING, 1)
+    plan, runs = tick(spec, plan.state, 3, 101, ready=both, serving=both)
+    assert runs["spoke1"] == 1 and plan.state.steps["spoke1"].target == 3
+    plan, runs = tick(spec, plan.state, 3, 102, ready=both, serving={"spoke2"})
+    assert phases(plan)["spoke1"] == (APPLYING, 3)
+
+
+def test_a_halt_concerns_only_its_revision_and_the_next_one_goes_everywhere() -> None:
+    """Issue 27, bug 1, in the planner: after revision 2 halted and rolled back, revision 3
+    reaches every cluster."""
+    spec = rollout(soakSeconds=0)
+    both = set(CLUSTERS)
+    plan, _ = tick(spec, rolled_out(spec), 2, 100, ready=both, serving=both, traffic=False)
+    plan, _ = tick(spec, plan.state, 2, 161, ready={"spoke2"}, traffic=False)
+    assert plan.state.halted and phases(plan)["spoke1"] == (APPLYING, 1)
+    plan, _ = tick(spec, plan.state, 2, 162, ready=both, traffic=False)
+    assert phases(plan) == {"spoke1": (ROLLED_BACK, 1), "spoke2": (PENDING, 1)}
+    plan, _ = tick(spec, plan.state, 3, 170, ready=both, traffic=False)
+    assert plan.state.halted is None
+    assert phases(plan) == {"spoke1": (APPLYING, 3), "spoke2": (PENDING, 1)}
+    plan, _ = tick(spec, plan.state, 3, 171, ready=both, traffic=False)
+    assert phases(plan) == {"spoke1": (DONE, 3), "spoke2": (APPLYING, 3)}
+    plan, _ = tick(spec, plan.state, 3, 172, ready=both, traffic=False)
+    assert phases(plan) == {"spoke1": (DONE, 3), "spoke2": (DONE, 3)}
+    assert plan.state.last_good == 3 and plan.condition.status == "True"
+
+
+def test_a_renumbered_revision_is_followed_by_its_new_number() -> None:
+    """Going back to revision 1's workloads makes it revision 3 (as Deployments do): the
+    state's references to 1 follow, and a halt of the old number is over."""
+    state = State(1, 1, "revision 1 halted: spoke1 not Ready within 60s", {
+        "spoke1": Step("spoke1", 1, APPLYING, T0, 1, T0), "spoke2": Step("spoke2", 2, DONE, T0)})
+    moved = state.renumbered({1: 3})
+    assert (moved.current, moved.last_good, moved.halted) == (3, 3, None)
+    assert moved.steps["spoke1"] == Step("spoke1", 3, APPLYING, T0, 3, T0)
+    assert moved.steps["spoke2"] == state.steps["spoke2"]
+    assert state.renumbered({}) is state
+
+
+def test_a_lone_cluster_is_updated_in_place() -> None:
+    spec = rollout()
+    plan, _ = tick(spec, State(), 1, 0, clusters=["spoke1"], ready={"spoke1"})
+    plan, _ = tick(spec, plan.state, 1, 11, clusters=["spoke1"], ready={"spoke1"},
+                   serving={"spoke1"})
+    plan, _ = tick(spec, plan.state, 2, 100, clusters=["spoke1"], ready={"spoke1"},
+                   serving={"spoke1"})
+    assert phases(plan) == {"spoke1": (APPLYING, 2)} and plan.drained == frozenset()
