@@ -29,8 +29,10 @@ from hmls.domain.models import (
     Owner,
     label_problem,
     parse_spec,
+    timestamp,
 )
-from hmls.domain.status import StatusView
+from hmls.domain.rollout import summary as rollout_summary
+from hmls.domain.status import Status
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import HEALTH_CONFIGMAP, Profile, profile, recorded_health, registration
@@ -443,17 +445,15 @@ async def label(name: str, changes: list[str], *, hub: str | None, namespace: st
 
 
 def _status_rows(obj: Obj) -> Iterator[list[str]]:
-    for item in StatusView.of(obj).items:
-        res = item.get("resource") or {}
-        status = item.get("status") or {}
-        ready = item.get("ready")
+    for item in Status.of(obj).items:
+        address = (item.status or {}).get("address")
         yield [
-            item.get("cluster", ""),
-            f"{res.get('kind')}/{res.get('name')}",
-            "yes" if item.get("applied") else "no",
-            "-" if ready is None else ("yes" if ready else "no"),
-            str((status.get("address") or {}).get("url") or "-"),
-            "" if item.get("applied") and ready is not False else str(item.get("appliedMessage")),
+            item.cluster,
+            f"{item.resource.kind}/{item.resource.name}",
+            "yes" if item.applied else "no",
+            "-" if item.ready is None else ("yes" if item.ready else "no"),
+            str((address if isinstance(address, dict) else {}).get("url") or "-"),
+            "" if item.applied and item.ready is not False else item.message,
         ]
 
 
@@ -463,16 +463,15 @@ async def show_status(ref: str, *, hub: str | None, output: str) -> str:
         obj = await client.get(HMLS, namespace or "default", name)
     if obj is None:
         raise OperationError(f"HyperMLService {namespace or 'default'}/{name} not found")
-    view = StatusView.of(obj)
+    view = Status.of(obj)
     if output == "json":
-        return json.dumps(view.raw, indent=2)
+        return json.dumps(view.to_wire(), indent=2)
     if output == "yaml":
-        return yaml.safe_dump(dict(view.raw), sort_keys=False).rstrip()
+        return yaml.safe_dump(view.to_wire(), sort_keys=False).rstrip()
     lines = [_table([["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"],
                      *_status_rows(obj)])] if view.items else ["no status yet"]
     for cond in view.conditions:
-        lines.append(f"{cond.get('type')}={cond.get('status')} ({cond.get('reason')}): "
-                     f"{cond.get('message')}")
+        lines.append(f"{cond.type}={cond.status} ({cond.reason}): {cond.message}")
     return "\n".join(lines)
 
 
@@ -493,23 +492,23 @@ async def _stored(client: ClusterClient, ref: str) -> Obj:
 def _rollout_text(obj: Obj) -> tuple[str, bool]:
     """The rollout as a table and its RolledOut condition; True when it is over (rolled out
     or halted)."""
-    view = StatusView.of(obj)
-    rollout = view.raw.get("rollout")
-    if not isinstance(rollout, dict):
+    view = Status.of(obj)
+    if view.rollout is None:
         strategy = ((obj.get("spec") or {}).get("rollout") or {}).get("strategy", "All")
         return (f"no progressive rollout (strategy {strategy})", True)
+    state, order = view.rollout.state, list(view.rollout.order)
     rows = [["CLUSTER", "REVISION", "PHASE", "SINCE"]]
-    rows += [[str(c.get("cluster")), str(c.get("revision", "-")) + (
-        f" -> {c['targetRevision']}" if c.get("targetRevision") not in (None, c.get("revision"))
-        else ""), str(c.get("phase")), str(c.get("since"))]
-        for c in rollout.get("clusters") or [] if isinstance(c, dict)]
-    cond = view.condition("RolledOut") or {}
-    lines = [f"revision {rollout.get('currentRevision')} (last good: "
-             f"{rollout.get('lastGoodRevision', 'none')}): {rollout.get('summary', '')}",
-             _table(rows),
-             f"RolledOut={cond.get('status')} ({cond.get('reason')}): {cond.get('message')}"]
-    observed = view.raw.get("observedGeneration") == obj["metadata"].get("generation")
-    over = observed and (cond.get("status") == "True" or cond.get("reason") == "Halted")
+    rows += [[s.cluster, ("-" if s.revision is None else str(s.revision)) + (
+        f" -> {s.target}" if s.target not in (None, s.revision) else ""), s.phase,
+        timestamp(s.since) if s.since else "-"] for s in (state.steps[c] for c in order)]
+    cond = view.condition("RolledOut")
+    lines = [f"revision {state.current} (last good: "
+             f"{'none' if state.last_good is None else state.last_good}): "
+             f"{rollout_summary(state, order)}", _table(rows),
+             f"RolledOut={cond.status} ({cond.reason}): {cond.message}" if cond
+             else "RolledOut=None (None): None"]
+    observed = view.observed_generation == obj["metadata"].get("generation")
+    over = observed and cond is not None and (cond.status == "True" or cond.reason == "Halted")
     return "\n".join(lines), over
 
 
@@ -528,9 +527,10 @@ async def rollout_status(ref: str, *, hub: str | None, watch: bool,
                 print(text, flush=True)
                 shown = text
             if over:
-                cond = StatusView.of(obj).condition("RolledOut") or {}
-                return (0 if cond.get("status") == "True" or "rollout" not in StatusView.of(
-                    obj).raw else 1), ""
+                view = Status.of(obj)
+                cond = view.condition("RolledOut")
+                return (0 if view.rollout is None or (cond and cond.status == "True")
+                        else 1), ""
             await asyncio.sleep(interval)
 
 
@@ -553,7 +553,8 @@ async def rollout_undo(ref: str, *, hub: str | None, to_revision: int | None) ->
         listed, _ = await client.list(CONTROLLER_REVISIONS, namespace=owner.namespace,
                                       label_selector=f"{OWNER_UID}={owner.uid}")
         revisions = {o["revision"]: o for o in listed if isinstance(o.get("revision"), int)}
-        current = (StatusView.of(obj).raw.get("rollout") or {}).get("currentRevision")
+        stored = Status.of(obj).rollout
+        current = stored.state.current if stored else None
         if not revisions:
             raise OperationError(f"{owner.key} has no recorded revisions (is its rollout "
                                  "strategy Progressive?)")

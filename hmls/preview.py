@@ -34,7 +34,7 @@ from hmls.domain.models import (
     parse_spec,
 )
 from hmls.domain.render import Desired, ResourceRef, render, scoped
-from hmls.domain.status import ItemResult, StatusView
+from hmls.domain.status import ItemResult, Status
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import HEALTH_CONFIGMAP, Registration, recorded_health, registration
@@ -185,7 +185,7 @@ class _Preview:
             report.lines += _diff(cluster, ref, live, None)
 
     def weights(self, owner: Owner, spec: Spec, desired: list[Desired],
-                previous: StatusView, report: Report) -> None:
+                previous: Status, report: Report) -> None:
         """Today's HeadIngress weights and those the new spec would give with live health."""
         assert spec.traffic is not None
         items = []
@@ -203,13 +203,14 @@ class _Preview:
         except ValueError as exc:
             report.error(f"HeadIngress: {exc}")
             return
-        before = {r.get("cluster"): int(r.get("effectiveWeight") or 0)
-                  for r in (previous.traffic or {}).get("routes") or []}
-        after = {r["cluster"]: r for r in plan.status["routes"]}
+        before = {r.cluster: r.effective_weight
+                  for r in (previous.traffic.routes if previous.traffic else ())}
+        after = {r.cluster: r for r in plan.status.routes}
         shown = []
         for cluster in sorted(set(before) | set(after)):
-            new = int((after.get(cluster) or {}).get("effectiveWeight") or 0)
-            reason = (after.get(cluster) or {}).get("reason")
+            route = after.get(cluster)
+            new = route.effective_weight if route else 0
+            reason = route.reason if route else None
             old = before.get(cluster)
             shown.append(f"{cluster} {'-' if old is None else f'{old}%'} -> {new}%"
                          + (f" ({reason})" if reason else ""))
@@ -247,7 +248,7 @@ async def diff(*, hub: str | None, namespace: str, policy: KubeconfigPolicy,
         except InvalidSpec as exc:
             raise OperationError(str(exc)) from None
         owner = Owner(cr_ns, cr_name, str((stored or {}).get("metadata", {}).get("uid", "")))
-        previous = StatusView.of(stored)
+        previous = Status.of(stored)
         preview = _Preview(client, namespace, policy)
         await preview.load_fleet()
         desired = render(owner, spec, {n: r.labels for n, r in preview.fleet.items()})
@@ -257,7 +258,7 @@ async def diff(*, hub: str | None, namespace: str, policy: KubeconfigPolicy,
         inventory = previous.inventory()
         if spec.traffic is not None:  # the HeadIngress stays; its weights are shown below
             inventory.get(spec.traffic.ingress_cluster, set()).difference_update(
-                ResourceRef.from_status(o) for o in (previous.traffic or {}).get("objects") or [])
+                previous.traffic.objects if previous.traffic else ())
         report = Report()
         for name in sorted(set(by_cluster) | {c for c, refs in inventory.items() if refs}):
             report.lines.append(f"cluster {name}:")

@@ -49,11 +49,11 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hmls.domain.conditions import Condition
 from hmls.domain.models import RolloutSpec, parse_timestamp, timestamp
-from hmls.domain.status import Condition
 
 PENDING, DRAINING, APPLYING, SOAKING = "Pending", "Draining", "Applying", "Soaking"
 DONE, FAILED, ROLLED_BACK = "Done", "Failed", "RolledBack"
@@ -68,15 +68,17 @@ class Step:
     revision: int | None
     """The revision the cluster runs (None: nothing applied yet)."""
     phase: str
-    since: dt.datetime
+    since: dt.datetime | None
+    """When it entered its phase (None: not recorded; the planner takes it as now)."""
     target: int | None = None
     """While Draining: the revision the step will apply (it runs ``revision`` until then)."""
     started: dt.datetime | None = None
     """When the step began: its progress deadline counts from here."""
 
     def to_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"cluster": self.cluster, "phase": self.phase,
-                               "since": timestamp(self.since)}
+        out: dict[str, Any] = {"cluster": self.cluster, "phase": self.phase}
+        if self.since is not None:
+            out["since"] = timestamp(self.since)
         if self.revision is not None:
             out["revision"] = self.revision
         if self.target is not None:
@@ -86,14 +88,14 @@ class Step:
         return out
 
     @classmethod
-    def from_status(cls, raw: Mapping[str, Any], now: dt.datetime) -> Step:
+    def from_status(cls, raw: Mapping[str, Any]) -> Step:
         def number(key: str) -> int | None:
             value = raw.get(key)
             return value if isinstance(value, int) and not isinstance(value, bool) else None
         phase = raw.get("phase")
         return cls(str(raw.get("cluster", "")), number("revision"),
                    phase if isinstance(phase, str) and phase else PENDING,
-                   _time(raw.get("since")) or now, number("targetRevision"),
+                   _time(raw.get("since")), number("targetRevision"),
                    _time(raw.get("stepStarted")))
 
 
@@ -115,9 +117,9 @@ class State:
     steps: Mapping[str, Step] = field(default_factory=dict)
 
     @classmethod
-    def from_status(cls, raw: Mapping[str, Any] | None, now: dt.datetime) -> State:
+    def from_status(cls, raw: Mapping[str, Any] | None) -> State:
         raw = raw or {}
-        steps = [Step.from_status(s, now) for s in raw.get("clusters") or []
+        steps = [Step.from_status(s) for s in raw.get("clusters") or []
                  if isinstance(s, dict)]
 
         def number(key: str) -> int | None:
@@ -233,6 +235,8 @@ class Rollout:
         self.steps: dict[str, Step] = {}
         for c in clusters:
             st = state.steps.get(c) or Step(c, None, PENDING, now)
+            if st.since is None:
+                st = replace(st, since=now)
             if st.revision is not None and st.revision not in known:
                 # deleted behind hmls's back: it cannot be rendered, the cluster moves on
                 st = Step(c, None, PENDING, now)
@@ -254,7 +258,7 @@ class Rollout:
         aim = st.target if st.target is not None else st.revision
         if aim == self.current or (self.halted is not None and aim == self.last_good):
             return st
-        began = st.started or st.since
+        began = self._began(st)
         self.finished.append(Finished(st.cluster, "superseded",
                                       (self.now - began).total_seconds()))
         self._event("Normal", "RolloutStepSuperseded",
@@ -266,11 +270,15 @@ class Rollout:
         return Step(st.cluster, self.current, APPLYING, self.now, self.current, self.now)
 
     # ----- one step ---------------------------------------------------------------------
+    def _began(self, st: Step) -> dt.datetime:
+        """When the step began: its progress deadline counts from here."""
+        return st.started or st.since or self.now
+
     def _event(self, type_: str, reason: str, message: str) -> None:
         self.events.append((type_, reason, message))
 
     def _finish(self, st: Step, phase: str, result: str) -> Step:
-        began = st.started or st.since
+        began = self._began(st)
         self.finished.append(Finished(st.cluster, result, (self.now - began).total_seconds()))
         return Step(st.cluster, st.revision, phase, self.now)
 
@@ -283,7 +291,7 @@ class Rollout:
             self.urgent = True
             self._event("Normal", "RolloutStep", f"{st.cluster}: applying revision {st.target}")
             return Step(st.cluster, st.target, APPLYING, self.now, st.target, st.started)
-        started = st.started or st.since
+        started = self._began(st)
         deadline = started + dt.timedelta(seconds=self.spec.progress_deadline_seconds)
         if st.phase == APPLYING:
             if seen.ready:
@@ -302,7 +310,7 @@ class Rollout:
             if not seen.ready:
                 self.waits.append(max(0.0, (deadline - self.now).total_seconds()))
                 return Step(st.cluster, st.revision, APPLYING, self.now, st.target, started)
-            left = self.spec.soak_seconds - (self.now - st.since).total_seconds()
+            left = self.spec.soak_seconds - (self.now - (st.since or self.now)).total_seconds()
             if left > 0:
                 self.waits.append(left)
                 return st
@@ -413,7 +421,7 @@ class Rollout:
             elif back and st.phase in ACTIVE:  # drained already: straight back
                 assert self.last_good is not None
                 self.finished.append(Finished(c, "superseded", (
-                    self.now - (st.started or st.since)).total_seconds()))
+                    self.now - self._began(st)).total_seconds()))
                 self._event("Normal", "RolloutStep", f"{c}: applying revision {self.last_good}")
                 self.steps[c] = Step(c, self.last_good, APPLYING, self.now, self.last_good,
                                      self.now)

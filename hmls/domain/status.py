@@ -1,32 +1,104 @@
-"""The HyperMLService status: built as a value, read through one view.
+"""The HyperMLService status as ONE typed value: built complete, read through one view,
+written whole.
 
 Pure.  The reconciler collects one ``ItemResult`` per (cluster, manifest) and calls
-``aggregate`` (or ``invalid`` / ``cleanup_pending``) for the complete new status; it writes
-the result only when it differs from the stored status.  Condition ``lastTransitionTime``
-moves only when a condition's status changes (``now`` is passed in).  Everything that reads a
-stored status (the reconciler's inventory, the manager's routing, the CLI) reads it through
-``StatusView``, which tolerates whatever an older controller or a user wrote there.
+``aggregate`` (or ``invalid`` / ``cleanup_pending``) for the complete new ``Status``.
+Everything that reads a stored status (the reconciler's inventory and rollout state, the hub
+cache's routing, the CLI, ``hmls diff``) reads it as a ``Status`` through ``Status.of``, which
+tolerates whatever an older controller or a user wrote there.  ``Status.to_wire`` is the
+stored form; ``status_patch`` is the merge patch that makes the stored status equal to it
+exactly (no key of an earlier status survives, at any depth), and is None when nothing
+changed, so an unchanged status is never written.  Condition ``lastTransitionTime`` moves
+only when a condition's status changes (``now`` is passed in).
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
 from typing import Any
 
+from hmls.domain.conditions import Condition, Stamped, stamp
 from hmls.domain.health import Health, health
 from hmls.domain.models import Spec
 from hmls.domain.render import ResourceRef
+from hmls.domain.rollout import State
 
 APPLIED_OK = "Manifest has been successfully applied"
 ALL_APPLIED = "All manifests have been successfully applied"
 _MAX_LISTED = 3
 
 
+def _dicts(value: Any) -> list[Mapping[str, Any]]:
+    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else "" if value is None else str(value)
+
+
+def _opt_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _ref(raw: Any) -> ResourceRef:
+    if not isinstance(raw, Mapping):
+        return ResourceRef("", "", "", "")
+    return ResourceRef(_str(raw.get("apiVersion")), _str(raw.get("kind")),
+                       _str(raw.get("namespace")), _str(raw.get("name")))
+
+
+# ----- the parts of a status ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Item:
+    """One (cluster, manifest) of ``status.aggregatedStatus``, as stored."""
+
+    cluster: str
+    resource: ResourceRef
+    applied: bool
+    message: str
+    created: bool = False
+    ready: bool | None = None
+    ready_message: str | None = None
+    drift: str | None = None
+    status: Mapping[str, Any] | None = None
+    """The spoke object's ``.status`` as last observed."""
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cluster": self.cluster, "resource": self.resource.to_status(),
+                               "applied": self.applied, "appliedMessage": self.message}
+        if self.created:
+            out["created"] = True
+        if self.ready is not None:
+            out["ready"] = self.ready
+        if self.ready_message is not None:
+            out["readyMessage"] = self.ready_message
+        if self.drift:
+            out["drift"] = self.drift
+        if self.status is not None:
+            out["status"] = self.status
+        return out
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Item:
+        ready, status = raw.get("ready"), raw.get("status")
+        return cls(_str(raw.get("cluster")), _ref(raw.get("resource")),
+                   raw.get("applied") is True, _str(raw.get("appliedMessage")),
+                   raw.get("created") is True, ready if isinstance(ready, bool) else None,
+                   _opt_str(raw.get("readyMessage")), _opt_str(raw.get("drift")),
+                   status if isinstance(status, Mapping) else None)
+
+
 @dataclass(frozen=True)
 class ItemResult:
+    """What one reconcile found of one (cluster, manifest)."""
+
     cluster: str
     ref: ResourceRef
     applied: bool
@@ -48,33 +120,242 @@ class ItemResult:
         bare = {"apiVersion": self.ref.api_version, "kind": self.ref.kind}
         return Health(False, "not applied") if health(bare) is not None else None
 
-    def to_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "cluster": self.cluster,
-            "resource": self.ref.to_status(),
-            "applied": self.applied,
-            "appliedMessage": self.message,
-        }
-        if self.created and not self.applied:
-            out["created"] = True
+    def to_item(self) -> Item:
         h = self.health
-        if h is not None:
-            out["ready"] = h.ready
-            if not h.ready:
-                out["readyMessage"] = h.reason
-        if self.drift:
-            out["drift"] = self.drift
-        if self.status is not None:
-            out["status"] = self.status
-        return out
+        return Item(self.cluster, self.ref, self.applied, self.message,
+                    created=self.created and not self.applied,
+                    ready=None if h is None else h.ready,
+                    ready_message=h.reason if h is not None and not h.ready else None,
+                    drift=self.drift or None, status=self.status)
 
 
 @dataclass(frozen=True)
-class Condition:
-    type: str
-    status: str  # "True" | "False" | "Unknown"
-    reason: str
+class Pending:
+    """An object that could not be deleted yet (``status.pendingDeletions``)."""
+
+    cluster: str
+    resource: ResourceRef
     message: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "resource": self.resource.to_status(),
+                "message": self.message}
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Pending:
+        return cls(_str(raw.get("cluster")), _ref(raw.get("resource")), _str(raw.get("message")))
+
+
+@dataclass(frozen=True)
+class Route:
+    """One cluster's HeadIngress route (``status.traffic.routes``)."""
+
+    cluster: str
+    url: str
+    weight: int
+    """As configured."""
+    effective_weight: int
+    """As routed now."""
+    healthy_since: str | None = None
+    damped: bool = False
+    reason: str | None = None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cluster": self.cluster, "url": self.url, "weight": self.weight,
+                               "effectiveWeight": self.effective_weight}
+        if self.healthy_since:
+            out["healthySince"] = self.healthy_since
+        if self.damped:
+            out["damped"] = True
+        if self.reason:
+            out["reason"] = self.reason
+        return out
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Route:
+        return cls(_str(raw.get("cluster")), _str(raw.get("url")), _int(raw.get("weight")),
+                   _int(raw.get("effectiveWeight")), _opt_str(raw.get("healthySince")),
+                   raw.get("damped") is True, _opt_str(raw.get("reason")))
+
+
+@dataclass(frozen=True)
+class TrafficStatus:
+    """``status.traffic``: the HeadIngress as planned."""
+
+    ingress_cluster: str
+    provider: str
+    path_prefix: str
+    routes: tuple[Route, ...] = ()
+    objects: tuple[ResourceRef, ...] = ()
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"ingressCluster": self.ingress_cluster, "provider": self.provider,
+                "pathPrefix": self.path_prefix, "routes": [r.to_wire() for r in self.routes],
+                "objects": [o.to_status() for o in self.objects]}
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> TrafficStatus:
+        return cls(_str(raw.get("ingressCluster")), _str(raw.get("provider")),
+                   _str(raw.get("pathPrefix")),
+                   tuple(Route.from_wire(r) for r in _dicts(raw.get("routes"))),
+                   tuple(_ref(o) for o in _dicts(raw.get("objects"))))
+
+    def serving(self) -> set[str]:
+        """The clusters the HeadIngress gives traffic to."""
+        return {r.cluster for r in self.routes if r.effective_weight > 0}
+
+
+@dataclass(frozen=True)
+class Placement:
+    """``status.placements``: the clusters a workload's clusterSelector chose."""
+
+    workload: int
+    selector: str
+    clusters: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"workload": self.workload, "selector": self.selector,
+                "clusters": list(self.clusters)}
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Placement:
+        clusters = raw.get("clusters")
+        return cls(_int(raw.get("workload")), _str(raw.get("selector")),
+                   tuple(map(_str, clusters)) if isinstance(clusters, list) else ())
+
+
+@dataclass(frozen=True)
+class Summary:
+    """``status.summary``: the printer columns."""
+
+    clusters: int
+    applied: str
+    ready: str
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"clusters": self.clusters, "applied": self.applied, "ready": self.ready}
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Summary:
+        return cls(_int(raw.get("clusters")), _str(raw.get("applied")), _str(raw.get("ready")))
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """``status.rollout``: the rollout state, its clusters in rollout order."""
+
+    state: State
+    order: tuple[str, ...]
+
+    def to_wire(self) -> dict[str, Any]:
+        return self.state.to_status(list(self.order))
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Rollout:
+        state = State.from_status(raw)
+        return cls(state, tuple(state.steps))
+
+
+@dataclass(frozen=True)
+class Status:
+    """A HyperMLService's ``status``."""
+
+    observed_generation: int | None = None
+    summary: Summary | None = None
+    items: tuple[Item, ...] = ()
+    conditions: tuple[Stamped, ...] = ()
+    pending_deletions: tuple[Pending, ...] = ()
+    traffic: TrafficStatus | None = None
+    created_namespaces: tuple[tuple[str, str], ...] = ()
+    """(cluster, namespace) of the spoke namespaces hmls created for these manifests."""
+    placements: tuple[Placement, ...] = ()
+    rollout: Rollout | None = None
+    summarised: str | None = None
+    """Set when the per-item spoke status was left out to keep the object small."""
+
+    # ----- wire ------------------------------------------------------------------------
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.observed_generation is not None:
+            out["observedGeneration"] = self.observed_generation
+        if self.summary is not None:
+            out["summary"] = self.summary.to_wire()
+        out["aggregatedStatus"] = [i.to_wire() for i in self.items]
+        out["conditions"] = [c.to_wire() for c in self.conditions]
+        if self.pending_deletions:
+            out["pendingDeletions"] = [p.to_wire() for p in self.pending_deletions]
+        if self.traffic is not None:
+            out["traffic"] = self.traffic.to_wire()
+        if self.created_namespaces:
+            out["createdNamespaces"] = [{"cluster": c, "name": n}
+                                        for c, n in self.created_namespaces]
+        if self.placements:
+            out["placements"] = [p.to_wire() for p in self.placements]
+        if self.rollout is not None:
+            out["rollout"] = self.rollout.to_wire()
+        if self.summarised:
+            out["summarised"] = self.summarised
+        return out
+
+    @classmethod
+    def from_wire(cls, raw: Mapping[str, Any]) -> Status:
+        generation, summary = raw.get("observedGeneration"), raw.get("summary")
+        traffic, rollout = raw.get("traffic"), raw.get("rollout")
+        return cls(
+            generation if isinstance(generation, int) else None,
+            Summary.from_wire(summary) if isinstance(summary, Mapping) else None,
+            tuple(Item.from_wire(i) for i in _dicts(raw.get("aggregatedStatus"))),
+            tuple(Stamped.from_wire(c) for c in _dicts(raw.get("conditions"))),
+            tuple(Pending.from_wire(p) for p in _dicts(raw.get("pendingDeletions"))),
+            TrafficStatus.from_wire(traffic) if isinstance(traffic, Mapping) else None,
+            tuple((_str(n.get("cluster")), _str(n.get("name")))
+                  for n in _dicts(raw.get("createdNamespaces"))),
+            tuple(Placement.from_wire(p) for p in _dicts(raw.get("placements"))),
+            Rollout.from_wire(rollout) if isinstance(rollout, Mapping) else None,
+            _opt_str(raw.get("summarised")))
+
+    @classmethod
+    def of(cls, obj: Mapping[str, Any] | None) -> Status:
+        """The stored status of a HyperMLService, read (anything else stored there is
+        ignored)."""
+        status = (obj or {}).get("status")
+        return cls.from_wire(status) if isinstance(status, Mapping) else cls()
+
+    # ----- reading -----------------------------------------------------------------------
+    def condition(self, ctype: str) -> Stamped | None:
+        return next((c for c in self.conditions if c.type == ctype), None)
+
+    @property
+    def fully_applied(self) -> bool:
+        cond = self.condition("FullyApplied")
+        return cond is not None and cond.status == "True"
+
+    @property
+    def clusters(self) -> set[str]:
+        """Every cluster this status involves: its items', its pending deletions' and the
+        ingress cluster (a cluster coming back must re-enqueue a CR that waits on it for a
+        deletion only, or it waits for its backoff)."""
+        ingress = self.traffic.ingress_cluster if self.traffic else ""
+        return ({i.cluster for i in self.items if i.cluster}
+                | {p.cluster for p in self.pending_deletions if p.cluster}
+                | ({ingress} if ingress else set()))
+
+    def messages(self) -> dict[tuple[str, ResourceRef], str]:
+        """The last applied message of each (cluster, resource)."""
+        return {(i.cluster, i.resource): i.message for i in self.items}
+
+    def inventory(self) -> dict[str, set[ResourceRef]]:
+        """What this status says hmls created, by cluster: items applied now or before
+        (``created``), pending deletions and the traffic objects.  Items that were never
+        applied (a misspelt or unregistered cluster, a refused manifest) are not inventory."""
+        out: dict[str, set[ResourceRef]] = {}
+        made = [(i.cluster, i.resource) for i in self.items if i.applied or i.created]
+        for cluster, ref in [*made, *((p.cluster, p.resource) for p in self.pending_deletions)]:
+            if cluster:
+                out.setdefault(cluster, set()).add(ref)
+        if self.traffic and self.traffic.ingress_cluster:
+            out.setdefault(self.traffic.ingress_cluster, set()).update(self.traffic.objects)
+        return out
 
 
 def _listing(failures: list[str]) -> str:
@@ -149,68 +430,38 @@ def in_sync(items: list[ItemResult]) -> Condition:
                      f"not corrected): {_listing(drifted)}")
 
 
-def merge_conditions(previous: list[dict[str, Any]], new: list[Condition], *,
-                     generation: int, now: str) -> list[dict[str, Any]]:
-    """New conditions, keeping lastTransitionTime where the status did not change."""
-    old = {c.get("type"): c for c in previous if isinstance(c, dict)}
-    out = []
-    for cond in new:
-        prev = old.get(cond.type)
-        since = prev.get("lastTransitionTime") if prev and prev.get("status") == cond.status else None
-        out.append({
-            "type": cond.type, "status": cond.status, "reason": cond.reason,
-            "message": cond.message, "observedGeneration": generation,
-            "lastTransitionTime": since or now,
-        })
-    return out
-
-
-def summary(items: list[ItemResult]) -> dict[str, Any]:
+def summary(items: list[ItemResult]) -> Summary:
     tracked = [h for h in (i.health for i in items) if h is not None]
-    return {
-        "clusters": len({i.cluster for i in items}),
-        "applied": f"{sum(i.applied for i in items)}/{len(items)}",
-        "ready": f"{sum(h.ready for h in tracked)}/{len(tracked)}",
-    }
+    return Summary(len({i.cluster for i in items}), f"{sum(i.applied for i in items)}/{len(items)}",
+                   f"{sum(h.ready for h in tracked)}/{len(tracked)}")
 
 
-def aggregate(*, generation: int, items: list[ItemResult], previous: StatusView, now: str,
-              extra: tuple[Condition, ...] = (), pending: list[dict[str, Any]] | None = None,
-              traffic: dict[str, Any] | None = None,
-              created_namespaces: list[dict[str, str]] | None = None,
-              selected: list[dict[str, Any]] | None = None,
-              rollout: dict[str, Any] | None = None, behind: Behind | None = None
-              ) -> dict[str, Any]:
-    """The complete new status for these item results (None values: fields to remove)."""
+def aggregate(*, generation: int, items: list[ItemResult], previous: Status, now: str,
+              extra: tuple[Condition, ...] = (), pending: Iterable[Pending] = (),
+              traffic: TrafficStatus | None = None,
+              created_namespaces: Iterable[tuple[str, str]] = (),
+              selected: Iterable[Placement] = (), rollout: Rollout | None = None,
+              behind: Behind | None = None) -> Status:
+    """The complete new status for these item results."""
     conditions = [fully_applied(items, behind), ready(items), *extra]
-    return {
-        "observedGeneration": generation,
-        "summary": summary(items),
-        "aggregatedStatus": [i.to_status() for i in items],
-        "conditions": merge_conditions(previous.conditions, conditions,
-                                       generation=generation, now=now),
-        "pendingDeletions": pending or None,
-        "traffic": traffic,
-        "createdNamespaces": created_namespaces or None,
-        "placements": selected or None,
-        "rollout": rollout,
-    }
+    return Status(generation, summary(items), tuple(i.to_item() for i in items),
+                  stamp(previous.conditions, conditions, generation=generation, now=now),
+                  tuple(pending), traffic, tuple(created_namespaces), tuple(selected), rollout)
 
 
-def selected(spec: Spec, chosen: list[list[str]]) -> list[dict[str, Any]]:
+def selected(spec: Spec, chosen: list[list[str]]) -> list[Placement]:
     """``status.placements``: the clusters each workload's clusterSelector chose."""
-    return [{"workload": wi, "selector": str(w.cluster_selector), "clusters": clusters}
+    return [Placement(wi, str(w.cluster_selector), tuple(clusters))
             for wi, (w, clusters) in enumerate(zip(spec.workloads, chosen, strict=True))
             if w.cluster_selector is not None]
 
 
-def cleanup_pending(*, previous: StatusView, generation: int, now: str, message: str
-                    ) -> dict[str, Any]:
+def cleanup_pending(*, previous: Status, generation: int, now: str, message: str) -> Status:
     """The stored status with CleanupPending=True: a deletion waits for a cluster."""
     cond = Condition("CleanupPending", "True", "ClusterUnavailable", message)
-    return {**previous.raw, "observedGeneration": generation, "conditions": [
-        *(c for c in previous.conditions if c.get("type") != cond.type),
-        *merge_conditions(previous.conditions, [cond], generation=generation, now=now)]}
+    return replace(previous, observed_generation=generation, conditions=(
+        *(c for c in previous.conditions if c.type != cond.type),
+        *stamp(previous.conditions, [cond], generation=generation, now=now)))
 
 
 def status_patch(stored: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -220,7 +471,7 @@ def status_patch(stored: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str,
     an unchanged member is not sent.  The status holds no nulls of its own."""
     if stored == new:
         return None
-    out: dict[str, Any] = dict.fromkeys((k for k in stored if k not in new))
+    out: dict[str, Any] = dict.fromkeys(k for k in stored if k not in new)
     for key, value in new.items():
         old = stored.get(key)
         if isinstance(old, Mapping) and isinstance(value, Mapping):
@@ -236,100 +487,27 @@ MAX_STATUS_BYTES = 512 * 1024
 """Well under etcd's 1.5 MiB object limit, leaving room for the spec."""
 
 
-def fit(status: dict[str, Any], limit: int = MAX_STATUS_BYTES) -> dict[str, Any]:
+def fit(status: Status, limit: int = MAX_STATUS_BYTES) -> Status:
     """The status, summarised if its JSON would exceed limit: per-item spoke status is
     dropped (cluster, resource, applied, message and ready stay, so nothing hmls needs to
     prune or clean up is forgotten) and ``summarised`` says so."""
-    size = len(json.dumps(status, separators=(",", ":")))
+    size = len(json.dumps(status.to_wire(), separators=(",", ":")))
     if size <= limit:
         return status
-    items = [{k: v for k, v in i.items() if k != "status"} for i in status["aggregatedStatus"]]
-    return {**status, "aggregatedStatus": items,
-            "summarised": (f"per-item status omitted: the full status would be {size} bytes "
-                           f"(limit {limit}); see each cluster for details")}
+    return replace(status, items=tuple(replace(i, status=None) for i in status.items),
+                   summarised=(f"per-item status omitted: the full status would be {size} "
+                               f"bytes (limit {limit}); see each cluster for details"))
 
 
-def invalid(*, generation: int, previous: StatusView, now: str, message: str
-            ) -> dict[str, Any]:
-    """Status for a spec that cannot be rendered: items kept, FullyApplied False."""
+def invalid(*, generation: int, previous: Status, now: str, message: str) -> Status:
+    """Status for a spec that cannot be rendered: FullyApplied False and Ready Unknown for
+    this generation; everything else (items, pending deletions, traffic, the rollout) kept
+    as it was, so nothing hmls made is forgotten."""
     conditions = [Condition("FullyApplied", "False", "InvalidSpec", message),
                   Condition("Ready", "Unknown", "InvalidSpec", "spec is invalid")]
-    return {
-        "observedGeneration": generation,
-        "summary": previous.raw.get("summary") or {"clusters": 0, "applied": "0/0",
-                                                   "ready": "0/0"},
-        "aggregatedStatus": previous.items,
-        "conditions": merge_conditions(previous.conditions, conditions,
-                                       generation=generation, now=now),
-    }
-
-
-def _dicts(value: Any) -> list[dict[str, Any]]:
-    return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-@dataclass(frozen=True)
-class StatusView:
-    """A stored ``status``, read."""
-
-    raw: Mapping[str, Any]
-
-    @classmethod
-    def of(cls, obj: Mapping[str, Any] | None) -> StatusView:
-        status = (obj or {}).get("status")
-        return cls(status if isinstance(status, dict) else {})
-
-    @property
-    def conditions(self) -> list[dict[str, Any]]:
-        return _dicts(self.raw.get("conditions"))
-
-    def condition(self, ctype: str) -> dict[str, Any] | None:
-        return next((c for c in self.conditions if c.get("type") == ctype), None)
-
-    @property
-    def fully_applied(self) -> bool:
-        return (self.condition("FullyApplied") or {}).get("status") == "True"
-
-    @property
-    def items(self) -> list[dict[str, Any]]:
-        return _dicts(self.raw.get("aggregatedStatus"))
-
-    @property
-    def clusters(self) -> set[str]:
-        """Every cluster this status involves: its items', its pending deletions' and the
-        ingress cluster (a cluster coming back must re-enqueue a CR that waits on it for a
-        deletion only, or it waits for its backoff)."""
-        pending = _dicts(self.raw.get("pendingDeletions"))
-        ingress = (self.traffic or {}).get("ingressCluster")
-        return ({str(i["cluster"]) for i in [*self.items, *pending] if i.get("cluster")}
-                | ({str(ingress)} if ingress else set()))
-
-    @property
-    def traffic(self) -> dict[str, Any] | None:
-        traffic = self.raw.get("traffic")
-        return traffic if isinstance(traffic, dict) else None
-
-    def messages(self) -> dict[tuple[str, ResourceRef], str]:
-        """The last applied message of each (cluster, resource)."""
-        return {(str(i.get("cluster")), _ref(i)): str(i.get("appliedMessage"))
-                for i in self.items}
-
-    def inventory(self) -> dict[str, set[ResourceRef]]:
-        """What this status says hmls created, by cluster: items applied now or before
-        (``created``), pending deletions and the traffic objects.  Items that were never
-        applied (a misspelt or unregistered cluster, a refused manifest) are not inventory."""
-        out: dict[str, set[ResourceRef]] = {}
-        made = [i for i in self.items if i.get("applied") or i.get("created")]
-        for item in [*made, *_dicts(self.raw.get("pendingDeletions"))]:
-            if item.get("cluster") and isinstance(item.get("resource"), dict):
-                out.setdefault(str(item["cluster"]), set()).add(_ref(item))
-        traffic = self.traffic or {}
-        if traffic.get("ingressCluster"):
-            out.setdefault(str(traffic["ingressCluster"]), set()).update(
-                ResourceRef.from_status(o) for o in _dicts(traffic.get("objects")))
-        return out
-
-
-def _ref(item: Mapping[str, Any]) -> ResourceRef:
-    resource = item.get("resource")
-    return ResourceRef.from_status(resource if isinstance(resource, dict) else {})
+    stamped = stamp(previous.conditions, conditions, generation=generation, now=now)
+    types = {c.type for c in stamped}
+    return replace(previous, observed_generation=generation,
+                   summary=previous.summary or Summary(0, "0/0", "0/0"),
+                   conditions=(*stamped, *(c for c in previous.conditions
+                                           if c.type not in types)))

@@ -23,9 +23,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hmls.domain.conditions import Condition
 from hmls.domain.models import Owner, TrafficSpec, parse_timestamp, timestamp
 from hmls.domain.render import Desired, materialize
-from hmls.domain.status import Condition, ItemResult
+from hmls.domain.status import ItemResult, Route, TrafficStatus
 
 ISTIO_API = "networking.istio.io/v1beta1"
 HTTPROUTE_API = "gateway.networking.k8s.io/v1"
@@ -44,7 +45,7 @@ class Backend:
 @dataclass(frozen=True)
 class Plan:
     objects: list[Desired]
-    status: dict[str, Any]
+    status: TrafficStatus
     condition: Condition
     requeue_after: float | None
 
@@ -185,13 +186,13 @@ def gateway_api_objects(*, namespace: str, owner_ns: str, owner_name: str, traff
 
 
 def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
-         reachable: Mapping[str, bool | None], previous: dict[str, Any] | None,
+         reachable: Mapping[str, bool | None], previous: TrafficStatus | None,
          now: dt.datetime, drained: Mapping[str, str] | None = None) -> Plan:
     """The HeadIngress objects and ``status.traffic``.  ``drained``: clusters a progressive
     rollout holds at weight 0 (with why); a healthy drained cluster keeps its healthySince, so
     the rollout's soak is not followed by a second recovery wait."""
     owner_ns, owner_name = owner.namespace, owner.name
-    prev_routes = {r["cluster"]: r for r in (previous or {}).get("routes") or []}
+    prev_routes = {r.cluster: r for r in previous.routes} if previous else {}
     found = backends(traffic, items, reachable)
     configured = {b.cluster: traffic.weights.get(b.cluster, 0) if traffic.weights else 1
                   for b in found}
@@ -202,18 +203,18 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
     waits: list[float] = []
     window = dt.timedelta(seconds=traffic.recovery_seconds)
     for b in found:
-        prev = prev_routes.get(b.cluster) or {}
-        lost = bool(prev.get("damped")) or int(prev.get("effectiveWeight") or 0) > 0
+        prev = prev_routes.get(b.cluster)
+        lost = prev is not None and (prev.damped or prev.effective_weight > 0)
         if not b.healthy:
             since[b.cluster], reasons[b.cluster] = None, b.reason
             if lost:  # it had traffic: it must prove itself before getting it back
                 damped.add(b.cluster)
             continue
-        start = parse_timestamp(prev.get("healthySince")) or now
+        start = (parse_timestamp(prev.healthy_since) if prev else None) or now
         since[b.cluster] = timestamp(start)
         if drained and b.cluster in drained:
             reasons[b.cluster] = drained[b.cluster]
-        elif not prev.get("damped") or now - start >= window:
+        elif prev is None or not prev.damped or now - start >= window:
             eligible.add(b.cluster)
         else:
             damped.add(b.cluster)
@@ -234,20 +235,13 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
                 reasons.pop(c, None)
     kept = not any(shares.values()) and bool(prev_routes)
     if kept:
-        shares = {c: int((prev_routes.get(c) or {}).get("effectiveWeight") or 0) for c in configured}
-    urls = {b.cluster: b.url or (prev_routes.get(b.cluster) or {}).get("url") for b in found}
-    routes_status = []
-    for b in found:
-        entry: dict[str, Any] = {"cluster": b.cluster, "url": urls[b.cluster] or "",
-                                 "weight": configured[b.cluster],
-                                 "effectiveWeight": shares.get(b.cluster, 0)}
-        if since.get(b.cluster):
-            entry["healthySince"] = since[b.cluster]
-        if b.cluster in damped:
-            entry["damped"] = True
-        if b.cluster in reasons:
-            entry["reason"] = reasons[b.cluster]
-        routes_status.append(entry)
+        shares = {c: prev_routes[c].effective_weight if c in prev_routes else 0
+                  for c in configured}
+    urls = {b.cluster: b.url or (prev_routes[b.cluster].url if b.cluster in prev_routes
+                                 else None) for b in found}
+    routes_status = [Route(b.cluster, urls[b.cluster] or "", configured[b.cluster],
+                           shares.get(b.cluster, 0), since.get(b.cluster),
+                           b.cluster in damped, reasons.get(b.cluster)) for b in found]
     prefix = traffic.path_prefix or f"/t9k/hypermlservices/namespaces/{owner_ns}/{owner_name}/"
     namespace = traffic.namespace or owner_ns
     routes = [(c, host_of(urls[c] or ""), shares.get(c, 0)) for c in configured if urls.get(c)]
@@ -258,14 +252,11 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
                                rank=INGRESS_RANK + (body["kind"] in ("VirtualService", "HTTPRoute")))
                    for body in build(namespace=namespace, owner_ns=owner_ns, owner_name=owner_name,
                                      traffic=traffic, prefix=prefix, routes=routes)]
-    status: dict[str, Any] = {
-        "ingressCluster": traffic.ingress_cluster, "provider": traffic.provider,
-        "pathPrefix": prefix, "routes": routes_status,
-        "objects": [o.ref.to_status() for o in objects],
-    }
-    zeroed = [f"{r['cluster']} ({r['reason']})" for r in routes_status if r.get("reason")]
-    split = ", ".join(f"{r['cluster']} {r['effectiveWeight']}%" for r in routes_status
-                      if r["effectiveWeight"] > 0)
+    status = TrafficStatus(traffic.ingress_cluster, traffic.provider, prefix,
+                           tuple(routes_status), tuple(o.ref for o in objects))
+    zeroed = [f"{r.cluster} ({r.reason})" for r in routes_status if r.reason]
+    split = ", ".join(f"{r.cluster} {r.effective_weight}%" for r in routes_status
+                      if r.effective_weight > 0)
     if not objects:
         cond = Condition("TrafficReady", "False", "NoHealthyCluster",
                          "no route yet: no cluster is healthy: " + "; ".join(zeroed))

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from hmls.domain.models import follows_labels, named_clusters
-from hmls.domain.status import StatusView
+from hmls.domain.status import Status
 from hmls.kube.client import Obj
 from hmls.kube.watching import Informer
 
@@ -63,7 +63,7 @@ class Cached:
                    resource_version=str(meta.get("resourceVersion") or ""),
                    deleting=bool(meta.get("deletionTimestamp")),
                    follows_labels=follows_labels(spec),
-                   clusters=frozenset(named_clusters(spec) | StatusView.of(obj).clusters),
+                   clusters=frozenset(named_clusters(spec) | Status.of(obj).clusters),
                    body_z=zlib.compress(json.dumps(lean(obj), separators=(",", ":")).encode(),
                                         level=1))
 

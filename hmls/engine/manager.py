@@ -18,13 +18,13 @@ import uuid
 from collections.abc import Callable
 
 from hmls.domain.models import CLUSTER_LABEL
+from hmls.engine.hub import Hub
 from hmls.engine.hubcache import Cached, HubCache
 from hmls.engine.queue import WorkQueue
 from hmls.engine.reconciler import Reconciler
 from hmls.engine.spokes import Fleet, SpokeConfig
 from hmls.kube import errors
 from hmls.kube.client import USER_AGENT, ClusterClient, Obj
-from hmls.kube.events import EventRecorder
 from hmls.kube.leader import Election, LostLeadership
 from hmls.kube.resources import CLUSTER_PROFILES, HMLS, SECRETS
 from hmls.kube.watching import Informer
@@ -199,8 +199,8 @@ class Manager:
                     ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event,
                                  transform=Cached.of, on_restart=self._hub_restart(HMLS.plural))
                     for ns in namespaces})
-                reconciler = Reconciler(hub=hub, hub_store=self.hub_cache, fleet=fleet,
-                                        events=EventRecorder(hub), metrics=self.metrics)
+                reconciler = Reconciler(hub=Hub(hub, self.hub_cache, self.metrics), fleet=fleet,
+                                        metrics=self.metrics)
                 tg.create_task(fleet.run())
                 tg.create_task(secrets.run())
                 profiles = await self._profiles(hub, fleet)

@@ -14,7 +14,7 @@ back (forced apply; driftPolicy Correct) or reported (driftPolicy Report).  Spok
 through ``SpokeAPI``, so the engine can be tested with a fake spoke.
 
 Inventory — what hmls may have created and may therefore prune or clean up — is the union of
-what the previous status records (``StatusView.inventory``) with the objects the spoke
+what the previous status records (``Status.inventory``) with the objects the spoke
 informers see carrying this CR's owner-uid label.  An object is deleted
 only after a successful read shows that it carries that label.
 """
@@ -26,15 +26,15 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import Protocol
 
 from hmls.domain import rollout as rollout_mod
 from hmls.domain import status as status_mod
 from hmls.domain import traffic as traffic_mod
 from hmls.domain.access import AccessPolicy
+from hmls.domain.conditions import Condition
 from hmls.domain.drift import detect
 from hmls.domain.models import (
-    FIELD_MANAGER,
     FINALIZER,
     ORPHAN_ANNOTATION,
     InvalidSpec,
@@ -54,14 +54,12 @@ from hmls.domain.render import (
     render,
     scoped,
 )
-from hmls.domain.status import APPLIED_OK, Condition, ItemResult, StatusView
+from hmls.domain.status import APPLIED_OK, ItemResult, Pending, Status, TrafficStatus
 from hmls.engine import rollouts
-from hmls.engine.hubcache import HubCache
 from hmls.engine.spokes import NamespaceView, Observed, Ref
 from hmls.kube import errors
-from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.events import EventRecorder
-from hmls.kube.resources import HMLS, Resource
+from hmls.kube.client import Obj
+from hmls.kube.resources import Resource
 from hmls.metrics import Metrics
 
 log = logging.getLogger("hmls.reconciler")
@@ -141,22 +139,30 @@ class _ClusterRun:
     created_namespaces: list[str] = field(default_factory=list)
 
 
+class HubAPI(Protocol):
+    """What the reconciler needs of the hub (``hmls.engine.hub.Hub``)."""
+
+    revisions: rollouts.Revisions
+
+    def get(self, namespace: str, name: str) -> Obj | None: ...
+    async def set_finalizers(self, obj: Obj, finalizers: list[str]) -> Obj | None: ...
+    async def write_status(self, obj: Obj, status: Status) -> Obj | None: ...
+    async def emit(self, obj: Obj, *, type_: str, reason: str, message: str) -> None: ...
+    def forget(self, uid: str) -> None: ...
+
+
 class Reconciler:
-    def __init__(self, *, hub: ClusterClient, hub_store: HubCache, fleet: FleetAPI,
-                 events: EventRecorder, metrics: Metrics,
+    def __init__(self, *, hub: HubAPI, fleet: FleetAPI, metrics: Metrics,
                  now: Callable[[], dt.datetime] = _now) -> None:
         self.hub = hub
-        self.revisions = rollouts.Revisions(hub)
-        self.store = hub_store
         self.fleet = fleet
-        self.events = events
         self.metrics = metrics
         self._not_applied: set[str] = set()
         self._now = now
 
-    def _track(self, key: str, obj: Obj | None) -> None:
+    def _track(self, key: str, status: Status | None) -> None:
         """Keep hmls_hypermlservices_not_fully_applied in step with the last status seen."""
-        if obj is None or StatusView.of(obj).fully_applied:
+        if status is None or status.fully_applied:
             self._not_applied.discard(key)
         else:
             self._not_applied.add(key)
@@ -169,34 +175,34 @@ class Reconciler:
     async def reconcile(self, key: str) -> Outcome:
         """Reconcile one key."""
         namespace, name = key.split("/", 1)
-        obj = self.store.get(namespace, name)
-        self._track(key, obj)
+        obj = self.hub.get(namespace, name)
+        self._track(key, None if obj is None else Status.of(obj))
         if obj is None:
             return Outcome(True)
         if obj["metadata"].get("deletionTimestamp"):
             return Outcome(await self._finalize(obj))
         if FINALIZER not in (obj["metadata"].get("finalizers") or []):
-            updated = await self._set_finalizers(obj, [*(obj["metadata"].get("finalizers") or []),
+            updated = await self.hub.set_finalizers(obj, [*(obj["metadata"].get("finalizers") or []),
                                                        FINALIZER])
             if updated is None:
                 return Outcome(True)
             obj = updated
         owner = Owner.of(obj)
         generation = int(obj["metadata"].get("generation") or 0)
-        previous = StatusView.of(obj)
+        previous = Status.of(obj)
         try:
             spec = parse_spec(obj.get("spec"))
         except InvalidSpec as exc:
             invalid = status_mod.invalid(generation=generation, previous=previous,
                                          now=self._clock(), message=str(exc))
-            await self._write_status(obj, invalid)
-            self._track(key, {"status": invalid})
+            await self.hub.write_status(obj, invalid)
+            self._track(key, invalid)
             return Outcome(True)
         fleet = self.fleet.labels()
         chosen = placements(spec, fleet)
         prepared = None
         if spec.rollout.strategy == "Progressive":
-            prepared = await rollouts.prepare(self.revisions, obj, owner, spec, fleet, previous,
+            prepared = await rollouts.prepare(self.hub.revisions, obj, owner, spec, fleet, previous,
                                               self._now())
             desired = prepared.desired
         else:
@@ -221,10 +227,9 @@ class Reconciler:
             traffic_ok = cond.status == "True"
             extra.append(cond)
             if traffic_status:
-                ingress = spec.traffic.ingress_cluster
-                keep.setdefault(ingress, set()).update(
-                    ResourceRef.from_status(o) for o in traffic_status["objects"])
-        pending: list[dict[str, Any]] = []
+                keep.setdefault(spec.traffic.ingress_cluster, set()).update(
+                    traffic_status.objects)
+        pending: list[Pending] = []
         kinds = _kinds(obj, inventory)
         placed = set(inventory) | set(keep)
         for name in sorted(placed | self._holders(owner, kinds, placed)):
@@ -235,10 +240,11 @@ class Reconciler:
             extra=tuple(extra), pending=pending, traffic=traffic_status,
             created_namespaces=await self._created_namespaces(desired),
             selected=status_mod.selected(spec, chosen),
-            rollout=plan.state.to_status(prepared.order) if plan and prepared else None,
+            rollout=status_mod.Rollout(plan.state, tuple(prepared.order))
+            if plan and prepared else None,
             behind=prepared.behind(plan) if plan and prepared else None)
-        await self._write_status(obj, status_mod.fit(new))
-        self._track(key, {"status": new})
+        await self.hub.write_status(obj, status_mod.fit(new))
+        self._track(key, new)
         await self._announce(obj, previous, items, runs)
         if plan is not None:
             await self._rollout_steps(obj, plan)
@@ -249,7 +255,7 @@ class Reconciler:
 
     async def _rollout_steps(self, obj: Obj, plan: rollout_mod.Plan) -> None:
         for type_, reason, message in plan.events:
-            await self.events.emit(obj, type_=type_, reason=reason, message=message)
+            await self.hub.emit(obj, type_=type_, reason=reason, message=message)
         for step in plan.finished:
             self.metrics.rollout_steps.labels(step.result).inc()
             self.metrics.rollout_step_duration.labels(step.result).observe(step.seconds)
@@ -389,7 +395,7 @@ class Reconciler:
         except errors.KubeError as exc:
             return ItemResult(name, item.ref, False, self._failed(run, exc))
 
-    async def _created_namespaces(self, desired: list[Desired]) -> list[dict[str, str]]:
+    async def _created_namespaces(self, desired: list[Desired]) -> list[tuple[str, str]]:
         """The namespaces these manifests live in that hmls created, per cluster."""
         out = []
         for cluster, namespace in sorted({(d.cluster, d.ref.namespace) for d in desired
@@ -402,16 +408,16 @@ class Reconciler:
             except errors.KubeError:
                 continue
             if found is not None and found.created_by_hmls:
-                out.append({"cluster": cluster, "name": namespace})
+                out.append((cluster, namespace))
         return out
 
     async def _prune(self, obj: Obj, name: str, inventory: set[ResourceRef],
                      keep: set[ResourceRef], kinds: set[tuple[str, str]]
-                     ) -> list[dict[str, Any]]:
+                     ) -> list[Pending]:
         """Delete this owner's objects on one cluster that are no longer desired."""
         spoke, why = self._usable(name)
         if spoke is None:
-            return [_pending(name, ref, why) for ref in sorted(inventory - keep)]
+            return [Pending(name, ref, why) for ref in sorted(inventory - keep)]
         return await self._delete_owned(spoke, obj, inventory, keep=keep, kinds=kinds,
                                         reason="Pruned")
 
@@ -436,8 +442,8 @@ class Reconciler:
         return found
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
-                       previous: StatusView, drained: Mapping[str, str]
-                       ) -> tuple[dict[str, Any] | None, Condition, float | None]:
+                       previous: Status, drained: Mapping[str, str]
+                       ) -> tuple[TrafficStatus | None, Condition, float | None]:
         """Plan and apply the HeadIngress objects: (status.traffic, TrafficReady, requeue)."""
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
@@ -457,7 +463,7 @@ class Reconciler:
     # ----- prune and cleanup -------------------------------------------------------
     async def _delete_owned(self, spoke: SpokeAPI, obj: Obj, inventory: set[ResourceRef],
                             *, keep: set[ResourceRef], kinds: set[tuple[str, str]],
-                            reason: str) -> list[dict[str, Any]]:
+                            reason: str) -> list[Pending]:
         """Delete objects of this HyperMLService on the cluster that are not in keep; each
         deletion is an Event on it.
 
@@ -469,7 +475,7 @@ class Reconciler:
         for res, namespace, obj_name in spoke.owned(owner.uid, kinds):
             if res.namespaced or (res.api_version, res.kind, obj_name) not in kept_unscoped:
                 candidates.add(ResourceRef(res.api_version, res.kind, namespace, obj_name))
-        pending: list[dict[str, Any]] = []
+        pending: list[Pending] = []
         for ref in sorted(candidates - keep):
             try:
                 res = await spoke.resource(ref.api_version, ref.kind)
@@ -480,11 +486,11 @@ class Reconciler:
             except errors.UnknownKind:
                 continue  # the kind is not served: nothing of it can exist
             except errors.KubeError as exc:
-                pending.append(_pending(spoke.name, ref, _rejection(spoke.name, exc)))
+                pending.append(Pending(spoke.name, ref, _rejection(spoke.name, exc)))
                 continue
             self.metrics.prune_total.labels(spoke.name).inc()
             log.info("%s: deleted %s from %s", owner.key, ref, spoke.name)
-            await self.events.emit(obj, type_="Normal", reason=reason,
+            await self.hub.emit(obj, type_="Normal", reason=reason,
                                    message=f"deleted {ref} from cluster {spoke.name}")
         return pending
 
@@ -493,7 +499,7 @@ class Reconciler:
         if FINALIZER not in (meta.get("finalizers") or []):
             return True
         owner = Owner.of(obj)
-        previous = StatusView.of(obj)
+        previous = Status.of(obj)
         policy = (obj.get("spec") or {}).get("deletionPolicy", "Delete")
         orphaned = {c.strip() for c in (meta.get("annotations") or {}).get(
             ORPHAN_ANNOTATION, "").split(",") if c.strip()}
@@ -506,7 +512,7 @@ class Reconciler:
             for name, refs in sorted(inventory.items()):
                 if "*" in orphaned or name in orphaned:
                     if refs:
-                        await self.events.emit(obj, type_="Warning", reason="Orphaned", message=(
+                        await self.hub.emit(obj, type_="Warning", reason="Orphaned", message=(
                             f"left {len(refs)} objects on cluster {name} ({ORPHAN_ANNOTATION})"))
                     continue
                 spoke, why = self._usable(name)
@@ -517,73 +523,41 @@ class Reconciler:
                 left = await self._delete_owned(spoke, obj, refs, keep=set(),
                                                 kinds=kinds, reason="CleanedUp")
                 if left:
-                    waiting.append(f"{name} ({len(left)} objects; {left[0]['message']})")
+                    waiting.append(f"{name} ({len(left)} objects; {left[0].message})")
         if waiting:
             message = (f"waiting to delete objects on {'; '.join(waiting)}. To leave them and "
                        f"finish, annotate with {ORPHAN_ANNOTATION}=<clusters or *>")
             new = status_mod.cleanup_pending(previous=previous, message=message,
                                              generation=int(meta.get("generation") or 0),
                                              now=self._clock())
-            await self._write_status(obj, new)
-            await self.events.emit(obj, type_="Warning", reason="CleanupPending", message=message)
+            await self.hub.write_status(obj, new)
+            await self.hub.emit(obj, type_="Warning", reason="CleanupPending", message=message)
             return False
-        if previous.raw.get("rollout") is not None:
-            await self.revisions.delete_all(owner)
-        await self._set_finalizers(obj, [f for f in meta.get("finalizers") or [] if f != FINALIZER])
-        self.events.forget(owner.uid)
+        if previous.rollout is not None:
+            await self.hub.revisions.delete_all(owner)
+        await self.hub.set_finalizers(obj, [f for f in meta.get("finalizers") or [] if f != FINALIZER])
+        self.hub.forget(owner.uid)
         log.info("%s: cleanup done, finalizer removed", owner.key)
         return True
 
-    # ----- hub writes --------------------------------------------------------------
-    async def _set_finalizers(self, obj: Obj, finalizers: list[str]) -> Obj | None:
-        """The updated object, or None if it is gone already."""
-        meta = obj["metadata"]
-        patch = {"metadata": {"finalizers": finalizers,
-                              "resourceVersion": meta["resourceVersion"]}}
-        try:
-            updated = await self.hub.patch(HMLS, meta["namespace"], meta["name"], patch,
-                                           field_manager=FIELD_MANAGER)
-        except errors.NotFound:
-            return None
-        self.store.observe(updated)
-        return updated
-
-    async def _write_status(self, obj: Obj, new: dict[str, Any]) -> None:
-        """Store exactly ``new``: a merge patch of every difference from the status this
-        reconcile read, at any depth, conditional on that read's resourceVersion (a status
-        changed since is a conflict, and the reconcile is retried)."""
-        wanted = {k: v for k, v in new.items() if v is not None}
-        patch = status_mod.status_patch(obj.get("status") or {}, wanted)
-        if patch is None:
-            return
-        meta = obj["metadata"]
-        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": patch}
-        try:
-            updated = await self.hub.patch(HMLS, meta["namespace"], meta["name"], body,
-                                           subresource="status", field_manager=FIELD_MANAGER)
-        except errors.NotFound:
-            return
-        self.metrics.status_writes.inc()
-        self.store.observe(updated)
-
-    async def _announce(self, obj: Obj, previous: StatusView, items: list[ItemResult],
+    async def _announce(self, obj: Obj, previous: Status, items: list[ItemResult],
                         runs: list[_ClusterRun]) -> None:
         """Warning events for items that newly failed to apply or were found changed, and
         for drift put back and namespaces created."""
         before = previous.messages()
         for item in items:
             if not item.applied and before.get((item.cluster, item.ref)) != item.message:
-                await self.events.emit(obj, type_="Warning", reason="ApplyFailed",
+                await self.hub.emit(obj, type_="Warning", reason="ApplyFailed",
                                        message=f"{item.cluster}: {item.ref}: {item.message}")
             if item.drift:
-                await self.events.emit(obj, type_="Warning", reason="DriftDetected",
+                await self.hub.emit(obj, type_="Warning", reason="DriftDetected",
                                        message=f"{item.cluster}: {item.ref}: {item.drift}")
         for run in runs:
             for what in run.corrected:
-                await self.events.emit(obj, type_="Warning", reason="DriftCorrected",
+                await self.hub.emit(obj, type_="Warning", reason="DriftCorrected",
                                        message=f"{run.spoke.name}: {what}")
             for namespace in run.created_namespaces:
-                await self.events.emit(obj, type_="Normal", reason="NamespaceCreated",
+                await self.hub.emit(obj, type_="Normal", reason="NamespaceCreated",
                                        message=f"created namespace {namespace} on cluster "
                                                f"{run.spoke.name}")
 
@@ -597,10 +571,6 @@ def _kinds(obj: Obj, inventory: Mapping[str, set[ResourceRef]]) -> set[tuple[str
     """(apiVersion, kind) of what this CR's manifests name (valid or not) and it created."""
     return named_kinds(obj.get("spec")) | {(r.api_version, r.kind)
                                            for refs in inventory.values() for r in refs}
-
-
-def _pending(cluster: str, ref: ResourceRef, message: str) -> dict[str, Any]:
-    return {"cluster": cluster, "resource": ref.to_status(), "message": message}
 
 
 def _remember(item: ItemResult, created: set[tuple[str, ResourceRef]]) -> ItemResult:

@@ -30,7 +30,7 @@ from hmls.domain.models import (
     parse_spec,
 )
 from hmls.domain.render import Desired, Fleet, content_hash, owner_labels, placements, render
-from hmls.domain.status import Behind, ItemResult, StatusView
+from hmls.domain.status import Behind, ItemResult, Status
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONTROLLER_REVISIONS
 
@@ -151,9 +151,8 @@ class Prepared:
                                            if self.rendered_at.get(c) != plan.state.current],
                       bool(plan.state.halted))
 
-    def finish(self, items: list[ItemResult], previous: StatusView) -> rollout_mod.Plan:
-        serving = {str(r.get("cluster")) for r in (previous.traffic or {}).get("routes") or []
-                   if int(r.get("effectiveWeight") or 0) > 0}
+    def finish(self, items: list[ItemResult], previous: Status) -> rollout_mod.Plan:
+        serving = previous.traffic.serving() if previous.traffic else set()
         seen = {}
         for cluster in self.order:
             mine = [i for i in items if i.cluster == cluster]
@@ -172,11 +171,11 @@ def _clusters(chosen: list[list[str]]) -> list[str]:
 
 
 async def prepare(revisions: Revisions, obj: Obj, owner: Owner, spec: Spec, fleet: Fleet,
-                  previous: StatusView, now: dt.datetime) -> Prepared:
+                  previous: Status, now: dt.datetime) -> Prepared:
     """Record the current revision, begin this reconcile's rollout and render every cluster at
     the revision it runs."""
     known = await revisions.of(owner)
-    state = rollout_mod.State.from_status(previous.raw.get("rollout"), now).renumbered(
+    state = (previous.rollout.state if previous.rollout else rollout_mod.State()).renumbered(
         aliases(known))
     raw_spec = obj.get("spec") or {}
     current = await revisions.record(owner, list(raw_spec.get("workloads") or []),

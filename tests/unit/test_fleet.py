@@ -59,7 +59,7 @@ def test_named_clusters_come_first_then_the_selected_ones_by_name() -> None:
     s = spec({"clusters": ["us1", "zz"], "clusterSelector": {"matchLabels": {"region": "eu"}},
               "manifests": [cm()]}, {"clusters": ["eu2"], "manifests": [cm("other")]})
     assert placements(s, FLEET) == [["us1", "zz", "eu1", "eu2"], ["eu2"]]
-    assert selected(s, placements(s, FLEET)) == [
+    assert [p.to_wire() for p in selected(s, placements(s, FLEET))] == [
         {"workload": 0, "selector": "region=eu", "clusters": ["us1", "zz", "eu1", "eu2"]}]
 
 

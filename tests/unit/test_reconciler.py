@@ -4,6 +4,7 @@ reported.  No API server: the real-server behaviour is in tests/integration/test
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
 from typing import Any
@@ -13,9 +14,12 @@ import pytest
 from hmls.domain.access import AccessPolicy
 from hmls.domain.drift import Ownership
 from hmls.domain.models import Owner, Spec
+from hmls.domain.patch import merge_patch
 from hmls.domain.render import render
+from hmls.domain.status import Status, status_patch
 from hmls.engine.hubcache import Cached, lean
 from hmls.engine.reconciler import Reconciler
+from hmls.engine.rollouts import Revisions
 from hmls.engine.spokes import NamespaceView, Observed
 from hmls.kube import errors
 from hmls.kube.client import Obj
@@ -125,6 +129,73 @@ class FakeFleet:
         return {n: {} for n in self.spokes}
 
 
+class FakeRevisionClient:
+    """The hub's ControllerRevisions, in memory (what ``Revisions`` calls of a client)."""
+
+    def __init__(self) -> None:
+        self.objects: dict[tuple[str, str], Obj] = {}
+
+    async def list(self, res: Resource, *, namespace: str | None = None,
+                   label_selector: str | None = None) -> tuple[list[Obj], str]:
+        return [o for (ns, _), o in self.objects.items() if ns == namespace], "1"
+
+    async def create(self, res: Resource, namespace: str, obj: Obj) -> Obj:
+        self.objects[(namespace, obj["metadata"]["name"])] = obj
+        return obj
+
+    async def patch(self, res: Resource, namespace: str, name: str, patch: Obj) -> Obj:
+        self.objects[(namespace, name)] = merge_patch(self.objects[(namespace, name)], patch)
+        return self.objects[(namespace, name)]
+
+    async def delete(self, res: Resource, namespace: str, name: str) -> bool:
+        return self.objects.pop((namespace, name), None) is not None
+
+
+class FakeHub:
+    """The hub (``HubAPI``) in memory: the stored HyperMLServices, every status write as the
+    merge patch the real hub would get, and the Events."""
+
+    def __init__(self, *objects: Obj) -> None:
+        self.objects = {(o["metadata"]["namespace"], o["metadata"]["name"]): o
+                        for o in objects}
+        self.revisions = Revisions(FakeRevisionClient())  # type: ignore[arg-type]
+        self.patches: list[dict[str, Any]] = []
+        self.events: list[tuple[str, str, str]] = []
+        self.version = 1
+
+    def get(self, namespace: str, name: str) -> Obj | None:
+        found = self.objects.get((namespace, name))
+        return copy.deepcopy(found) if found else None
+
+    def _stored(self, obj: Obj) -> Obj:
+        meta = obj["metadata"]
+        stored = self.objects[(meta["namespace"], meta["name"])]
+        if stored["metadata"]["resourceVersion"] != meta["resourceVersion"]:
+            raise errors.Conflict("the object has been modified", status=409)
+        self.version += 1
+        stored["metadata"]["resourceVersion"] = str(self.version)
+        return stored
+
+    async def set_finalizers(self, obj: Obj, finalizers: list[str]) -> Obj | None:
+        self._stored(obj)["metadata"]["finalizers"] = finalizers
+        return self.get(obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    async def write_status(self, obj: Obj, status: Status) -> Obj | None:
+        patch = status_patch(obj.get("status") or {}, status.to_wire())
+        if patch is None:
+            return None
+        stored = self._stored(obj)
+        self.patches.append(patch)
+        stored["status"] = merge_patch(stored.get("status") or {}, patch)
+        return self.get(obj["metadata"]["namespace"], obj["metadata"]["name"])
+
+    async def emit(self, obj: Obj, *, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    def forget(self, uid: str) -> None:
+        pass
+
+
 def cm(name: str, namespace: str = "demo", **data: Any) -> Obj:
     return {"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": name, "namespace": namespace}, "data": data or {"k": "v"}}
@@ -134,8 +205,7 @@ async def apply(spoke: FakeSpoke, manifests: list[Obj], **spec: Any) -> dict[str
     parsed = Spec.model_validate({"workloads": [{"clusters": [spoke.name],
                                                  "manifests": manifests}], **spec})
     desired = render(OWNER, parsed, {})
-    rec = Reconciler(hub=None, hub_store=None, fleet=FakeFleet(spoke),  # type: ignore[arg-type]
-                     events=None, metrics=Metrics())  # type: ignore[arg-type]
+    rec = Reconciler(hub=FakeHub(), fleet=FakeFleet(spoke), metrics=Metrics())
     results = await rec._apply_cluster(OWNER, spoke.name, list(enumerate(desired)),
                                        force=parsed.take_over,
                                        correct_drift=parsed.drift_policy == "Correct")

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+from hmls.domain.conditions import Condition, Stamped, stamp
 from hmls.domain.health import health
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import (
     Behind,
-    Condition,
     ItemResult,
-    StatusView,
+    Status,
+    Summary,
     aggregate,
+    fit,
     fully_applied,
     invalid,
-    merge_conditions,
     ready,
     summary,
 )
@@ -43,8 +44,16 @@ def failed(cluster: str, ref: ResourceRef, message: str = "boom") -> ItemResult:
     return ItemResult(cluster, ref, False, message)
 
 
-def conditions_by_type(status: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in status["conditions"]}
+def conditions_by_type(status: Status) -> dict[str, dict[str, Any]]:
+    return {c.type: c.to_wire() for c in status.conditions}
+
+
+def wire(item: ItemResult) -> dict[str, Any]:
+    return item.to_item().to_wire()
+
+
+def stored(*conditions: dict[str, Any]) -> list[Stamped]:
+    return [Stamped.from_wire(c) for c in conditions]
 
 
 # ----- FullyApplied ----------------------------------------------------------------------
@@ -157,49 +166,49 @@ def test_failed_non_mlservice_does_not_affect_ready_when_mlservices_ready() -> N
     assert fully_applied(items).status == "False"
 
 
-# ----- merge_conditions --------------------------------------------------------------------
+# ----- stamp ------------------------------------------------------------------------------
 
 
 def test_merge_keeps_transition_time_when_status_unchanged() -> None:
-    previous = [{"type": "Ready", "status": "False", "reason": "NotReady", "message": "old",
-                 "observedGeneration": 1, "lastTransitionTime": T0}]
+    previous = stored({"type": "Ready", "status": "False", "reason": "NotReady",
+                       "message": "old", "observedGeneration": 1, "lastTransitionTime": T0})
     new = [Condition("Ready", "False", "NotReady", "new message")]
-    out = merge_conditions(previous, new, generation=2, now=NOW)
-    assert out == [{"type": "Ready", "status": "False", "reason": "NotReady",
-                    "message": "new message", "observedGeneration": 2,
-                    "lastTransitionTime": T0}]
+    out = stamp(previous, new, generation=2, now=NOW)
+    assert [c.to_wire() for c in out] == [{"type": "Ready", "status": "False",
+                                           "reason": "NotReady", "message": "new message",
+                                           "observedGeneration": 2, "lastTransitionTime": T0}]
 
 
 def test_merge_moves_transition_time_when_status_changes() -> None:
-    previous = [{"type": "Ready", "status": "False", "lastTransitionTime": T0},
-                {"type": "FullyApplied", "status": "True", "lastTransitionTime": T0}]
+    previous = stored({"type": "Ready", "status": "False", "lastTransitionTime": T0},
+                      {"type": "FullyApplied", "status": "True", "lastTransitionTime": T0})
     new = [Condition("FullyApplied", "True", "AllApplied", "m"),
            Condition("Ready", "True", "AllReady", "m")]
-    out = merge_conditions(previous, new, generation=5, now=NOW)
-    assert [(c["type"], c["lastTransitionTime"]) for c in out] == [
+    out = stamp(previous, new, generation=5, now=NOW)
+    assert [(c.type, c.last_transition_time) for c in out] == [
         ("FullyApplied", T0), ("Ready", NOW)]
-    assert {c["observedGeneration"] for c in out} == {5}
+    assert {c.observed_generation for c in out} == {5}
 
 
 def test_merge_new_condition_and_missing_previous_time_get_now() -> None:
-    previous = [{"type": "Ready", "status": "True"}, "junk"]
+    previous = Status.from_wire({"conditions": [{"type": "Ready", "status": "True"},
+                                                "junk"]}).conditions
     new = [Condition("Ready", "True", "r", "m"), Condition("Custom", "Unknown", "r", "m")]
-    out = merge_conditions(previous, new, generation=1, now=NOW)  # type: ignore[list-item]
-    assert [c["lastTransitionTime"] for c in out] == [NOW, NOW]
+    out = stamp(previous, new, generation=1, now=NOW)
+    assert [c.last_transition_time for c in out] == [NOW, NOW]
 
 
 def test_merge_drops_conditions_no_longer_reported() -> None:
-    previous = [{"type": "Stale", "status": "True", "lastTransitionTime": T0}]
-    out = merge_conditions(previous, [Condition("Ready", "True", "r", "m")],
-                           generation=1, now=NOW)
-    assert [c["type"] for c in out] == ["Ready"]
+    previous = stored({"type": "Stale", "status": "True", "lastTransitionTime": T0})
+    out = stamp(previous, [Condition("Ready", "True", "r", "m")], generation=1, now=NOW)
+    assert [c.type for c in out] == ["Ready"]
 
 
 # ----- items and summary -------------------------------------------------------------------
 
 
 def test_item_status_shape_for_untracked_kind() -> None:
-    assert ok("s1", SECRET).to_status() == {
+    assert wire(ok("s1", SECRET)) == {
         "cluster": "s1",
         "resource": {"apiVersion": "v1", "kind": "Secret", "name": "s3-secret",
                      "namespace": "demo"},
@@ -209,7 +218,7 @@ def test_item_status_shape_for_untracked_kind() -> None:
 
 
 def test_item_status_shape_for_cluster_scoped_failure() -> None:
-    assert failed("s2", NS, "denied").to_status() == {
+    assert wire(failed("s2", NS, "denied")) == {
         "cluster": "s2",
         "resource": {"apiVersion": "v1", "kind": "Namespace", "name": "demo"},
         "applied": False,
@@ -218,7 +227,7 @@ def test_item_status_shape_for_cluster_scoped_failure() -> None:
 
 
 def test_item_status_shape_for_mlservice() -> None:
-    assert ok("s1", SVC, READY_STATUS).to_status() == {
+    assert wire(ok("s1", SVC, READY_STATUS)) == {
         "cluster": "s1",
         "resource": {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
                      "name": "svc", "namespace": "demo"},
@@ -230,7 +239,7 @@ def test_item_status_shape_for_mlservice() -> None:
 
 
 def test_item_status_mlservice_without_status_has_ready_false_and_no_status() -> None:
-    out = ok("s1", SVC).to_status()
+    out = wire(ok("s1", SVC))
     assert out["ready"] is False
     assert "status" not in out
 
@@ -238,13 +247,12 @@ def test_item_status_mlservice_without_status_has_ready_false_and_no_status() ->
 def test_summary_counts() -> None:
     items = [ok("s1", SECRET), ok("s1", RUNTIME), ok("s1", SVC, READY_STATUS),
              ok("s2", SECRET), failed("s2", RUNTIME), ok("s2", SVC, PAUSED_STATUS)]
-    assert summary(items) == {"clusters": 2, "applied": "5/6", "ready": "1/2"}
+    assert summary(items) == Summary(2, "5/6", "1/2")
 
 
 def test_summary_empty_and_without_mlservices() -> None:
-    assert summary([]) == {"clusters": 0, "applied": "0/0", "ready": "0/0"}
-    assert summary([ok("a", SECRET), ok("b", SECRET), ok("c", NS)]) == {
-        "clusters": 3, "applied": "3/3", "ready": "0/0"}
+    assert summary([]) == Summary(0, "0/0", "0/0")
+    assert summary([ok("a", SECRET), ok("b", SECRET), ok("c", NS)]) == Summary(3, "3/3", "0/0")
 
 
 # ----- aggregate / invalid -----------------------------------------------------------------
@@ -257,12 +265,13 @@ def test_aggregate_complete_status() -> None:
         {"type": "Ready", "status": "False", "lastTransitionTime": T0},
     ]}
     extra = Condition("ClustersReachable", "True", "AllReachable", "ok")
-    out = aggregate(generation=3, items=items, previous=StatusView(previous), now=NOW,
+    out = aggregate(generation=3, items=items, previous=Status.from_wire(previous), now=NOW,
                     extra=(extra,))
-    assert out["observedGeneration"] == 3
-    assert out["summary"] == {"clusters": 1, "applied": "2/2", "ready": "1/1"}
-    assert out["aggregatedStatus"] == [i.to_status() for i in items]
-    assert out["conditions"] == [
+    raw = out.to_wire()
+    assert raw["observedGeneration"] == 3
+    assert raw["summary"] == {"clusters": 1, "applied": "2/2", "ready": "1/1"}
+    assert raw["aggregatedStatus"] == [wire(i) for i in items]
+    assert raw["conditions"] == [
         {"type": "FullyApplied", "status": "True", "reason": "AllApplied",
          "message": "All manifests have been successfully applied",
          "observedGeneration": 3, "lastTransitionTime": T0},
@@ -276,18 +285,18 @@ def test_aggregate_complete_status() -> None:
 
 def test_aggregate_is_idempotent_for_unchanged_input() -> None:
     items = [ok("s1", SECRET), failed("s2", SVC)]
-    first = aggregate(generation=1, items=items, previous=StatusView({}), now=T0)
-    second = aggregate(generation=1, items=items, previous=StatusView(first), now=NOW)
+    first = aggregate(generation=1, items=items, previous=Status(), now=T0)
+    second = aggregate(generation=1, items=items, previous=first, now=NOW)
     assert second == first
 
 
 def test_invalid_keeps_previous_items_and_summary() -> None:
-    prev = aggregate(generation=1, items=[ok("s1", SECRET)], previous=StatusView({}), now=T0)
-    out = invalid(generation=2, previous=StatusView(prev), now=NOW,
+    prev = aggregate(generation=1, items=[ok("s1", SECRET)], previous=Status(), now=T0)
+    out = invalid(generation=2, previous=prev, now=NOW,
                   message="spec.workloads: bad")
-    assert out["observedGeneration"] == 2
-    assert out["summary"] == prev["summary"]
-    assert out["aggregatedStatus"] == prev["aggregatedStatus"]
+    assert out.observed_generation == 2
+    assert out.summary == prev.summary
+    assert out.items == prev.items
     conds = conditions_by_type(out)
     assert conds["FullyApplied"] == {
         "type": "FullyApplied", "status": "False", "reason": "InvalidSpec",
@@ -297,33 +306,48 @@ def test_invalid_keeps_previous_items_and_summary() -> None:
 
 
 def test_invalid_without_previous_status() -> None:
-    out = invalid(generation=1, previous=StatusView({}), now=NOW, message="m")
-    assert out["summary"] == {"clusters": 0, "applied": "0/0", "ready": "0/0"}
-    assert out["aggregatedStatus"] == []
-    assert [c["type"] for c in out["conditions"]] == ["FullyApplied", "Ready"]
+    out = invalid(generation=1, previous=Status(), now=NOW, message="m")
+    assert out.summary == Summary(0, "0/0", "0/0")
+    assert out.items == ()
+    assert [c.type for c in out.conditions] == ["FullyApplied", "Ready"]
 
 
 def test_fit_summarises_a_status_that_is_too_large() -> None:
-    from hmls.domain.status import fit
-
-    big = {"aggregatedStatus": [
+    big = Status.from_wire({"aggregatedStatus": [
         {"cluster": f"c{i}", "resource": {"kind": "MLService", "name": "m"}, "applied": True,
          "appliedMessage": "ok", "ready": True, "status": {"blob": "x" * 1000}}
-        for i in range(50)], "conditions": []}
+        for i in range(50)], "conditions": []})
     assert fit(big, limit=10**6) is big
-    small = fit(big, limit=20_000)
+    small = fit(big, limit=20_000).to_wire()
     assert all("status" not in i for i in small["aggregatedStatus"])
     assert [i["cluster"] for i in small["aggregatedStatus"]] == [f"c{i}" for i in range(50)]
     assert small["summarised"].startswith("per-item status omitted: the full status would be")
+
+
+def test_invalid_keeps_everything_hmls_made_and_the_other_conditions() -> None:
+    """A spec that cannot be parsed must not make the controller forget its traffic objects,
+    pending deletions or rollout state (the next valid spec would start the rollout over)."""
+    raw = {"observedGeneration": 1, "aggregatedStatus": [wire(ok("s1", SECRET))],
+           "pendingDeletions": [{"cluster": "s3", "resource": NS.to_status(), "message": "m"}],
+           "traffic": {"ingressCluster": "in", "provider": "Istio", "pathPrefix": "/p/",
+                       "routes": [], "objects": [SVC.to_status()]},
+           "rollout": {"currentRevision": 2, "summary": "0/0 at revision 2", "clusters": []},
+           "conditions": [{"type": "RolledOut", "status": "True", "reason": "r", "message": "m",
+                           "observedGeneration": 1, "lastTransitionTime": T0}]}
+    out = invalid(generation=2, previous=Status.from_wire(raw), now=NOW, message="bad")
+    wired = out.to_wire()
+    for key in ("aggregatedStatus", "pendingDeletions", "traffic", "rollout"):
+        assert wired[key] == raw[key]
+    assert [c.type for c in out.conditions] == ["FullyApplied", "Ready", "RolledOut"]
 
 
 # ----- reading a stored status ----------------------------------------------------------------
 
 
 def test_the_view_reads_inventory_from_items_pending_deletions_and_traffic() -> None:
-    view = StatusView({
-        "aggregatedStatus": [ok("s1", SECRET).to_status(), failed("s1", RUNTIME).to_status(),
-                             {**failed("s2", SVC).to_status(), "created": True}, "junk"],
+    view = Status.from_wire({
+        "aggregatedStatus": [wire(ok("s1", SECRET)), wire(failed("s1", RUNTIME)),
+                             {**wire(failed("s2", SVC)), "created": True}, "junk"],
         "pendingDeletions": [{"cluster": "s3", "resource": NS.to_status(), "message": "m"}],
         "traffic": {"ingressCluster": "in", "objects": [SVC.to_status()]},
         "conditions": [{"type": "FullyApplied", "status": "True"}, 7]})
@@ -334,8 +358,8 @@ def test_the_view_reads_inventory_from_items_pending_deletions_and_traffic() -> 
 
 def test_the_view_tolerates_any_stored_shape() -> None:
     for raw in ({"status": "text"}, {"status": {"aggregatedStatus": {"a": 1}, "traffic": 3}}, None):
-        view = StatusView.of(raw)
-        assert view.inventory() == {} and view.items == [] and not view.fully_applied
+        view = Status.of(raw)
+        assert view.inventory() == {} and view.items == () and not view.fully_applied
 
 
 def test_the_clusters_a_status_involves_include_pending_deletions_and_the_ingress() -> None:
@@ -343,7 +367,7 @@ def test_the_clusters_a_status_involves_include_pending_deletions_and_the_ingres
     spoke kept its objects there as pending deletions only; when the spoke came back it was
     not re-enqueued (the status items named no longer that cluster) and the objects
     outlived their place by 36-44 s, until the CR's backoff ran out."""
-    view = StatusView({
+    view = Status.from_wire({
         "aggregatedStatus": [{"cluster": "spoke1", "resource": {"kind": "ConfigMap"}}],
         "pendingDeletions": [{"cluster": "spoke4", "resource": {"kind": "ConfigMap"},
                               "message": "cluster spoke4 is unreachable"}],

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hmls.domain.health import health
 from hmls.domain.models import Owner, TrafficSpec, parse_spec
 from hmls.domain.render import ResourceRef
-from hmls.domain.status import APPLIED_OK, ItemResult
+from hmls.domain.status import APPLIED_OK, ItemResult, TrafficStatus
 from hmls.domain.traffic import distribute, plan
 
 OWNER = Owner("demo", "hmls-sample", "uid-1")
@@ -43,7 +43,7 @@ SEED = TrafficSpec.model_validate({"ingressCluster": "ingress",
                                    "weights": {"spoke1": 30, "spoke2": 70}})
 
 
-def run(traffic: TrafficSpec = SEED, *, previous: dict[str, Any] | None = None,
+def run(traffic: TrafficSpec = SEED, *, previous: TrafficStatus | None = None,
         now: dt.datetime = T0, reachable: dict[str, bool | None] | None = None,
         **ready: bool):  # type: ignore[no-untyped-def]
     return plan(owner=OWNER, traffic=traffic, items=items(**ready), reachable=reachable or {},
@@ -51,7 +51,7 @@ def run(traffic: TrafficSpec = SEED, *, previous: dict[str, Any] | None = None,
 
 
 def weights(p: Any) -> dict[str, int]:
-    return {r["cluster"]: r["effectiveWeight"] for r in p.status["routes"]}
+    return {r["cluster"]: r["effectiveWeight"] for r in p.status.to_wire()["routes"]}
 
 
 # ----- arithmetic ------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_not_ready_cluster_gets_zero_immediately() -> None:
     first = run(spoke1=True, spoke2=True)
     p = run(previous=first.status, now=T0 + dt.timedelta(seconds=5), spoke1=True, spoke2=False)
     assert weights(p) == {"spoke1": 100, "spoke2": 0}
-    route2 = p.status["routes"][1]
+    route2 = p.status.to_wire()["routes"][1]
     assert route2["reason"] == "MLService not ready: predictor down"
     assert p.condition.reason == "Degraded" and p.condition.status == "True"
     vs = p.objects[-1].body["spec"]["http"][0]["route"]
@@ -167,7 +167,7 @@ def test_not_ready_cluster_gets_zero_immediately() -> None:
 def test_unreachable_cluster_gets_zero() -> None:
     p = run(reachable={"spoke2": False}, spoke1=True, spoke2=True)
     assert weights(p) == {"spoke1": 100, "spoke2": 0}
-    assert p.status["routes"][1]["reason"] == "cluster unreachable (status stale)"
+    assert p.status.to_wire()["routes"][1]["reason"] == "cluster unreachable (status stale)"
 
 
 def test_recovery_is_damped() -> None:
@@ -178,7 +178,7 @@ def test_recovery_is_damped() -> None:
     back = run(spec, previous=down.status, now=T0 + dt.timedelta(seconds=2), spoke1=True, spoke2=True)
     assert weights(back) == {"spoke1": 100, "spoke2": 0}
     assert back.requeue_after == pytest.approx(30)
-    assert back.status["routes"][1]["reason"].startswith("recovering: healthy since")
+    assert back.status.to_wire()["routes"][1]["reason"].startswith("recovering: healthy since")
     still = run(spec, previous=back.status, now=T0 + dt.timedelta(seconds=20), spoke1=True,
                 spoke2=True)
     assert weights(still) == {"spoke1": 100, "spoke2": 0}
@@ -220,7 +220,7 @@ def test_a_recovering_cluster_beats_keeping_routes_to_an_unhealthy_one() -> None
                   spoke2=True)
     assert weights(s2_back) == {"spoke1": 0, "spoke2": 100}
     assert s2_back.condition.status == "True"
-    assert "damped" not in s2_back.status["routes"][1] and s2_back.condition.reason == "Degraded"
+    assert "damped" not in s2_back.status.to_wire()["routes"][1] and s2_back.condition.reason == "Degraded"
     s1_back = run(previous=s2_back.status, now=T0 + dt.timedelta(seconds=4), spoke1=True,
                   spoke2=True)
     assert weights(s1_back) == {"spoke1": 0, "spoke2": 100}  # spoke1 is recovering now
