@@ -285,8 +285,10 @@ class Rollout:
     def _advance(self, st: Step, final: str) -> Step:
         seen = self.seen.get(st.cluster, Seen(False))
         if st.phase == DRAINING:
-            if self.traffic and seen.serving:
-                self.urgent = True  # the HeadIngress is being applied without it
+            # the HeadIngress is being applied without it; a cluster that is not Ready has
+            # nothing to protect (and keeps its routes only when no cluster is healthy)
+            if self.traffic and seen.serving and seen.ready:
+                self.urgent = True
                 return st
             self.urgent = True
             self._event("Normal", "RolloutStep", f"{st.cluster}: applying revision {st.target}")

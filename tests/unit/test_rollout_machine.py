@@ -27,8 +27,8 @@ from hypothesis.stateful import (
 
 from hmls.domain.models import RolloutSpec
 from hmls.domain.patch import merge_patch
-from hmls.domain.rollout import ACTIVE, DONE, DRAINING, Seen, State, begin
-from hmls.domain.status import status_patch
+from hmls.domain.rollout import ACTIVE, DONE, Seen, State, begin
+from hmls.domain.status import Rollout, Status, status_patch
 
 T0 = dt.datetime(2026, 12, 2, 12, 0, 0, tzinfo=dt.UTC)
 UNIVERSE = ["c1", "c2", "c3"]
@@ -68,7 +68,8 @@ class Controller(RuleBasedStateMachine):
         return None if revision is None else self.known.get(revision)
 
     def state(self) -> State:
-        return State.from_status(self.stored.get("rollout"))
+        stored = Status.from_wire(self.stored).rollout
+        return stored.state if stored else State()
 
     @rule(content=st.integers(0, 3), bad=st.booleans())
     def new_revision(self, content: int, bad: bool) -> None:
@@ -118,7 +119,6 @@ class Controller(RuleBasedStateMachine):
     def toggle_placement(self, cluster: str) -> None:
         if cluster in self.placed and len(self.placed) > 1:
             self.placed.remove(cluster)
-            self.running[cluster] = None  # pruned
         elif cluster not in self.placed:
             self.placed.append(cluster)
         self.quiet = 0
@@ -138,9 +138,8 @@ class Controller(RuleBasedStateMachine):
     @rule()
     def restart(self) -> None:
         """A new controller reads the state back from the stored status."""
-        order = [c["cluster"] for c in (self.stored.get("rollout") or {}).get("clusters", [])]
-        state = self.state()
-        assert State.from_status(state.to_status(order)) == state
+        status = Status.from_wire(self.stored)
+        assert Status.from_wire(status.to_wire()) == status
 
     @precondition(lambda self: self.current > 0)
     @rule(seconds=st.sampled_from([0, 1, 4, SOAK + 1, DEADLINE + 1]))
@@ -183,6 +182,9 @@ class Controller(RuleBasedStateMachine):
                 written.add(c)
             if rendered is not None:
                 self.running[c] = rendered
+        for c in UNIVERSE:
+            if c not in self.placed:
+                self.running[c] = None  # pruned
         seen = {c: Seen(c not in written and self._ready(c, self.running[c]),
                         c in self.serving) for c in self.placed}
         active_before = {c for c, s in before.steps.items() if s.phase in ACTIVE}
@@ -202,10 +204,10 @@ class Controller(RuleBasedStateMachine):
         for c in newly & self.serving if self.traffic else ():
             assert any(o != c and o not in plan.drained and (o in self.serving or seen[o].ready)
                        for o in self.placed), f"draining {c} leaves no cluster serving"
-        for c, s in state.steps.items():
-            if before.halted and s.target == state.last_good and s.phase in ACTIVE \
-                    and state.halted:
-                assert state.last_good in self.good_everywhere
+        if state.halted and any(s.phase in ACTIVE and s.target == state.last_good
+                                for s in state.steps.values()):  # rolling back
+            assert state.last_good in self.good_everywhere, (
+                f"rolling back to revision {state.last_good}, never Ready everywhere")
         if all(self.running[c] == self.current and seen[c].ready for c in self.placed):
             self.good_everywhere.add(self.current)
         # the HeadIngress: healthy and not drained clusters serve; none such keeps the routes
@@ -213,8 +215,8 @@ class Controller(RuleBasedStateMachine):
                     and c not in plan.drained} if self.traffic else set()
         self.serving = eligible or (self.serving & set(self.placed))
         # the status as the controller writes it
-        new = dict(self.stored)
-        new["rollout"] = state.to_status(list(self.placed))
+        new = Status(observed_generation=self.current,
+                     rollout=Rollout(state, tuple(self.placed))).to_wire()
         patch = status_patch(self.stored, new)
         if patch is not None:  # the write is skipped when nothing changed
             self.stored = merge_patch(self.stored, patch)
