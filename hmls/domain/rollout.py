@@ -131,10 +131,11 @@ class State:
                    {s.cluster: s for s in steps if s.cluster})
 
     def to_status(self, order: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = {"currentRevision": self.current,
-                               "summary": summary(self, order),
+        out: dict[str, Any] = {"summary": summary(self, order),
                                "clusters": [self.steps[c].to_status() for c in order
                                             if c in self.steps]}
+        if self.current is not None:
+            out["currentRevision"] = self.current
         if self.last_good is not None:
             out["lastGoodRevision"] = self.last_good
         if self.halted:
@@ -243,7 +244,7 @@ class Rollout:
             if first:  # the first revision recorded goes everywhere at once (nothing to protect)
                 st = Step(c, current, APPLYING, now, current, now)
             elif st.phase in ACTIVE:
-                st = self._supersede(st)
+                st = self._supersede(st, same=c in unchanged)
             elif st.revision != current:
                 if c in unchanged:
                     st = Step(c, current, DONE, now)  # renders the same: nothing to roll
@@ -251,13 +252,20 @@ class Rollout:
                     st = Step(c, st.revision, PENDING, now)
             self.steps[c] = st
 
-    def _supersede(self, st: Step) -> Step:
+    def _supersede(self, st: Step, *, same: bool) -> Step:
         """A step under way, carried on: towards the current revision, or (rolling back) the
-        last good one; a step towards anything else is superseded by the current revision at
-        once, its cluster kept out of traffic, its deadline counting from now."""
+        last good one.  A step towards anything else is superseded by the current revision at
+        once, its cluster kept out of traffic, its deadline counting from now; unless the
+        revision the cluster is at renders as the current one (``same``): then an Applying or
+        Soaking step goes on as the current revision's, and a Draining cluster has nothing
+        left to roll."""
         aim = st.target if st.target is not None else st.revision
         if aim == self.current or (self.halted is not None and aim == self.last_good):
             return st
+        if same and st.phase == DRAINING:
+            return Step(st.cluster, self.current, DONE, self.now)
+        if same:
+            return replace(st, revision=self.current, target=self.current)
         began = self._began(st)
         self.finished.append(Finished(st.cluster, "superseded",
                                       (self.now - began).total_seconds()))

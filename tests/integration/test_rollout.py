@@ -273,3 +273,87 @@ async def test_moving_to_another_cluster_rolls_out_there_before_claiming_fully_a
         assert await clients["spoke1"].get(MLSERVICE, ns, "svc") is None
     finally:
         delete(env, ns)
+
+
+async def test_a_fix_after_a_halted_revision_reaches_every_cluster(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """A revision that halted (and rolled spoke1 back) is followed by a fix: the halt concerns
+    only the halted revision, so the fix goes to every cluster and no stale ``halted`` is left
+    in ``status.rollout`` to stop it."""
+    ns = "t-rollout-fix-after-halt"
+    hub_namespace(env, ns)
+    obj = progressive(ns, traffic=False, soakSeconds=1, progressDeadlineSeconds=6,
+                      maxConcurrency=1, order=["spoke1", "spoke2"])
+    try:
+        create(env, obj)
+        await rolled_out(clients, ns, 1)
+        replace_spec(env, revised(obj, ready=False))  # revision 2: never Ready
+        halted = await phase(clients, ns, "spoke1", "RolledBack", timeout=40)
+        cond = condition(halted, "RolledOut")
+        assert (cond["status"], cond["reason"]) == ("False", "Halted"), cond
+        assert "halted" in halted["status"]["rollout"]
+
+        replace_spec(env, revised(obj, replicas=3))  # revision 3: the fix
+        done = await rolled_out(clients, ns, 3)
+        assert "halted" not in done["status"]["rollout"], done["status"]["rollout"]
+        assert done["status"]["rollout"]["lastGoodRevision"] == 3
+        steps = {s["cluster"]: s for s in done["status"]["rollout"]["clusters"]}
+        assert {c: (s["revision"], s["phase"]) for c, s in steps.items()} == \
+            {"spoke1": (3, "Done"), "spoke2": (3, "Done")}
+        assert await replicas(clients, ns) == {"spoke1": 3, "spoke2": 3}
+        for spoke in ("spoke1", "spoke2"):
+            got = await clients[spoke].get(MLSERVICE, ns, "svc")
+            assert got is not None and READY_KNOB not in (got["metadata"].get("annotations")
+                                                          or {})
+    finally:
+        delete(env, ns)
+
+
+async def test_a_fix_supersedes_a_step_waiting_on_the_previous_revision(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """Revision 1 never gets Ready on spoke1 (an override plays the bad model there) and its
+    deadline is far off; revision 2, the fix, supersedes spoke1's step at once instead of
+    waiting out the deadline of revision 1."""
+    ns = "t-rollout-fix-supersedes"
+    hub_namespace(env, ns)
+    obj = progressive(ns, traffic=False, soakSeconds=1, progressDeadlineSeconds=600)
+    obj["spec"]["workloads"][0]["overrides"] = [{
+        "clusters": ["spoke1"], "target": {"kind": "MLService"},
+        "mergePatch": {"metadata": {"annotations": {READY_KNOB: "false"}}}}]
+    fixed = copy.deepcopy(obj)
+    del fixed["spec"]["workloads"][0]["overrides"]
+    try:
+        create(env, obj)  # the first revision: both clusters at once
+
+        async def waiting() -> Obj | None:
+            got = await get_hmls(clients["hub"], ns, "svc")
+            steps = {s["cluster"]: s for s in
+                     ((got or {}).get("status") or {}).get("rollout", {}).get("clusters") or []}
+            ok = (steps.get("spoke1", {}).get("phase") == "Applying"
+                  and steps["spoke1"].get("revision") == 1
+                  and steps.get("spoke2", {}).get("phase") in ("Soaking", "Done"))
+            return got if ok else None
+        await eventually(waiting, timeout=30, what="spoke1 Applying revision 1, spoke2 Ready")
+        got = await clients["spoke1"].get(MLSERVICE, ns, "svc")
+        assert got is not None and (got["metadata"].get("annotations") or {}).get(
+            READY_KNOB) == "false"
+
+        replace_spec(env, fixed)  # revision 2: the fix
+        done = await rolled_out(clients, ns, 2)
+        steps = {s["cluster"]: s for s in done["status"]["rollout"]["clusters"]}
+        assert {c: (s["revision"], s["phase"]) for c, s in steps.items()} == \
+            {"spoke1": (2, "Done"), "spoke2": (2, "Done")}
+        assert done["status"]["rollout"]["lastGoodRevision"] == 2
+        for spoke in ("spoke1", "spoke2"):
+            got = await clients[spoke].get(MLSERVICE, ns, "svc")
+            assert got is not None and READY_KNOB not in (got["metadata"].get("annotations")
+                                                          or {})
+
+        async def superseded() -> list[str]:
+            return [e["message"] for e in described_events(env, ns, "svc")
+                    if e["reason"] == "RolloutStepSuperseded"]
+        messages = await eventually(superseded, timeout=10, what="a RolloutStepSuperseded Event")
+        # spoke2's step (Soaking revision 1, which renders there as revision 2) goes on
+        assert messages == ["spoke1: the step to revision 1 is superseded by revision 2"]
+    finally:
+        delete(env, ns)

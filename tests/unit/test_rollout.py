@@ -318,3 +318,18 @@ def test_a_lone_cluster_is_updated_in_place() -> None:
     plan, _ = tick(spec, plan.state, 2, 100, clusters=["spoke1"], ready={"spoke1"},
                    serving={"spoke1"})
     assert phases(plan) == {"spoke1": (APPLYING, 2)} and plan.drained == frozenset()
+
+
+def test_a_step_whose_revision_renders_as_the_new_one_goes_on() -> None:
+    spec = rollout(maxConcurrency=2)
+    both = set(CLUSTERS)
+    plan, _ = tick(spec, rolled_out(spec), 2, 100, ready=both, serving=both, traffic=False)
+    plan, _ = tick(spec, plan.state, 2, 101, ready=both, traffic=False)
+    assert phases(plan) == {"spoke1": (SOAKING, 2), "spoke2": (SOAKING, 2)}
+    plan, _ = tick(spec, plan.state, 3, 105, ready={"spoke2"}, traffic=False,
+                   unchanged={"spoke2"})
+    assert phases(plan) == {"spoke1": (APPLYING, 3), "spoke2": (SOAKING, 3)}
+    assert [e[2] for e in plan.events if e[1] == "RolloutStepSuperseded"] == [
+        "spoke1: the step to revision 2 is superseded by revision 3"]
+    plan, _ = tick(spec, plan.state, 3, 112, ready=both, traffic=False)
+    assert phases(plan)["spoke2"] == (DONE, 3)  # soaked from 101, as it was
