@@ -1,16 +1,15 @@
-"""Composition root: builds every part, runs every long-lived task in one TaskGroup, and
-routes events to queue keys.
+"""Composition root: builds every part and runs every long-lived task in one TaskGroup.
 
 Flow: a hub HyperMLService event, a cluster Secret change or a spoke object event only
-enqueues a ``namespace/name`` key; ``workers`` reconcile keys level-triggered.  SIGTERM or
-SIGINT cancels the group: workers stop between API calls, clients are closed.
+enqueues ``namespace/name`` keys, through the one routing table (``hmls.engine.routing``);
+``workers`` reconcile keys level-triggered.  SIGTERM or SIGINT cancels the group: workers stop
+between API calls, clients are closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import signal
 import socket
 import time
@@ -22,6 +21,7 @@ from hmls.engine.hub import Hub
 from hmls.engine.hubcache import Cached, HubCache
 from hmls.engine.queue import WorkQueue
 from hmls.engine.reconciler import Reconciler
+from hmls.engine.routing import HubEvent, Router, Source, Tick, World
 from hmls.engine.spokes import Fleet, SpokeConfig
 from hmls.kube import errors
 from hmls.kube.client import USER_AGENT, ClusterClient, Obj
@@ -34,19 +34,14 @@ from hmls.settings import Settings
 log = logging.getLogger("hmls.manager")
 
 
-def _echo(old: Cached | None, new: Cached | None) -> bool:
-    """The watch delivering a version the cache already holds: the response to our own write
-    (``HubCache.observe``), acted on when it was made.  Any other change, including one made
-    between our read and our write, arrives with a resourceVersion the cache has not seen."""
-    return old is not None and new is not None and old.resource_version == new.resource_version
-
-
 class Manager:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.queue = WorkQueue(on_depth=self.metrics.queue_depth.set, accept=self._owns)
         self.hub_cache = HubCache({})
+        self.router = Router(self.queue, World(self.hub_cache, settings.batch_window,
+                                               settings.resync_period))
         self.election: Election | None = None
         self.fleet: Fleet | None = None
         self._started = False
@@ -61,43 +56,19 @@ class Manager:
         held = self.election.held if self.election else []
         self.metrics.leader.set(1 if held else 0)
         self.metrics.shards_held.set(len(held))
-        for cached in self.hub_cache.objects():
-            self.queue.add(cached.key)
+        self.router.emit(Source.SHARD, Tick())
 
     def _cr_event(self, kind: str, old: Cached | None, new: Cached | None) -> None:
+        """A hub watch event: the cache's uid index follows it, then it is routed."""
         cached = new or old
-        if cached is None:
-            return
-        self.hub_cache.index(cached, deleted=kind == "DELETED")
-        if kind == "DELETED" or _echo(old, new):
-            return
-        self.queue.add(cached.key)
-
-    def resync(self, rng: random.Random | None = None) -> None:
-        """Schedule every cached HyperMLService once within the next resync period, each at
-        its own random moment, so that the safety net never arrives as one burst."""
-        period = self.settings.resync_period
-        draw = (rng or random).uniform
-        for cached in self.hub_cache.objects():
-            self.queue.add_after(cached.key, draw(0, period))
+        if cached is not None:
+            self.hub_cache.index(cached, deleted=kind == "DELETED")
+        self.router.emit(Source.HUB_OBJECT, HubEvent(kind, old, new))
 
     async def _resyncs(self) -> None:
         while True:
             await asyncio.sleep(self.settings.resync_period)
-            self.resync()
-
-    def _owner_changed(self, uid: str, urgent: bool = False) -> None:
-        """A spoke object of this owner changed: at once when it drifted or went, after the
-        batch window when only its status moved (spokes turning Ready together cost one
-        reconcile)."""
-        key = self.hub_cache.key_for_uid(uid)
-        if key:
-            self.queue.add_after(key, 0 if urgent else self.settings.batch_window)
-
-    def _cluster_changed(self, cluster: str) -> None:
-        for cached in self.hub_cache.objects():
-            if cached.deleting or cached.follows_labels or cluster in cached.clusters:
-                self.queue.add(cached.key)
+            self.router.emit(Source.RESYNC, Tick())
 
     def _hub_restart(self, resource: str) -> Callable[[str, errors.KubeError], None]:
         def restarted(reason: str, failure: errors.KubeError) -> None:
@@ -185,7 +156,7 @@ class Manager:
                                   failure_threshold=s.probe_failure_threshold,
                                   per_cluster_concurrency=s.per_cluster_concurrency,
                                   request_timeout=s.request_timeout),
-                              on_cluster=self._cluster_changed, on_owner=self._owner_changed,
+                              emit=self.router.emit,
                               kubeconfig_policy=s.kubeconfig_policy,
                               records_health=lambda: self.election is None
                               or self.election.holds(0))
@@ -195,10 +166,10 @@ class Manager:
                     on_event=fleet.registry.on_secret_event,
                     on_restart=self._hub_restart("secrets"))
                 namespaces = s.watch_namespaces or ("",)
-                self.hub_cache = HubCache({
+                self.hub_cache.informers = {
                     ns: Informer(hub, HMLS, namespace=ns or None, on_event=self._cr_event,
                                  transform=Cached.of, on_restart=self._hub_restart(HMLS.plural))
-                    for ns in namespaces})
+                    for ns in namespaces}
                 reconciler = Reconciler(hub=Hub(hub, self.hub_cache, self.metrics), fleet=fleet,
                                         metrics=self.metrics)
                 tg.create_task(fleet.run())

@@ -11,9 +11,11 @@ Secret's kubeconfig changes (the old one is stopped and its client closed: no in
 left retrying on a closed session) and stops it when the Secret goes.
 
 The reconciler sees spokes through the small ``SpokeAPI`` protocol of
-``hmls.engine.reconciler``; watch events reach the queue through ``on_owner(uid, urgent)``:
-urgent unless only the object's status changed (drift and deletions are acted on at once,
-status changes are gathered for the batch window).
+``hmls.engine.reconciler``; what changes is reported through ``emit`` (the routing table of
+``hmls.engine.routing``): a watched object's owner (urgent unless only the object's status
+changed: drift and deletions are acted on at once, status changes are gathered for the batch
+window), a cache that listed after failing, a registration or ClusterProfile that changed, a
+reachability verdict that flipped.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from hmls.domain.models import (
 )
 from hmls.domain.reachability import Reachability
 from hmls.domain.render import Fleet as FleetLabels
+from hmls.engine.routing import ClusterEvent, Emit, OwnerEvent, Source
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import ClusterRegistry, Profile, Registration, profile
@@ -178,9 +181,7 @@ class Spoke:
 
     def __init__(self, registration: Registration, client: ClusterClient | None, *,
                  error: str | None, config: SpokeConfig, metrics: Metrics,
-                 on_owner: Callable[[str, bool], None],
-                 on_health: Callable[[Spoke, bool], Awaitable[None]],
-                 on_cluster: Callable[[str], None],
+                 emit: Emit, on_health: Callable[[Spoke, bool], Awaitable[None]],
                  reachability: Reachability | None = None,
                  now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
         self.name = registration.name
@@ -192,9 +193,8 @@ class Spoke:
         self.reachability = reachability or Reachability()
         self._config = config
         self._metrics = metrics
-        self._on_owner = on_owner
+        self._emit = emit
         self._on_health = on_health
-        self._on_cluster = on_cluster
         self._now = now
         self._sem = asyncio.Semaphore(config.per_cluster_concurrency)
         self._watched: dict[Resource, _Watched] = {}
@@ -339,12 +339,12 @@ class Spoke:
             if old != new:
                 urgent = old is None or new is None or replace(old, status_json=new.status_json) != new
                 for uid in {o.owner_uid for o in (old, new) if o and o.owner_uid}:
-                    self._on_owner(uid, urgent)
+                    self._emit(Source.SPOKE_OBJECT, OwnerEvent(uid, urgent))
         return handler
 
     def _recovered(self) -> None:
         """A cache that could not list has listed: the reconciles it refused go again."""
-        self._on_cluster(self.name)
+        self._emit(Source.RECOVERED, ClusterEvent(self.name))
 
     async def _synced(self, informer: Informer[Any]) -> None:
         if informer.synced.is_set():
@@ -506,14 +506,12 @@ class Fleet:
     """Every registered cluster's Spoke, started, replaced and stopped by registry events."""
 
     def __init__(self, *, namespace: str, hub: ClusterClient | None, config: SpokeConfig,
-                 metrics: Metrics, on_cluster: Callable[[str], None],
-                 on_owner: Callable[[str, bool], None],
+                 metrics: Metrics, emit: Emit,
                  kubeconfig_policy: KubeconfigPolicy | None = None,
                  records_health: Callable[[], bool] = lambda: True) -> None:
         self._config = config
         self._metrics = metrics
-        self._on_cluster = on_cluster
-        self._on_owner = on_owner
+        self._emit = emit
         self.registry = ClusterRegistry(namespace=namespace, hub=hub,
                                         on_registered=self._registered,
                                         on_removed=self._removed, policy=kubeconfig_policy,
@@ -564,7 +562,7 @@ class Fleet:
                 del self._profiles[found.name]
         else:
             same_name[found.namespace] = found
-        self._on_cluster(found.name)
+        self._emit(Source.PROFILE, ClusterEvent(found.name))
 
     def _profile(self, name: str) -> Profile | None:
         """The cluster's ClusterProfile (of the first namespace, by name, that has one)."""
@@ -586,7 +584,7 @@ class Fleet:
         current = self.get(reg.name)
         if current is not None and current.registration.fingerprint == reg.fingerprint:
             current.registration, current.access = reg, reg.access  # labels, annotations
-            self._on_cluster(reg.name)
+            self._emit(Source.REGISTRATION, ClusterEvent(reg.name))
             return
         await self._stop(reg.name)
         client, error = None, reg.error
@@ -597,8 +595,7 @@ class Fleet:
             except errors.KubeError as exc:
                 error = exc.message
         spoke = Spoke(reg, client, error=error, config=self._config, metrics=self._metrics,
-                      on_owner=self._on_owner, on_health=self._health,
-                      on_cluster=self._on_cluster,
+                      emit=self._emit, on_health=self._health,
                       reachability=Reachability.from_record(self.registry.recorded(reg.name)))
         if client is None:  # never probed: its verdict is the refusal
             await self.registry.record(reg.name, Reachability(
@@ -608,13 +605,13 @@ class Fleet:
         await spoke.started.wait()
         self._spokes[reg.name] = (spoke, task)
         self._export()
-        self._on_cluster(reg.name)
+        self._emit(Source.REGISTRATION, ClusterEvent(reg.name))
 
     async def _removed(self, name: str) -> None:
         await self._stop(name)
         await self.registry.record(name, None)
         self._export()
-        self._on_cluster(name)
+        self._emit(Source.REGISTRATION, ClusterEvent(name))
 
     async def _stop(self, name: str) -> None:
         entry = self._spokes.pop(name, None)
@@ -628,7 +625,7 @@ class Fleet:
             return  # replaced meanwhile
         await self.registry.record(spoke.name, spoke.reachability.record())
         if flipped:
-            self._on_cluster(spoke.name)
+            self._emit(Source.REACHABILITY, ClusterEvent(spoke.name))
 
     def _export(self) -> None:
         refused = sum(1 for s in self.all() if s.client is None)

@@ -15,6 +15,13 @@
   status_patch   a status-subresource merge patch of a HyperMLService on the hub, with an
                  aggregatedStatus item and conditions (what the controller writes).
   watch_delivery from issuing that status patch until a hub watch (``Informer``) sees it.
+  status_write   the controller's status write (``Hub.write_status``: a merge patch of every
+                 difference from the stored status, at any depth, conditional on its
+                 resourceVersion) against the write it replaced (the whole new status with
+                 null for each top-level key it lacks, which left nested keys behind), over
+                 the same sequence of statuses (4 clusters x the seed's 3 manifests, one
+                 cluster's MLService turning not ready and back per write), alternating:
+                 request body bytes and latency.
 """
 
 from __future__ import annotations
@@ -31,9 +38,15 @@ from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
 from hmls.devenv.simulator import MLSERVICE
+from hmls.domain.health import Health
+from hmls.domain.render import ResourceRef
+from hmls.domain.status import ItemResult, Status, aggregate, status_patch
+from hmls.engine.hub import Hub
+from hmls.engine.hubcache import HubCache
 from hmls.kube.client import APPLY, Obj
 from hmls.kube.resources import HMLS
 from hmls.kube.watching import Informer
+from hmls.metrics import Metrics
 
 NS = "bench-floor"
 MANAGER = "bench-floor"
@@ -173,6 +186,68 @@ async def _hub(b: Bench, runs: int) -> dict[str, dict[str, float]]:
             "status_patch": summary(status_rtt), "watch_delivery": summary(delivery)}
 
 
+def _statuses(runs: int) -> list[Status]:
+    """A HyperMLService's status over ``runs`` writes: 4 clusters x the seed's 3 manifests,
+    one cluster's MLService turning not ready, then ready again, per write."""
+    clusters = ["spoke1", "spoke2", "spoke3", "spoke4"]
+    kinds = [("v1", "Secret", "s3-secret"), ("tensorstack.dev/v1beta1", "MLServiceRuntime",
+                                             "t9k-torchserve"),
+             ("tensorstack.dev/v1beta1", "MLService", "torch-mnist-s3")]
+    out, previous = [], Status()
+    for i in range(runs):
+        down = clusters[i % 4] if i % 2 else None
+        items = []
+        for c in clusters:
+            for api, kind, name in kinds:
+                ref = ResourceRef(api, kind, NS, name)
+                if kind != "MLService":
+                    items.append(ItemResult(c, ref, True, "Manifest has been successfully "
+                                            "applied"))
+                    continue
+                ok = c != down
+                status = {"address": {"url": f"http://{name}.{NS}.ksvc.{c}.t9kcloud.cn"},
+                          "conditions": [{"type": "Ready", "status": str(ok)}],
+                          "releases": [{"name": "origin", "ready": ok, "readyReplicas": int(ok),
+                                        "totalReplicas": 1, "trafficPercent": 100}]}
+                items.append(ItemResult(c, ref, True, "Manifest has been successfully applied",
+                                        status, Health(ok, "" if ok else "Ready is False")))
+        previous = aggregate(generation=1, items=items, previous=previous,
+                             now=f"2026-12-07T00:{i // 60:02d}:{i % 60:02d}Z")
+        out.append(previous)
+    return out
+
+
+async def _status_writes(b: Bench, runs: int) -> dict[str, Any]:
+    """The status write against the one it replaced, alternating on two HyperMLServices."""
+    hub = Hub(b.hub, HubCache({}), Metrics())
+    objs = {how: await b.hub.create(HMLS, NS, hyper(f"floor-write-{how.replace('_', '-')}-{int(time.time())}", NS,
+                                                    ["spoke1"], [mlservice("floor", NS)]))
+            for how in ("exact", "top_level")}
+    sizes: dict[str, list[int]] = {how: [] for how in objs}
+    rtt: dict[str, list[float]] = {how: [] for how in objs}
+    for status in _statuses(runs):
+        for how, obj in objs.items():
+            wire = status.to_wire()
+            stored = obj.get("status") or {}
+            meta = obj["metadata"]
+            if how == "exact":
+                patch = status_patch(stored, wire)
+                body = {"metadata": {"resourceVersion": meta["resourceVersion"]},
+                        "status": patch}
+                t0 = time.perf_counter()
+                objs[how] = await hub.write_status(obj, status) or obj
+            else:  # the write of 417e839: nested keys the new status lacks survived
+                body = {"status": {**dict.fromkeys(stored), **wire}}
+                t0 = time.perf_counter()
+                objs[how] = await b.hub.patch(HMLS, NS, meta["name"], body,
+                                              subresource="status", field_manager=MANAGER)
+            rtt[how].append(time.perf_counter() - t0)
+            sizes[how].append(len(json.dumps(body, separators=(",", ":"))))
+    return {how: {"bytes_mean": sum(sizes[how]) / len(sizes[how]),
+                  "bytes_p50": sorted(sizes[how])[len(sizes[how]) // 2], **summary(rtt[how])}
+            for how in objs}
+
+
 async def _readyz(b: Bench, runs: int) -> list[float]:
     """One cluster health probe, as the controller's Spoke makes it."""
     out = []
@@ -190,8 +265,9 @@ async def run(b: Bench) -> dict[str, Any]:
     applies = await _applies(b, ops)
     hub = await _hub(b, runs)
     hub["readyz"] = summary(await _readyz(b, runs))
+    writes = await _status_writes(b, runs)
     result: dict[str, Any] = {"object_bytes": MLSERVICE_BYTES, "ops_per_level": ops,
-                              "apply": applies, **hub}
+                              "apply": applies, **hub, "status_write": writes}
     for c in CONCURRENCY:
         raw, cli = applies["raw_http"][f"c{c}"], applies["cluster_client"][f"c{c}"]
         gen = applies["kubernetes_asyncio"][f"c{c}"]
@@ -204,6 +280,11 @@ async def run(b: Bench) -> dict[str, Any]:
             f"kubernetes-asyncio {gen['cpu_ms_per_op']:.2f} ms")
     for key in ("hub_create", "hub_patch", "status_patch", "watch_delivery", "readyz"):
         log(f"floor {key}: p50 {hub[key]['p50_ms']:.1f} ms p99 {hub[key]['p99_ms']:.1f} ms")
+    exact, top = writes["exact"], writes["top_level"]
+    log(f"status write (4 clusters x 3 manifests, one MLService flipping per write): exact "
+        f"diff {exact['bytes_mean']:.0f} B, p50 {exact['p50_ms']:.1f} ms | the write it "
+        f"replaced {top['bytes_mean']:.0f} B, p50 {top['p50_ms']:.1f} ms (bytes "
+        f"x{exact['bytes_mean'] / top['bytes_mean']:.2f}, p50 x{exact['p50_ms'] / top['p50_ms']:.2f})")
     return result
 
 
