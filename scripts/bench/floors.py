@@ -220,9 +220,10 @@ def _statuses(runs: int) -> list[Status]:
 async def _status_writes(b: Bench, runs: int) -> dict[str, Any]:
     """The status write against the one it replaced, alternating on two HyperMLServices."""
     hub = Hub(b.hub, HubCache({}), Metrics())
-    objs = {how: await b.hub.create(HMLS, NS, hyper(f"floor-write-{how.replace('_', '-')}-{int(time.time())}", NS,
-                                                    ["spoke1"], [mlservice("floor", NS)]))
-            for how in ("exact", "top_level")}
+    stamp = int(time.time())
+    objs = {how: await b.hub.create(HMLS, NS, hyper(
+        f"floor-write-{how.replace('_', '-')}-{stamp}", NS, ["spoke1"], [mlservice("floor", NS)]))
+        for how in ("exact", "top_level")}
     sizes: dict[str, list[int]] = {how: [] for how in objs}
     rtt: dict[str, list[float]] = {how: [] for how in objs}
     for status in _statuses(runs):
