@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from hmls.domain import rollout as rollout_mod
+from hmls.domain import plan as plan_mod
 from hmls.domain import status as status_mod
 from hmls.domain import traffic as traffic_mod
 from hmls.domain.access import AccessPolicy
@@ -39,7 +39,6 @@ from hmls.domain.models import (
     ORPHAN_ANNOTATION,
     InvalidSpec,
     Owner,
-    Spec,
     TrafficSpec,
     named_kinds,
     parse_spec,
@@ -50,8 +49,6 @@ from hmls.domain.render import (
     Fleet,
     ResourceRef,
     apply_order,
-    placements,
-    render,
     scoped,
 )
 from hmls.domain.status import APPLIED_OK, ItemResult, Pending, Status, TrafficStatus
@@ -123,6 +120,41 @@ def _rejection(cluster: str, exc: errors.KubeError) -> str:
                 409: "conflict"}.get(exc.status, "failed")
     code = f" (HTTP {exc.status})" if what == "failed" and exc.status else ""
     return f"{what} by cluster {cluster}{code}: {exc.message}"
+
+
+@dataclass(frozen=True)
+class Notice:
+    """An Event a phase asks for; the reconcile emits them once its status is written."""
+
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Applied:
+    """The apply phase's result: one item result per index of the desired list."""
+
+    items: dict[int, ItemResult]
+    notices: list[Notice]
+
+
+@dataclass(frozen=True)
+class Routed:
+    """The traffic phase's result."""
+
+    status: TrafficStatus | None
+    requeue_after: float | None
+    condition: Condition
+    notices: list[Notice] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Deleted:
+    """A prune's or cleanup's result on one cluster."""
+
+    pending: list[Pending]
+    notices: list[Notice]
 
 
 @dataclass
@@ -198,82 +230,89 @@ class Reconciler:
             await self.hub.write_status(obj, invalid)
             self._track(key, invalid)
             return Outcome(True)
-        fleet = self.fleet.labels()
-        chosen = placements(spec, fleet)
-        prepared = None
+        raw_spec = obj.get("spec") or {}
+        history = None
         if spec.rollout.strategy == "Progressive":
-            prepared = await rollouts.prepare(self.hub.revisions, obj, owner, spec, fleet, previous,
-                                              self._now())
-            desired = prepared.desired
-        else:
-            desired = render(owner, spec, fleet)
+            history = await rollouts.history(
+                self.hub.revisions, owner, list(raw_spec.get("workloads") or []),
+                previous=previous, limit=spec.rollout.revision_history_limit)
+        # plan (pure) -> apply per cluster -> traffic -> prune -> status value -> one write
+        planned = plan_mod.plan(owner=owner, spec=spec, raw_spec=raw_spec,
+                                fleet=self.fleet.labels(), previous=previous, history=history,
+                                now=self._now())
+        desired = planned.desired
         inventory = previous.inventory()
-        applied, runs = await self._apply_all(owner, desired, spec=spec)
+        applied = await self.apply(owner, desired, force=spec.take_over,
+                                   correct_drift=spec.drift_policy == "Correct")
         created = {(c, ref) for c, refs in inventory.items() for ref in refs}
-        items = [_remember(applied[d.cluster][i], created) for i, d in enumerate(desired)]
+        items = [_remember(applied.items[i], created) for i in range(len(desired))]
+        notices = [*_failures(previous, items), *applied.notices]
         keep = _refs_by_cluster(desired)
         extra: list[Condition] = []
         if spec.drift_policy == "Report":
             extra.append(status_mod.in_sync(items))
-        plan = prepared.finish(items, previous) if prepared else None
-        if plan is not None:
-            extra.append(plan.condition)
-        traffic_status, requeue_after, traffic_ok = None, None, True
+        step = planned.finish(items, previous)
+        if step is not None:
+            extra.append(step.condition)
+        routed = None
         if spec.traffic is not None:
-            drained = {c: f"drained for the rollout of revision {plan.state.current}"
-                       for c in plan.drained} if plan else {}
-            traffic_status, cond, requeue_after = await self._traffic(owner, spec.traffic, items,
-                                                                      previous, drained)
-            traffic_ok = cond.status == "True"
-            extra.append(cond)
-            if traffic_status:
+            drained = {c: f"drained for the rollout of revision {step.state.current}"
+                       for c in step.drained} if step else {}
+            routed = await self._traffic(owner, spec.traffic, items, previous, drained)
+            extra.append(routed.condition)
+            notices += routed.notices
+            if routed.status:
                 keep.setdefault(spec.traffic.ingress_cluster, set()).update(
-                    traffic_status.objects)
+                    routed.status.objects)
         pending: list[Pending] = []
         kinds = _kinds(obj, inventory)
         placed = set(inventory) | set(keep)
         for name in sorted(placed | self._holders(owner, kinds, placed)):
-            pending += await self._prune(obj, name, inventory.get(name, set()),
-                                         keep.get(name, set()), kinds)
+            pruned = await self._prune(owner, name, inventory.get(name, set()),
+                                       keep.get(name, set()), kinds)
+            pending += pruned.pending
+            notices += pruned.notices
         new = status_mod.aggregate(
             generation=generation, items=items, previous=previous, now=self._clock(),
-            extra=tuple(extra), pending=pending, traffic=traffic_status,
+            extra=tuple(extra), pending=pending, traffic=routed.status if routed else None,
             created_namespaces=await self._created_namespaces(desired),
-            selected=status_mod.selected(spec, chosen),
-            rollout=status_mod.Rollout(plan.state, tuple(prepared.order))
-            if plan and prepared else None,
-            behind=prepared.behind(plan) if plan and prepared else None)
+            selected=status_mod.selected(spec, planned.chosen),
+            rollout=status_mod.Rollout(step.state, tuple(planned.rollout.clusters))
+            if step and planned.rollout else None,
+            behind=planned.behind(step) if step else None)
         await self.hub.write_status(obj, status_mod.fit(new))
         self._track(key, new)
-        await self._announce(obj, previous, items, runs)
-        if plan is not None:
-            await self._rollout_steps(obj, plan)
-            requeue_after = min((t for t in (requeue_after, plan.requeue_after) if t is not None),
-                                default=None)
-        converged = not pending and all(i.applied for i in items) and traffic_ok
+        requeue_after = routed.requeue_after if routed else None
+        if step is not None:
+            notices += [Notice(*e) for e in step.events]
+            for finished in step.finished:
+                self.metrics.rollout_steps.labels(finished.result).inc()
+                self.metrics.rollout_step_duration.labels(finished.result).observe(
+                    finished.seconds)
+            requeue_after = min((t for t in (requeue_after, step.requeue_after)
+                                 if t is not None), default=None)
+        await self._emit(obj, notices)
+        converged = not pending and all(i.applied for i in items) and (
+            routed is None or routed.condition.status == "True")
         return Outcome(converged, requeue_after)
 
-    async def _rollout_steps(self, obj: Obj, plan: rollout_mod.Plan) -> None:
-        for type_, reason, message in plan.events:
-            await self.hub.emit(obj, type_=type_, reason=reason, message=message)
-        for step in plan.finished:
-            self.metrics.rollout_steps.labels(step.result).inc()
-            self.metrics.rollout_step_duration.labels(step.result).observe(step.seconds)
+    async def _emit(self, obj: Obj, notices: Iterable[Notice]) -> None:
+        for n in notices:
+            await self.hub.emit(obj, type_=n.type, reason=n.reason, message=n.message)
 
     # ----- fan-out -----------------------------------------------------------------
-    async def _apply_all(self, owner: Owner, desired: list[Desired], *, spec: Spec
-                         ) -> tuple[dict[str, dict[int, ItemResult]], list[_ClusterRun]]:
-        """Apply every item, clusters in parallel; results keyed by cluster, then item index."""
+    async def apply(self, owner: Owner, desired: list[Desired], *, force: bool = False,
+                    correct_drift: bool = True) -> Applied:
+        """The apply phase: every item, clusters in parallel; one result per item index of
+        ``desired``, and the Events to emit."""
         by_cluster: dict[str, list[tuple[int, Desired]]] = {}
         for i, item in enumerate(desired):
             by_cluster.setdefault(item.cluster, []).append((i, item))
-        names = sorted(by_cluster)
-        runs: list[_ClusterRun] = []
         done = await asyncio.gather(*(
-            self._apply_cluster(owner, n, by_cluster[n], force=spec.take_over,
-                                correct_drift=spec.drift_policy == "Correct", runs=runs)
-            for n in names))
-        return dict(zip(names, done, strict=True)), runs
+            self._apply_cluster(owner, n, by_cluster[n], force=force,
+                                correct_drift=correct_drift) for n in sorted(by_cluster)))
+        return Applied({i: r for d in done for i, r in d.items.items()},
+                       [n for d in done for n in d.notices])
 
     def _usable(self, name: str) -> tuple[SpokeAPI | None, str]:
         spoke = self.fleet.get(name)
@@ -283,19 +322,16 @@ class Reconciler:
         return (None, why) if why else (spoke, "")
 
     async def _apply_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]], *,
-                             force: bool = False, correct_drift: bool = True,
-                             runs: list[_ClusterRun] | None = None) -> dict[int, ItemResult]:
+                             force: bool, correct_drift: bool) -> Applied:
         """Apply one cluster's items: resolve kinds and check access, make sure their
         namespaces exist, then apply in dependency order.  One result per item index; a
         failure is that item's, except a transport failure, which ends the cluster's turn."""
         spoke, why = self._usable(name)
         refused = spoke.access.refuse_owner(name, owner.namespace) if spoke else None
         if spoke is None or refused:
-            return {i: ItemResult(name, item.ref, False, item.error or refused or why)
-                    for i, item in items}
+            return Applied({i: ItemResult(name, item.ref, False, item.error or refused or why)
+                            for i, item in items}, [])
         run = _ClusterRun(spoke, owner, force=force, correct_drift=correct_drift)
-        if runs is not None:
-            runs.append(run)
         results: dict[int, ItemResult] = {}
         resolved: list[tuple[int, Desired, Resource]] = []
         for i, item in items:
@@ -328,7 +364,10 @@ class Reconciler:
                                           for item in group))
             for item, result in zip(group, done, strict=True):
                 results[ready[id(item)][0]] = result
-        return results
+        return Applied(results, [
+            *(Notice("Warning", "DriftCorrected", f"{name}: {what}") for what in run.corrected),
+            *(Notice("Normal", "NamespaceCreated", f"created namespace {ns} on cluster {name}")
+              for ns in run.created_namespaces)])
 
     async def _namespaces(self, run: _ClusterRun, resolved: list[tuple[int, Desired, Resource]]
                           ) -> dict[str, str]:
@@ -411,14 +450,13 @@ class Reconciler:
                 out.append((cluster, namespace))
         return out
 
-    async def _prune(self, obj: Obj, name: str, inventory: set[ResourceRef],
-                     keep: set[ResourceRef], kinds: set[tuple[str, str]]
-                     ) -> list[Pending]:
+    async def _prune(self, owner: Owner, name: str, inventory: set[ResourceRef],
+                     keep: set[ResourceRef], kinds: set[tuple[str, str]]) -> Deleted:
         """Delete this owner's objects on one cluster that are no longer desired."""
         spoke, why = self._usable(name)
         if spoke is None:
-            return [Pending(name, ref, why) for ref in sorted(inventory - keep)]
-        return await self._delete_owned(spoke, obj, inventory, keep=keep, kinds=kinds,
+            return Deleted([Pending(name, ref, why) for ref in sorted(inventory - keep)], [])
+        return await self._delete_owned(spoke, owner, inventory, keep=keep, kinds=kinds,
                                         reason="Pruned")
 
     def _holders(self, owner: Owner, kinds: set[tuple[str, str]], placed: set[str]) -> set[str]:
@@ -442,33 +480,38 @@ class Reconciler:
         return found
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
-                       previous: Status, drained: Mapping[str, str]
-                       ) -> tuple[TrafficStatus | None, Condition, float | None]:
-        """Plan and apply the HeadIngress objects: (status.traffic, TrafficReady, requeue)."""
+                       previous: Status, drained: Mapping[str, str]) -> Routed:
+        """Plan and apply the HeadIngress objects.  Their apply is reported as any other:
+        drift put back, namespaces created, and (once per new failure) ApplyFailed."""
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
                                     reachable=self.fleet.reachability(),
                                     previous=previous.traffic, now=self._now(), drained=drained)
         except ValueError as exc:
-            return None, Condition("TrafficReady", "False", "InvalidTraffic", str(exc)), None
-        results = await self._apply_cluster(owner, spec.ingress_cluster,
-                                            list(enumerate(plan.objects)))
-        failed = [f"{r.ref}: {r.message}" for r in results.values() if not r.applied]
-        if failed:
-            cond = Condition("TrafficReady", "False", "IngressApplyFailed",
-                             f"on ingress cluster {spec.ingress_cluster}: " + "; ".join(failed[:3]))
-            return plan.status, cond, plan.requeue_after
-        return plan.status, plan.condition, plan.requeue_after
+            return Routed(None, None, Condition("TrafficReady", "False", "InvalidTraffic",
+                                                str(exc)))
+        applied = await self._apply_cluster(owner, spec.ingress_cluster,
+                                            list(enumerate(plan.objects)), force=False,
+                                            correct_drift=True)
+        failed = [r for r in applied.items.values() if not r.applied]
+        if not failed:
+            return Routed(plan.status, plan.requeue_after, plan.condition, applied.notices)
+        cond = Condition("TrafficReady", "False", "IngressApplyFailed",
+                         f"on ingress cluster {spec.ingress_cluster}: "
+                         + "; ".join(f"{r.ref}: {r.message}" for r in failed[:3]))
+        before = previous.condition("TrafficReady")
+        new = before is None or before.message != cond.message
+        return Routed(plan.status, plan.requeue_after, cond, [
+            *applied.notices, *(Notice("Warning", "ApplyFailed",
+                                       f"{r.cluster}: {r.ref}: {r.message}")
+                                for r in failed if new)])
 
     # ----- prune and cleanup -------------------------------------------------------
-    async def _delete_owned(self, spoke: SpokeAPI, obj: Obj, inventory: set[ResourceRef],
+    async def _delete_owned(self, spoke: SpokeAPI, owner: Owner, inventory: set[ResourceRef],
                             *, keep: set[ResourceRef], kinds: set[tuple[str, str]],
-                            reason: str) -> list[Pending]:
-        """Delete objects of this HyperMLService on the cluster that are not in keep; each
-        deletion is an Event on it.
-
-        Returns pendingDeletions items for what could not be deleted."""
-        owner = Owner.of(obj)
+                            reason: str) -> Deleted:
+        """Delete objects of this HyperMLService on the cluster that are not in keep: the
+        pendingDeletions items for what could not be deleted, and an Event per deletion."""
         candidates = set(inventory)
         # a cluster-scoped object is the same object whatever namespace its manifest named
         kept_unscoped = {(r.api_version, r.kind, r.name) for r in keep}
@@ -476,6 +519,7 @@ class Reconciler:
             if res.namespaced or (res.api_version, res.kind, obj_name) not in kept_unscoped:
                 candidates.add(ResourceRef(res.api_version, res.kind, namespace, obj_name))
         pending: list[Pending] = []
+        notices: list[Notice] = []
         for ref in sorted(candidates - keep):
             try:
                 res = await spoke.resource(ref.api_version, ref.kind)
@@ -490,9 +534,8 @@ class Reconciler:
                 continue
             self.metrics.prune_total.labels(spoke.name).inc()
             log.info("%s: deleted %s from %s", owner.key, ref, spoke.name)
-            await self.hub.emit(obj, type_="Normal", reason=reason,
-                                   message=f"deleted {ref} from cluster {spoke.name}")
-        return pending
+            notices.append(Notice("Normal", reason, f"deleted {ref} from cluster {spoke.name}"))
+        return Deleted(pending, notices)
 
     async def _finalize(self, obj: Obj) -> bool:
         meta = obj["metadata"]
@@ -507,23 +550,27 @@ class Reconciler:
         for known in self.fleet.names():
             inventory.setdefault(known, set())
         waiting: list[str] = []
+        notices: list[Notice] = []
         kinds = _kinds(obj, inventory)
         if policy != "Orphan":
             for name, refs in sorted(inventory.items()):
                 if "*" in orphaned or name in orphaned:
                     if refs:
-                        await self.hub.emit(obj, type_="Warning", reason="Orphaned", message=(
-                            f"left {len(refs)} objects on cluster {name} ({ORPHAN_ANNOTATION})"))
+                        notices.append(Notice("Warning", "Orphaned", (
+                            f"left {len(refs)} objects on cluster {name} ({ORPHAN_ANNOTATION})")))
                     continue
                 spoke, why = self._usable(name)
                 if spoke is None:
                     if refs:
                         waiting.append(f"{name} ({len(refs)} objects; {why})")
                     continue
-                left = await self._delete_owned(spoke, obj, refs, keep=set(),
-                                                kinds=kinds, reason="CleanedUp")
-                if left:
-                    waiting.append(f"{name} ({len(left)} objects; {left[0].message})")
+                deleted = await self._delete_owned(spoke, owner, refs, keep=set(),
+                                                   kinds=kinds, reason="CleanedUp")
+                notices += deleted.notices
+                if deleted.pending:
+                    waiting.append(f"{name} ({len(deleted.pending)} objects; "
+                                   f"{deleted.pending[0].message})")
+        await self._emit(obj, notices)
         if waiting:
             message = (f"waiting to delete objects on {'; '.join(waiting)}. To leave them and "
                        f"finish, annotate with {ORPHAN_ANNOTATION}=<clusters or *>")
@@ -540,26 +587,6 @@ class Reconciler:
         log.info("%s: cleanup done, finalizer removed", owner.key)
         return True
 
-    async def _announce(self, obj: Obj, previous: Status, items: list[ItemResult],
-                        runs: list[_ClusterRun]) -> None:
-        """Warning events for items that newly failed to apply or were found changed, and
-        for drift put back and namespaces created."""
-        before = previous.messages()
-        for item in items:
-            if not item.applied and before.get((item.cluster, item.ref)) != item.message:
-                await self.hub.emit(obj, type_="Warning", reason="ApplyFailed",
-                                       message=f"{item.cluster}: {item.ref}: {item.message}")
-            if item.drift:
-                await self.hub.emit(obj, type_="Warning", reason="DriftDetected",
-                                       message=f"{item.cluster}: {item.ref}: {item.drift}")
-        for run in runs:
-            for what in run.corrected:
-                await self.hub.emit(obj, type_="Warning", reason="DriftCorrected",
-                                       message=f"{run.spoke.name}: {what}")
-            for namespace in run.created_namespaces:
-                await self.hub.emit(obj, type_="Normal", reason="NamespaceCreated",
-                                       message=f"created namespace {namespace} on cluster "
-                                               f"{run.spoke.name}")
 
 
 def _observed(cluster: str, item: Desired, obj: Observed) -> ItemResult:
@@ -571,6 +598,15 @@ def _kinds(obj: Obj, inventory: Mapping[str, set[ResourceRef]]) -> set[tuple[str
     """(apiVersion, kind) of what this CR's manifests name (valid or not) and it created."""
     return named_kinds(obj.get("spec")) | {(r.api_version, r.kind)
                                            for refs in inventory.values() for r in refs}
+
+
+def _failures(previous: Status, items: list[ItemResult]) -> list[Notice]:
+    """Warning Events for items that newly failed to apply or were found changed."""
+    before = previous.messages()
+    return [*(Notice("Warning", "ApplyFailed", f"{i.cluster}: {i.ref}: {i.message}")
+              for i in items if not i.applied and before.get((i.cluster, i.ref)) != i.message),
+            *(Notice("Warning", "DriftDetected", f"{i.cluster}: {i.ref}: {i.drift}")
+              for i in items if i.drift)]
 
 
 def _remember(item: ItemResult, created: set[tuple[str, ResourceRef]]) -> ItemResult:

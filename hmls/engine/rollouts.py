@@ -1,5 +1,4 @@
-"""Progressive rollouts on the hub: workload revisions as ControllerRevisions, and the part of
-one reconcile that decides which revision each cluster is rendered at.
+"""Progressive rollouts on the hub: workload revisions as ControllerRevisions.
 
 Each HyperMLService with ``spec.rollout.strategy: Progressive`` has its ``spec.workloads``
 recorded as numbered ``apps/v1`` ControllerRevisions in its namespace, owned by it (an
@@ -9,28 +8,21 @@ step by its own writes.  History is bounded by ``revisionHistoryLimit``; a revis
 rollout state still references is never deleted.  Going back to earlier workloads (``hmls
 rollout undo``) reuses that revision under a new number, as Deployments do; its earlier
 numbers are kept in the annotation ``hmls.tensorstack.dev/revision-history``, so the rollout
-state's references to them follow it (``State.renumbered``).
+state's references to them follow it (``State.renumbered``).  ``history`` gives the plan
+phase (``hmls.domain.plan``) what it renders from.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from dataclasses import dataclass
 from typing import Any
 
-from hmls.domain import rollout as rollout_mod
-from hmls.domain.models import (
-    API_VERSION,
-    KIND,
-    REVISION_HISTORY_ANNOTATION,
-    InvalidSpec,
-    Owner,
-    Spec,
-    parse_spec,
-)
-from hmls.domain.render import Desired, Fleet, content_hash, owner_labels, placements, render
-from hmls.domain.status import Behind, ItemResult, Status
+from hmls.domain.models import API_VERSION, KIND, REVISION_HISTORY_ANNOTATION, Owner
+from hmls.domain.plan import History
+from hmls.domain.render import content_hash, owner_labels
+from hmls.domain.rollout import State
+from hmls.domain.status import Status
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONTROLLER_REVISIONS
 
@@ -134,90 +126,13 @@ def _selector(owner: Owner) -> str:
     return ",".join(f"{k}={v}" for k, v in owner_labels(owner).items())
 
 
-@dataclass
-class Prepared:
-    """A Progressive reconcile between rendering and observing."""
-
-    rollout: rollout_mod.Rollout
-    desired: list[Desired]
-    order: list[str]
-    rendered_at: dict[str, int | None]
-    """The revision each cluster was rendered (and applied) at in this reconcile: a step
-    that ``finish`` starts applies at the next one."""
-
-    def behind(self, plan: rollout_mod.Plan) -> Behind:
-        """The clusters this reconcile did not apply the current revision to."""
-        return Behind(plan.state.current, [c for c in self.order
-                                           if self.rendered_at.get(c) != plan.state.current],
-                      bool(plan.state.halted))
-
-    def finish(self, items: list[ItemResult], previous: Status) -> rollout_mod.Plan:
-        serving = previous.traffic.serving() if previous.traffic else set()
-        seen = {}
-        for cluster in self.order:
-            mine = [i for i in items if i.cluster == cluster]
-            ready = bool(mine) and all(
-                i.applied and not i.written and (i.health is None or i.health.ready)
-                for i in mine)
-            seen[cluster] = rollout_mod.Seen(ready, cluster in serving)
-        return self.rollout.finish(seen)
-
-
-def _clusters(chosen: list[list[str]]) -> list[str]:
-    out: list[str] = []
-    for clusters in chosen:
-        out += [c for c in clusters if c not in out]
-    return out
-
-
-async def prepare(revisions: Revisions, obj: Obj, owner: Owner, spec: Spec, fleet: Fleet,
-                  previous: Status, now: dt.datetime) -> Prepared:
-    """Record the current revision, begin this reconcile's rollout and render every cluster at
-    the revision it runs."""
+async def history(revisions: Revisions, owner: Owner, workloads: list[Any], *,
+                  previous: Status, limit: int) -> History:
+    """Record the current workloads as the newest revision (history beyond ``limit`` that the
+    stored rollout state does not reference is deleted) and return the revisions the plan
+    renders from."""
     known = await revisions.of(owner)
-    state = (previous.rollout.state if previous.rollout else rollout_mod.State()).renumbered(
+    state = (previous.rollout.state if previous.rollout else State()).renumbered(
         aliases(known))
-    raw_spec = obj.get("spec") or {}
-    current = await revisions.record(owner, list(raw_spec.get("workloads") or []),
-                                     keep=state.referenced(),
-                                     limit=spec.rollout.revision_history_limit)
-    state = state.renumbered(aliases(known))
-    rendered: dict[int, dict[str, list[Desired]]] = {current.number: _by_cluster(
-        render(owner, spec, fleet))}
-    for revision in state.referenced() - {current.number}:
-        found = known.get(revision)
-        try:
-            old = parse_spec({**raw_spec, "workloads": found.workloads}) if found else None
-        except InvalidSpec:
-            old = None
-        if old is None:  # deleted behind hmls's back: it cannot be kept, the cluster moves on
-            log.warning("%s: revision %d is gone; its clusters get revision %d", owner.key,
-                        revision, current.number)
-            continue
-        rendered[revision] = _by_cluster(render(owner, old, fleet))
-    clusters = _clusters(placements(spec, fleet))
-    now_items = rendered[current.number]
-    unchanged = {c for c, s in state.steps.items() if s.revision is not None and (
-        s.revision not in rendered
-        or _digest(rendered[s.revision].get(c, [])) == _digest(now_items.get(c, [])))}
-    rollout = rollout_mod.begin(spec=spec.rollout, state=state, clusters=clusters,
-                                current=current.number, unchanged=unchanged,
-                                known=set(rendered), traffic=spec.traffic is not None, now=now)
-    desired: list[Desired] = []
-    runs = rollout.runs()
-    for cluster, number in runs.items():
-        if number is not None and number in rendered:
-            desired += rendered[number].get(cluster, [])
-    return Prepared(rollout, desired, rollout.clusters,
-                    {c: n if n in rendered else None for c, n in runs.items()})
-
-
-def _by_cluster(desired: list[Desired]) -> dict[str, list[Desired]]:
-    out: dict[str, list[Desired]] = {}
-    for d in desired:
-        out.setdefault(d.cluster, []).append(d)
-    return out
-
-
-def _digest(items: list[Desired]) -> tuple[str, ...]:
-    return tuple(sorted(f"{d.ref}:{d.hash}:{d.error}" for d in items))
+    current = await revisions.record(owner, workloads, keep=state.referenced(), limit=limit)
+    return History(current.number, {n: r.workloads for n, r in known.items()}, aliases(known))

@@ -12,10 +12,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.proxy import FaultProxy
+
+T = TypeVar("T")
 
 GLOBAL = frozenset({"hub_kill", "etcd_kill", "controller_kill"})
 """Faults that stop hmls everywhere (no hub, no storage, or the leader gone)."""
@@ -83,13 +85,14 @@ class Target(Protocol):
                         ) -> tuple[str, str] | None: ...
 
 
-async def _retrying(what: Callable[[], Awaitable[None]], *, seconds: float = 120.0) -> None:
-    """Heal actions write to servers that may themselves be down (another fault): retry."""
+async def retrying(what: Callable[[], Awaitable[T]], *, seconds: float = 120.0) -> T:
+    """Heal actions (and the driver's rollout episodes, which must not stop half-way) write to
+    servers that may themselves be down (another fault): retry.  ``what`` must be safe to
+    repeat: a write that failed may still have landed."""
     deadline = time.monotonic() + seconds
     while True:
         try:
-            await what()
-            return
+            return await what()
         except Exception:
             if time.monotonic() > deadline:
                 raise
@@ -169,7 +172,7 @@ class Injector:
             self.log(f"fault {kind} {fault.target} {fault.detail} for {fault.hold:.1f}s")
             if heal is not None:
                 await self._hold(fault.hold)
-                await _retrying(heal)
+                await retrying(heal)
         except Exception as exc:  # a fault that could not be injected is recorded, not fatal
             fault.detail += f" (failed: {type(exc).__name__}: {exc})"
             self.log(f"fault {kind} {target}: {fault.detail}")

@@ -16,6 +16,16 @@ state) and its evidence kept.
                    everywhere, while another cluster is healthy, for more than TRAFFIC_S
                    (judged while the hub and etcd are up and a replica has had a lease
                    term's time to act: without the hub hmls holds no leadership, by design)
+  rollout_converges
+                   every Progressive HyperMLService reaches its newest revision (the
+                   ControllerRevision hmls recorded for its workloads as they are now):
+                   ``status.rollout.currentRevision`` is it and every placed cluster's step is
+                   at it and Done, within LOST_S + ``rollout_time`` after the later of: its
+                   last change, the last fault on any of its clusters healed, hmls could act
+                   again.  Not judged while it is paused or its newest revision is one the
+                   driver made never Ready on purpose: that halt (or that wait) is the
+                   promised behaviour and waits for a person; the driver's fix, undo or resume
+                   is a change, and the bound applies again from it
   one_writer       no HyperMLService status write on the hub from a replica that did not
                    hold the Lease at that moment (from the hub's audit log, after the run)
   controller_up    no replica exit that the soak did not cause (a crash), and RSS flat
@@ -25,16 +35,18 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from faults import GLOBAL, Injector
+from pydantic import ValidationError
 
 from hmls.devenv.audit import status_writers
-from hmls.domain.models import OWNER_UID
+from hmls.domain.models import OWNER_UID, RolloutSpec
 from hmls.kube.client import Obj
 
 LOST_S = 30.0
@@ -43,6 +55,9 @@ TRAFFIC_S = 10.0
 DRIFT_GRACE_S = 15.0
 """A FullyApplied claim is not judged on an object drifted this recently (the claim may
 predate the drift), counted from when hmls could act on its cluster again."""
+STEP_S = 5.0
+"""A progressive rollout step's own work besides its soak: the apply, the MLService turning
+Ready (the simulator's delay), and the reconciles and status writes in between."""
 EVIDENCE_LIMIT = 200
 
 Key = tuple[str, str, str]
@@ -106,6 +121,30 @@ def desired(cr: Obj) -> list[tuple[str, Key, Obj]]:
     return out
 
 
+def rollout_time(rollout: RolloutSpec, clusters: int) -> float:
+    """How long a progressive rollout over healthy clusters takes at most: one step per
+    cluster, ``maxConcurrency`` at once, each its ``soakSeconds`` and STEP_S.
+    ``progressDeadlineSeconds`` does not enter: a step on a healthy cluster leaves Applying when
+    its cluster is Ready, not at the deadline; only a revision that cannot be Ready waits for
+    the deadline (and then halts), and in the soak those are the driver's deliberately bad
+    ones, which the invariant excuses."""
+    waves = math.ceil(clusters / rollout.concurrency(clusters)) if clusters else 0
+    return waves * (rollout.soak_seconds + STEP_S)
+
+
+def newest_revision(cr: Obj, revisions: list[Obj]) -> int | None:
+    """The number of the ControllerRevision hmls recorded for the HyperMLService's workloads
+    as they are now (after an undo: the earlier revision, renumbered); None before hmls has
+    recorded them."""
+    uid, workloads = cr["metadata"]["uid"], cr["spec"].get("workloads")
+    for r in revisions:
+        if ((r["metadata"].get("labels") or {}).get(OWNER_UID) == uid
+                and (r.get("data") or {}).get("workloads") == workloads):
+            number = r.get("revision")
+            return number if isinstance(number, int) else None
+    return None
+
+
 def rolling(cr: Obj) -> bool:
     """A progressive rollout of the current generation has not finished: its clusters may
     rightly run an older revision, or none, until its own deadline (status_honest still
@@ -125,6 +164,8 @@ class Snapshot:
     crs: list[Obj] | None
     spokes: dict[str, dict[Key, Obj] | None]
     routes: list[Obj] | None
+    revisions: list[Obj] | None
+    """the hub's ControllerRevisions (read after the HyperMLServices)"""
 
 
 @dataclass
@@ -138,6 +179,9 @@ class Checker:
     """(cluster, key) -> when the soak drifted or deleted that object behind hmls's back"""
     bystanders: dict[tuple[str, Key], str]
     """(cluster, key) -> resourceVersion of an object hmls must never touch"""
+    deliberate: Collection[str]
+    """uids of the HyperMLServices whose newest revision the driver made never Ready on
+    purpose (a rollout episode): their rollout may rightly wait or halt"""
     lease_seconds: float
     t0: float
     """monotonic time of the soak's start: evidence times are seconds since then"""
@@ -197,6 +241,7 @@ class Checker:
                 self._lost(cr, snap)
             if cr["spec"].get("traffic"):
                 self._traffic(cr, snap)
+            self._rollout(cr, snap)
         self._leaks(live_uids, snap)
         for k in set(self._bad) - self._touched:  # no longer wanted (CR gone, moved, fixed)
             del self._bad[k]
@@ -326,6 +371,45 @@ class Checker:
         self._episode("traffic_safe", (uid, "*"), nothing, snap.at, floor, TRAFFIC_S, uid,
                       f"{ref}: 0% everywhere while {sorted(good)} are healthy "
                       f"(TrafficReady: {said})")
+
+    def _rollout(self, cr: Obj, snap: Snapshot) -> None:
+        try:
+            rollout = RolloutSpec.model_validate(cr["spec"].get("rollout") or {})
+        except ValidationError:
+            return
+        if rollout.strategy != "Progressive":
+            return
+        meta = cr["metadata"]
+        uid, ref = meta["uid"], f"{meta['namespace']}/{meta['name']}"
+        if snap.revisions is None:  # unreadable this cadence: judged at the next
+            self._touched.add(("rollout_converges", (uid,)))
+            return
+        placed = sorted({c for w in cr["spec"]["workloads"] for c in w.get("clusters") or []})
+        newest = newest_revision(cr, snap.revisions)
+        state = (cr.get("status") or {}).get("rollout") or {}
+        steps = {s.get("cluster"): s for s in state.get("clusters") or [] if isinstance(s, dict)}
+        behind = [f"{c} {(steps.get(c) or {}).get('phase', 'no step')} "
+                  f"(revision {(steps.get(c) or {}).get('revision')})" for c in placed
+                  if (steps.get(c) or {}).get("revision") != newest
+                  or (steps.get(c) or {}).get("phase") != "Done"]
+        current = state.get("currentRevision")
+        bad = newest is None or current != newest or bool(behind)
+        # the driver's doing: a paused rollout, or a revision that cannot be Ready (its halt
+        # waits for a person); the resume, fix or undo that ends it is a change
+        waiting = rollout.paused or uid in self.deliberate
+        halted = f", halted: {state['halted']}" if state.get("halted") else ""
+        self._episode("rollout_converges", (uid,), bad and not waiting, snap.at,
+                      self._healthy_since(uid, placed), LOST_S + rollout_time(rollout, len(placed)),
+                      uid, f"{ref}: newest revision {newest}, current {current}{halted}; "
+                      f"behind: {', '.join(behind) or 'none'}")
+
+    def _healthy_since(self, uid: str, clusters: list[str]) -> float | None:
+        """From when a HyperMLService's rollout could proceed: its last change, every one of
+        its clusters quiet, hmls able to act (None while any of them is not)."""
+        since = [self._acting_since(), *(self.injector.quiet_since(c) for c in clusters)]
+        if any(t is None for t in since):
+            return None
+        return max([self.changed.get(uid, 0.0), *(t for t in since if t is not None)])
 
     def _acting_since(self) -> float | None:
         """From when hmls could act: the hub, etcd and a replica back for a lease term."""

@@ -7,21 +7,36 @@ leader-elected controller replicas, and ~100 HyperMLServices of the seed's three
 only.  Then, for the duration, at the same time:
 
   driver      creates, edits (content, or moves to other clusters) and deletes
-              HyperMLServices at a steady rate
+              HyperMLServices at a steady rate; and, on the progressive ones, rollout
+              episodes (at most MAX_EPISODES at once), each a person's part in the
+              README's "Progressive rollout":
+                halt       a revision whose MLService never gets Ready (the simulator's
+                           READY_KNOB in the manifest) with a short progressDeadlineSeconds:
+                           it halts and rolls back; then a fix, or ``hmls rollout undo``
+                supersede  such a revision with the default deadline, and a fix pushed while
+                           its first step is still Applying: the controller supersedes the
+                           step at once (a RolloutStepSuperseded Event)
+                pause      ``hmls rollout pause``, a new revision it holds, and resume a few
+                           seconds later, preferably on a HyperMLService whose clusters are
+                           under a fault
   injector    random faults, overlapping (faults.py), from a seed printed first
   checker     reads every server each cadence and counts invariant violations
-              (invariants.py)
+              (invariants.py; rollout_converges: every progressive HyperMLService reaches
+              its newest revision on every placed cluster within a bound once its clusters
+              are healthy, unless it is paused or its newest revision is deliberately bad)
   supervisor  restarts a replica that exited (as a Deployment would) and tells the exits
               the soak caused from crashes
 
-Afterwards every fault is healed, the checker keeps going until the fleet has converged
+Afterwards every fault is healed, what an episode left halted or paused is fixed or
+resumed, the checker keeps going until the fleet has converged
 (violations still count), a churn phase measures the leader's RSS per HyperMLService
 lifecycle, the hub's audit log is checked for a second writer, and the report goes to
-OUT/<mode>.json and OUT/<mode>.md.  The exit status is 1 when any invariant was violated:
+OUT/<mode>.json and OUT/<mode>.md (with the rollout episodes and the rollout Events the
+controller emitted).  The exit status is 1 when any invariant was violated:
 the seed and the violating objects are printed.
 
   PYTHONPATH=scripts/bench python scripts/soak/soak.py [--quick] [--seed N] [--minutes M]
-      [--crs N] [--dir DIR] [--out docs/soak]
+      [--crs N] [--episode-gap S] [--dir DIR] [--out docs/soak]
 """
 
 from __future__ import annotations
@@ -59,8 +74,8 @@ from common import (
     requests_delta,
     stop_env,
 )
-from faults import Injector
-from invariants import Checker, Key, Snapshot, condition, one_writer
+from faults import Injector, retrying
+from invariants import Checker, Key, Snapshot, condition, one_writer, rollout_time
 from report import machine
 
 from hmls import operations as ops
@@ -68,10 +83,17 @@ from hmls.devenv.environment import Environment
 from hmls.devenv.proxy import FaultProxy
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.kubeconfig import KubeconfigPolicy
-from hmls.domain.models import API_VERSION, KIND
+from hmls.domain.models import API_VERSION, KIND, RolloutSpec
 from hmls.kube import errors
 from hmls.kube.client import Obj
-from hmls.kube.resources import CONFIGMAPS, HMLS, SECRETS, Resource
+from hmls.kube.resources import (
+    CONFIGMAPS,
+    CONTROLLER_REVISIONS,
+    EVENTS,
+    HMLS,
+    SECRETS,
+    Resource,
+)
 
 VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 NAMESPACES_USED = [f"soak-{i}" for i in range(4)]
@@ -90,9 +112,23 @@ RSS_LIMIT_KB = {"quick": 3.0, "full": 2.0}
 """Growth of the leader's RSS per HyperMLService lifecycle in the churn phase (fitted over
 the second half of the rounds) above which the controller counts as leaking; the quick run's
 30 rounds end while the allocator still settles (it levels off by round ~40)."""
-ROLLOUT_ALLOWANCE_S = 8.0
-"""Per cluster of a progressive HyperMLService: its step (apply, Ready, soak) may take this
-long before the checker expects the new content there."""
+DEADLINE_S = 600
+"""progressDeadlineSeconds of a progressive HyperMLService (the default, written out so that
+the fix after a halting episode restores it): far above any fault's hold, so that only a
+deliberately bad revision halts (a halt waits for a person: one caused by a fault would stop
+the rollout for good)."""
+HALT_DEADLINE_S = 6
+"""progressDeadlineSeconds while a halting episode's bad revision is the newest."""
+MAX_EPISODES = 2
+"""Rollout episodes under way at once (each holds one progressive HyperMLService)."""
+HALT_WAIT_S = 45.0
+"""How long a halting episode waits to see its halt (faults may delay it) before fixing."""
+UNFINISHED_WAIT_S = 30.0
+"""How long a superseding episode waits for a step of its bad revision under way."""
+PAUSE_S = (5.0, 20.0)
+UNFINISHED = ("Draining", "Applying", "Soaking")
+ROLLOUT_EVENTS = ("RolloutStep", "RolloutStepFailed", "RolloutStepSuperseded", "RolloutHalted",
+                  "RolledOut")
 
 
 @dataclass
@@ -103,6 +139,13 @@ class CR:
     clusters: list[str]
     uid: str = ""
     version: int = 0
+    bad: bool = False
+    """Its newest revision's MLService never gets Ready (a rollout episode's doing)."""
+    halting: bool = False
+    """With HALT_DEADLINE_S: the bad revision halts soon."""
+    paused: bool = False
+    busy: bool = False
+    """In a rollout episode: the driver's other actions leave it alone."""
 
 
 @dataclass
@@ -131,10 +174,15 @@ class World:
         self.drifted: dict[tuple[str, Key], float] = {}
         self.bystanders: dict[tuple[str, Key], str] = {}
         self.ops: Counter[str] = Counter()
+        self.rollouts: Counter[str] = Counter()
+        self.deliberate: set[str] = set()
+        """uids of the CRs whose newest revision is deliberately bad (for the checker)"""
         self.exits: Counter[str] = Counter()
         self.crashes: list[dict[str, Any]] = []
         self.rss: list[tuple[float, str, int, float]] = []
         self._serial = 0
+        self.hub_kubeconfig = str(self.env.kubeconfig("hub"))
+        """For the in-process CLI operations (``hmls rollout undo/pause``)."""
 
     def spokes(self) -> list[str]:
         return self.b.spokes
@@ -273,11 +321,15 @@ class World:
         objs = manifests(3, cr.namespace, cr.name)
         objs[0]["spec"]["releases"][0]["predictor"]["model"]["modelUri"] = \
             f"s3://models/{cr.name}/v{cr.version}/"
+        if cr.bad:
+            objs[0]["metadata"].setdefault("annotations", {})[READY_KNOB] = "false"
         spec: Obj = {"workloads": [{"clusters": cr.clusters, "manifests": objs}]}
         if cr.kind == "traffic":
             spec["traffic"] = {"ingressCluster": "ingress"}
         if cr.kind == "progressive":
-            spec["rollout"] = {"strategy": "Progressive", "soakSeconds": SOAK_SECONDS}
+            spec["rollout"] = {"strategy": "Progressive", "soakSeconds": SOAK_SECONDS,
+                               "progressDeadlineSeconds":
+                                   HALT_DEADLINE_S if cr.halting else DEADLINE_S}
         return {"apiVersion": API_VERSION, "kind": KIND,
                 "metadata": {"name": cr.name, "namespace": cr.namespace}, "spec": spec}
 
@@ -289,26 +341,34 @@ class World:
         self._serial += 1
         kind = {0: "traffic", 1: "progressive"}.get(i % 5, "plain")
         cr = CR(f"soak-{i}", NAMESPACES_USED[i % len(NAMESPACES_USED)], kind, self._pair())
-        obj = await self.b.hub.create(HMLS, cr.namespace, self._body(cr))
+        body = self._body(cr)
+        obj = await self.b.hub.create(HMLS, cr.namespace, body)
         cr.uid = obj["metadata"]["uid"]
         self.changed[cr.uid] = time.monotonic()
         if kind == "progressive":
-            self.allowance[cr.uid] = len(cr.clusters) * ROLLOUT_ALLOWANCE_S
+            self.allowance[cr.uid] = rollout_time(
+                RolloutSpec.model_validate(body["spec"]["rollout"]), len(cr.clusters))
         self.live[cr.name] = cr
         self.ops["create"] += 1
 
+    def _idle(self) -> list[CR]:
+        return [c for c in self.live.values() if not c.busy]
+
+    async def _write(self, cr: CR, spec: Obj) -> None:
+        with self.changing([cr.uid]):
+            await self.b.hub.patch(HMLS, cr.namespace, cr.name, {"spec": spec},
+                                   field_manager="soak")
+
     async def edit(self, *, move: bool) -> None:
-        cr = self.rng.choice(list(self.live.values()))
+        cr = self.rng.choice(self._idle())
         if move:
             cr.clusters = self._pair()
         cr.version += 1
-        with self.changing([cr.uid]):
-            await self.b.hub.patch(HMLS, cr.namespace, cr.name, {"spec": self._body(cr)["spec"]},
-                                   field_manager="soak")
+        await self._write(cr, self._body(cr)["spec"])
         self.ops["move" if move else "edit"] += 1
 
     async def delete(self) -> None:
-        cr = self.rng.choice(list(self.live.values()))
+        cr = self.rng.choice(self._idle())
         del self.live[cr.name]
         with self.changing([cr.uid]):
             await self.b.hub.delete(HMLS, cr.namespace, cr.name)
@@ -347,6 +407,172 @@ class World:
             except errors.KubeError as exc:
                 self.ops[f"{op}_failed"] += 1
                 log(f"driver: {op} failed: {exc.message}")
+
+    # ----- rollout episodes ------------------------------------------------------------
+    async def episodes(self, rng: random.Random, gap: float, injector: Injector) -> None:
+        """A rollout episode on an idle progressive HyperMLService about every ``gap``
+        seconds, at most MAX_EPISODES at once; its own random stream, so that the driver's
+        stays as it was."""
+        tasks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                await asyncio.sleep(rng.expovariate(1 / gap))
+                pool = [c for c in self._idle() if c.kind == "progressive"]
+                if len(tasks) >= MAX_EPISODES or not pool:
+                    continue
+                kind = rng.choice(["halt", "supersede", "pause"])
+                if kind == "pause":  # during a fault on one of its clusters, when there is one
+                    pool = [c for c in pool if any(f.affects(cluster) for f in injector.active()
+                                                   for cluster in c.clusters)] or pool
+                cr = rng.choice(pool)
+                cr.busy = True
+                task = asyncio.create_task(self._episode(kind, cr, rng))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _episode(self, kind: str, cr: CR, rng: random.Random) -> None:
+        log(f"rollout episode {kind} on {cr.namespace}/{cr.name}")
+        try:
+            if kind == "halt":
+                await self._halt(cr, rng)
+            elif kind == "supersede":
+                await self._supersede(cr)
+            else:
+                await self._pause(cr, rng)
+        except Exception as exc:  # servers down past the retries: settled now, or at the end
+            self.rollouts[f"{kind}_failed"] += 1
+            log(f"rollout episode {kind} on {cr.name} failed: {type(exc).__name__}: {exc}")
+            await self.settle(cr)
+        cr.busy = False
+
+    async def _bad_revision(self, cr: CR, *, halting: bool) -> None:
+        """Push a revision whose MLService never gets Ready (marked deliberate first: the
+        write may land before it answers)."""
+        cr.version += 1
+        cr.bad, cr.halting = True, halting
+        self.deliberate.add(cr.uid)
+        await retrying(lambda: self._write(cr, self._body(cr)["spec"]))
+
+    async def _fix(self, cr: CR) -> None:
+        """Push a good revision (and the default deadline): the rollout must converge."""
+        cr.version += 1
+        cr.bad = cr.halting = False
+        await retrying(lambda: self._write(cr, self._body(cr)["spec"]))
+        self.deliberate.discard(cr.uid)
+        self.rollouts["fix"] += 1
+
+    async def _halt(self, cr: CR, rng: random.Random) -> None:
+        await self._bad_revision(cr, halting=True)
+        self.rollouts["halt"] += 1
+        halted = await self._await_rollout(cr, lambda r: bool(r.get("halted")), HALT_WAIT_S)
+        if halted is None:
+            self.rollouts["halt_unseen"] += 1
+            await self._fix(cr)
+            return
+        self.rollouts["halted"] += 1
+        await asyncio.sleep(rng.uniform(0.0, 5.0))  # let some of the rollback happen
+        if rng.random() < 0.5:
+            await self._fix(cr)
+        else:
+            await self._undo(cr)
+
+    async def _undo(self, cr: CR) -> None:
+        """``hmls rollout undo`` to the revision before the bad one (good by construction: an
+        episode always ends on a good revision), the default deadline restored first (the
+        undone-to revision must not halt on a fault); a fix if the undo fails."""
+        cr.halting = False
+        await retrying(lambda: self._write(cr, {"rollout": self._body(cr)["spec"]["rollout"]}))
+        try:
+            with self.changing([cr.uid]):
+                await ops.rollout_undo(f"{cr.namespace}/{cr.name}", hub=self.hub_kubeconfig,
+                                       to_revision=None)
+        except Exception as exc:  # not repeatable (a second undo goes further back): fix
+            self.rollouts["undo_failed"] += 1
+            log(f"rollout undo of {cr.name} failed ({type(exc).__name__}: {exc}); fixing")
+            await self._fix(cr)
+            return
+        obj = await retrying(lambda: self.b.hub.get(HMLS, cr.namespace, cr.name))
+        workload = (obj or {})["spec"]["workloads"][0]
+        cr.clusters = sorted(workload["clusters"])
+        knob = (workload["manifests"][0]["metadata"].get("annotations") or {}).get(READY_KNOB)
+        if knob == "false":  # not what the construction promises: say so, and fix
+            self.rollouts["undo_to_bad"] += 1
+            await self._fix(cr)
+            return
+        cr.bad = False
+        self.deliberate.discard(cr.uid)
+        self.rollouts["undo"] += 1
+
+    async def _supersede(self, cr: CR) -> None:
+        await self._bad_revision(cr, halting=False)
+        self.rollouts["supersede"] += 1
+        unfinished = await self._await_rollout(cr, lambda r: any(
+            s.get("phase") in UNFINISHED and r.get("currentRevision") in (
+                s.get("revision"), s.get("targetRevision"))
+            for s in r.get("clusters") or []), UNFINISHED_WAIT_S)
+        await self._fix(cr)
+        if unfinished is not None:
+            self.rollouts["fix_over_unfinished_step"] += 1
+
+    async def _pause(self, cr: CR, rng: random.Random) -> None:
+        await self._set_paused(cr, True)
+        cr.version += 1  # a revision for the pause to hold
+        await retrying(lambda: self._write(cr, self._body(cr)["spec"]))
+        await asyncio.sleep(rng.uniform(*PAUSE_S))
+        await self._set_paused(cr, False)
+
+    async def _set_paused(self, cr: CR, paused: bool) -> None:
+        """``hmls rollout pause`` / ``resume`` (idempotent: retried)."""
+        async def once() -> None:
+            with self.changing([cr.uid]):
+                await ops.rollout_pause(f"{cr.namespace}/{cr.name}", hub=self.hub_kubeconfig,
+                                        paused=paused)
+        cr.paused = cr.paused or paused  # a write that fails may still land
+        await retrying(once)
+        cr.paused = paused
+        self.rollouts["pause" if paused else "resume"] += 1
+
+    async def settle(self, cr: CR) -> None:
+        """End what an episode left: resume a paused rollout, fix a bad revision."""
+        if cr.paused:
+            await self._set_paused(cr, False)
+        if cr.bad:
+            await self._fix(cr)
+
+    async def settle_all(self) -> None:
+        await asyncio.gather(*(self.settle(cr) for cr in self.live.values()))
+        for cr in self.live.values():
+            cr.busy = False
+
+    async def _await_rollout(self, cr: CR, done: Callable[[Obj], bool], timeout: float
+                             ) -> Obj | None:
+        """``status.rollout`` once the controller has observed the spec as it is and ``done``
+        holds for it; None if not within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            obj = await self._read(self.b.hub.get(HMLS, cr.namespace, cr.name))
+            status = (obj or {}).get("status") or {}
+            rollout = status.get("rollout") or {}
+            if (obj is not None and status.get("observedGeneration")
+                    == obj["metadata"].get("generation") and done(rollout)):
+                return dict(rollout)
+            await asyncio.sleep(0.5)
+        return None
+
+    async def rollout_events(self) -> dict[str, int]:
+        """The rollout Events the controller recorded on the soak's HyperMLServices."""
+        try:
+            listed, _ = await asyncio.wait_for(self.b.hub.list(EVENTS), 60)
+        except (errors.KubeError, TimeoutError) as exc:
+            return {"error": 1} if not str(exc) else {f"error: {exc}"[:80]: 1}
+        found = Counter(e.get("reason") for e in listed
+                        if e["metadata"]["namespace"] in NAMESPACES_USED
+                        and e.get("reason") in ROLLOUT_EVENTS)
+        return {str(k): v for k, v in sorted(found.items())}
 
     # ----- behind hmls's back ----------------------------------------------------------
     def _somewhere(self, prefer_traffic: bool = False) -> tuple[CR, str] | None:
@@ -420,8 +646,12 @@ class World:
         crs = await self.read_crs()
         spokes = await asyncio.gather(*(self._spoke(s) for s in self.spokes()))
         routes = await self._read(self.b.clients["ingress"].list(VS))
+        revisions = await self._read(self.b.hub.list(CONTROLLER_REVISIONS))
         return Snapshot(started, time.monotonic(), crs, dict(zip(self.spokes(), spokes, strict=True)),
-                        None if routes is None else routes[0])
+                        None if routes is None else routes[0],
+                        None if revisions is None else [
+                            r for r in revisions[0]
+                            if r["metadata"]["namespace"] in NAMESPACES_USED])
 
 
 async def check_loop(world: World, checker: Checker, injector: Injector) -> None:

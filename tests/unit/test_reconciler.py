@@ -206,10 +206,9 @@ async def apply(spoke: FakeSpoke, manifests: list[Obj], **spec: Any) -> dict[str
                                                  "manifests": manifests}], **spec})
     desired = render(OWNER, parsed, {})
     rec = Reconciler(hub=FakeHub(), fleet=FakeFleet(spoke), metrics=Metrics())
-    results = await rec._apply_cluster(OWNER, spoke.name, list(enumerate(desired)),
-                                       force=parsed.take_over,
-                                       correct_drift=parsed.drift_policy == "Correct")
-    return {desired[i].ref.name: r for i, r in results.items()}
+    applied = await rec.apply(OWNER, desired, force=parsed.take_over,
+                              correct_drift=parsed.drift_policy == "Correct")
+    return {desired[i].ref.name: r for i, r in applied.items.items()}
 
 
 async def test_each_failure_is_its_items_own() -> None:
