@@ -53,8 +53,8 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -446,7 +446,8 @@ class World:
         except Exception as exc:  # servers down past the retries: settled now, or at the end
             self.rollouts[f"{kind}_failed"] += 1
             log(f"rollout episode {kind} on {cr.name} failed: {type(exc).__name__}: {exc}")
-            await self.settle(cr)
+            with contextlib.suppress(Exception):
+                await self.settle(cr)
         cr.busy = False
 
     async def _bad_revision(self, cr: CR, *, halting: bool) -> None:
@@ -458,10 +459,12 @@ class World:
         await retrying(lambda: self._write(cr, self._body(cr)["spec"]))
 
     async def _fix(self, cr: CR) -> None:
-        """Push a good revision (and the default deadline): the rollout must converge."""
+        """Push a good revision (and the default deadline): the rollout must converge.  The
+        CR counts as bad until the write has answered (a settle after a cancel fixes it)."""
         cr.version += 1
+        spec = self._body(replace(cr, bad=False, halting=False))["spec"]
+        await retrying(lambda: self._write(cr, spec))
         cr.bad = cr.halting = False
-        await retrying(lambda: self._write(cr, self._body(cr)["spec"]))
         self.deliberate.discard(cr.uid)
         self.rollouts["fix"] += 1
 
@@ -496,7 +499,9 @@ class World:
             await self._fix(cr)
             return
         obj = await retrying(lambda: self.b.hub.get(HMLS, cr.namespace, cr.name))
-        workload = (obj or {})["spec"]["workloads"][0]
+        if obj is None:
+            raise RuntimeError("gone during its episode (the driver deletes only idle CRs)")
+        workload = obj["spec"]["workloads"][0]
         cr.clusters = sorted(workload["clusters"])
         knob = (workload["manifests"][0]["metadata"].get("annotations") or {}).get(READY_KNOB)
         if knob == "false":  # not what the construction promises: say so, and fix
@@ -568,7 +573,8 @@ class World:
         try:
             listed, _ = await asyncio.wait_for(self.b.hub.list(EVENTS), 60)
         except (errors.KubeError, TimeoutError) as exc:
-            return {"error": 1} if not str(exc) else {f"error: {exc}"[:80]: 1}
+            log(f"rollout Events unreadable: {type(exc).__name__}: {exc}")
+            return {}
         found = Counter(e.get("reason") for e in listed
                         if e["metadata"]["namespace"] in NAMESPACES_USED
                         and e.get("reason") in ROLLOUT_EVENTS)
@@ -747,7 +753,7 @@ async def run(args: argparse.Namespace) -> int:
     injector = Injector(world, rng, mean_gap=args.fault_gap or (6.0 if args.quick else 12.0),
                         log=log)
     checker = Checker(injector, world.changed, world.allowance, world.drifted, world.bystanders,
-                      lease_seconds=LEASE_SECONDS, t0=t0)
+                      world.deliberate, lease_seconds=LEASE_SECONDS, t0=t0)
     result: dict[str, Any] = {"seed": seed, "mode": mode, "minutes": minutes, "crs": crs,
                               "machine": machine()}
     try:
@@ -760,21 +766,27 @@ async def run(args: argparse.Namespace) -> int:
         result["populate_s"] = round(populated, 1)
         before_req, cpu0 = await b.requests(), machine_cpu()
         chaos = [asyncio.create_task(injector.run()),
-                 asyncio.create_task(world.drive(args.rate or (1.0 if args.quick else 0.5)))]
+                 asyncio.create_task(world.drive(args.rate or (1.0 if args.quick else 0.5))),
+                 asyncio.create_task(world.episodes(
+                     random.Random(seed + 2), args.episode_gap or (10.0 if args.quick else 20.0),
+                     injector))]
         background.append(asyncio.create_task(check_loop(world, checker, injector)))
         await asyncio.sleep(minutes * 60)
         for t in chaos:
             t.cancel()
         await asyncio.gather(*chaos, return_exceptions=True)
         await injector.heal_all()
+        await world.settle_all()
         healed = time.monotonic()
-        log("faults healed; waiting for convergence")
+        log("faults healed, rollout episodes settled; waiting for convergence")
         while time.monotonic() - healed < 90:
             await asyncio.sleep(CADENCE)
             if not checker.open_episodes(time.monotonic()):
                 break
         result["final_convergence_s"] = round(time.monotonic() - healed, 1)
         result["open_at_end"] = checker.open_episodes(time.monotonic())[:20]
+        result["rollouts"] = {"episodes": dict(world.rollouts),
+                              "events": await world.rollout_events()}
         after_req, cpu1 = await b.requests(), machine_cpu()
         result["churn"] = await churn(world, args.churn_rounds or (30 if args.quick else 60), 50)
         for t in background:
@@ -799,8 +811,8 @@ async def run(args: argparse.Namespace) -> int:
                               **({"p50": round(pct(conv, 50), 1), "p99": round(pct(conv, 99), 1),
                                   "max": round(max(conv), 1)} if conv else {})},
             "violations": {inv: checker.violations[inv] for inv in (
-                "nothing_lost", "nothing_leaked", "status_honest", "traffic_safe", "one_writer",
-                "controller_up")},
+                "nothing_lost", "nothing_leaked", "status_honest", "traffic_safe",
+                "rollout_converges", "one_writer", "controller_up")},
             "evidence": checker.evidence,
             "checks": dict(checker.checks),
             "lease": terms,
@@ -833,6 +845,7 @@ def write_report(out: Path, mode: str, r: dict[str, Any]) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{mode}.json").write_text(json.dumps(r, indent=2) + "\n")
     conv = r.get("convergence_s", {})
+    rollouts = r.get("rollouts", {})
     lines = [
         f"# hmls chaos soak ({mode})", "",
         f"Seed {r['seed']} (replay: `make soak{'-quick' if mode == 'quick' else ''} "
@@ -850,6 +863,16 @@ def write_report(out: Path, mode: str, r: dict[str, Any]) -> None:
         f"{r.get('final_convergence_s')} s.", "",
         f"Driver: {r.get('driver')}. Replica exits: {r.get('replica_exits')}. Lease: "
         f"{r.get('lease')}. Machine busy {r.get('machine_busy_pct')} % during the faults.", "",
+        "## Rollout episodes (progressive HyperMLServices)", "",
+        "halt: a revision never Ready, progressDeadlineSeconds "
+        f"{HALT_DEADLINE_S}, halted (seen in the status), then a fix or `hmls rollout undo`; "
+        "supersede: such a revision with the default deadline and a fix while its step is "
+        "unfinished; pause: pause, a revision, resume.", "",
+        "| episode step | count |", "|---|---|",
+        *(f"| {k} | {v} |" for k, v in sorted(rollouts.get("episodes", {}).items())), "",
+        "Rollout Events the controller recorded on the soak's HyperMLServices: "
+        + (", ".join(f"{k} {v}" for k, v in rollouts.get("events", {}).items()) or "none")
+        + ".", "",
         "## Churn (leader RSS per HyperMLService lifecycle)", "",
         f"{r.get('churn')}", "",
         "## Requests during the faults, by server and verb", "",
@@ -868,6 +891,8 @@ def main() -> None:
     p.add_argument("--crs", type=int, help="HyperMLServices (default 100; quick 60)")
     p.add_argument("--rate", type=float, help="driver actions per second (default 0.5; quick 1)")
     p.add_argument("--fault-gap", type=float, help="mean seconds between faults (12; quick 6)")
+    p.add_argument("--episode-gap", type=float,
+                   help="mean seconds between rollout episodes (20; quick 10)")
     p.add_argument("--churn-rounds", type=int, help="rounds of 50 lifecycles (60; quick 30)")
     p.add_argument("--dir", default=str(REPO / ".hmls-env" / "soak"))
     p.add_argument("--out", default=str(REPO / "docs" / "soak"))

@@ -5,6 +5,7 @@ reported.  No API server: the real-server behaviour is in tests/integration/test
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from dataclasses import replace
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from hmls.domain.access import AccessPolicy
 from hmls.domain.drift import Ownership
-from hmls.domain.models import Owner, Spec
+from hmls.domain.models import FINALIZER, Owner, Spec
 from hmls.domain.patch import merge_patch
 from hmls.domain.render import render
 from hmls.domain.status import Status, status_patch
@@ -64,6 +65,9 @@ class FakeSpoke:
         self.objects: dict[tuple[str, str], Observed] = {}
         self.applied: list[tuple[str, bool]] = []
         self.failures: dict[str, errors.KubeError] = {}
+        self.fail_all: errors.KubeError | None = None
+        self.statuses: dict[str, dict[str, Any]] = {}
+        """The status the object of this name reports once applied."""
         self.namespaces: dict[str, NamespaceView] = {}
         self.ensured: list[str] = []
 
@@ -82,19 +86,29 @@ class FakeSpoke:
     async def apply(self, body: Obj, resource: Resource, *, force: bool,
                     as_user: str | None = None) -> Observed:
         name = body["metadata"]["name"]
-        if name in self.failures:
-            raise self.failures[name]
+        if self.fail_all or name in self.failures:
+            raise self.fail_all or self.failures[name]
         self.applied.append((name, force))
         self.writers.append(as_user)
         self.objects[(resource.kind, name)] = observed(body, resource)
+        if name in self.statuses:
+            self.objects[(resource.kind, name)] = replace(
+                self.objects[(resource.kind, name)],
+                status_json=json.dumps(self.statuses[name], separators=(",", ":")))
         return self.objects[(resource.kind, name)]
 
     def owned(self, uid: str, kinds: Any = ()) -> list[Any]:
-        return []
+        return [(Resource("v1", kind, kind.lower() + "s", namespaced=kind != "Namespace"),
+                 obs.namespace, name) for (kind, name), obs in self.objects.items()
+                if obs.owner_uid == uid]
 
     async def delete(self, resource: Resource, namespace: str | None, name: str, *,
                      owner_uid: str, as_user: str | None = None) -> bool:
-        return False
+        found = self.objects.get((resource.kind, name))
+        if found is None or found.owner_uid != owner_uid:
+            return False
+        del self.objects[(resource.kind, name)]
+        return True
 
     async def ensure_namespace(self, name: str, owner: Owner) -> bool:
         self.ensured.append(name)
@@ -344,3 +358,112 @@ def test_the_hub_cache_routes_cluster_changes_from_the_fields_it_decoded_once() 
     selector = cr({"workloads": [{"clusterSelector": {"matchLabels": {"gpu": "a100"}}}]})
     assert selector.follows_labels and selector.clusters == frozenset()
     assert cr({"workloads": []}, deleting=True).deleting
+
+
+# ----- the whole reconcile, against a fake hub and fake spokes ------------------------------
+def hyper(*manifests: Obj, clusters: tuple[str, ...] = ("s1", "s2"), **spec: Any) -> Obj:
+    return {"apiVersion": "tensorstack.dev/v1beta1", "kind": "HyperMLService",
+            "metadata": {"name": OWNER.name, "namespace": OWNER.namespace, "uid": OWNER.uid,
+                         "resourceVersion": "1", "generation": 1},
+            "spec": {"workloads": [{"clusters": list(clusters),
+                                    "manifests": list(manifests)}], **spec}}
+
+
+class World:
+    """A Reconciler between a FakeHub holding one HyperMLService and fake spokes."""
+
+    def __init__(self, obj: Obj, *spokes: str) -> None:
+        self.spokes = {n: FakeSpoke(n) for n in spokes or ("s1", "s2")}
+        self.hub = FakeHub(obj)
+        self.now = dt.datetime(2026, 12, 7, tzinfo=dt.UTC)
+        self.rec = Reconciler(hub=self.hub, fleet=FakeFleet(*self.spokes.values()),
+                              metrics=Metrics(), now=lambda: self.now)
+
+    async def reconcile(self, after: float = 0) -> Status:
+        self.now += dt.timedelta(seconds=after)
+        await self.rec.reconcile(f"{OWNER.namespace}/{OWNER.name}")
+        return Status.of(self.hub.get(OWNER.namespace, OWNER.name))
+
+    def edit(self, **spec: Any) -> None:
+        stored = self.hub.objects[(OWNER.namespace, OWNER.name)]
+        stored["spec"].update(spec)
+        stored["metadata"]["generation"] += 1
+        self.hub.version += 1
+        stored["metadata"]["resourceVersion"] = str(self.hub.version)
+
+
+def progressive(data: str) -> dict[str, Any]:
+    return {"workloads": [{"clusters": ["s1", "s2"], "manifests": [cm("c", k=data)]}]}
+
+
+async def test_a_status_is_written_once_and_not_again_when_nothing_changed() -> None:
+    w = World(hyper(cm("a")))
+    first = await w.reconcile()
+    assert first.fully_applied and len(w.hub.patches) == 1
+    assert FINALIZER in w.hub.objects[("demo", "svc")]["metadata"]["finalizers"]
+    again = await w.reconcile(1)
+    assert again == first and len(w.hub.patches) == 1  # nothing sent
+
+
+async def test_after_a_halted_revision_the_next_reaches_every_cluster() -> None:
+    """Issue 27, bug 1, through the reconciler: the halt of revision 2 does not survive into
+    the status of revision 3 (the stored status is exactly the computed one)."""
+    w = World(hyper(cm("c", k="1"), rollout={"strategy": "Progressive", "soakSeconds": 0,
+                                             "progressDeadlineSeconds": 5}))
+    await w.reconcile()
+    assert (await w.reconcile(1)).rollout.state.last_good == 1  # type: ignore[union-attr]
+    w.spokes["s1"].failures["c"] = errors.Invalid("bad value", status=422)  # revision 2
+    w.edit(**progressive("2"))
+    for _ in range(4):
+        halted = await w.reconcile(3)
+    assert halted.rollout and halted.rollout.state.halted == \
+        "revision 2 halted: s1 not Ready within 5s"
+    del w.spokes["s1"].failures["c"]
+    w.edit(**progressive("3"))
+    for _ in range(6):
+        done = await w.reconcile(1)
+    assert done.rollout is not None
+    assert (done.rollout.state.current, done.rollout.state.halted) == (3, None)
+    assert {c: (s.revision, s.phase) for c, s in done.rollout.state.steps.items()} == {
+        "s1": (3, "Done"), "s2": (3, "Done")}
+    stored = w.hub.objects[("demo", "svc")]["status"]["rollout"]
+    assert "halted" not in stored
+
+
+async def test_deleting_cleans_up_every_cluster_then_drops_the_finalizer() -> None:
+    w = World(hyper(cm("a"), cm("b")))
+    await w.reconcile()
+    assert len(w.spokes["s1"].objects) == 2
+    w.hub.objects[("demo", "svc")]["metadata"]["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+    await w.reconcile()
+    assert w.spokes["s1"].objects == {} and w.spokes["s2"].objects == {}
+    assert w.hub.objects[("demo", "svc")]["metadata"]["finalizers"] == []
+    assert sorted(m for _, r, m in w.hub.events if r == "CleanedUp") == sorted(
+        f"deleted ConfigMap demo/{n} from cluster {c}" for c in ("s1", "s2") for n in "ab")
+
+
+async def test_a_cluster_dropped_from_the_spec_is_pruned_after_the_status_is_written() -> None:
+    w = World(hyper(cm("a")))
+    await w.reconcile()
+    w.edit(workloads=[{"clusters": ["s1"], "manifests": [cm("a")]}])
+    status = await w.reconcile()
+    assert w.spokes["s2"].objects == {} and {i.cluster for i in status.items} == {"s1"}
+    assert ("Normal", "Pruned", "deleted ConfigMap demo/a from cluster s2") in w.hub.events
+
+
+async def test_the_headingress_apply_reports_its_failures_as_any_apply() -> None:
+    mls = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+           "metadata": {"name": "m"}, "spec": {}}
+    w = World(hyper(mls, clusters=("s1",), traffic={"ingressCluster": "in"}), "s1", "in")
+    w.spokes["s1"].statuses["m"] = {
+        "defaultRelease": "r", "releases": [{"name": "r", "url": "http://m.demo.ksvc.s1"}],
+        "conditions": [{"type": "Ready", "status": "True"}]}
+    w.spokes["in"].fail_all = errors.Forbidden("serviceentries is forbidden", status=403)
+    status = await w.reconcile()
+    cond = status.condition("TrafficReady")
+    assert cond is not None and cond.reason == "IngressApplyFailed"
+    failed = [m for _, r, m in w.hub.events if r == "ApplyFailed"]
+    assert failed and all(m.startswith("in: ") and "forbidden by cluster in" in m
+                          for m in failed)
+    await w.reconcile(1)
+    assert [m for _, r, m in w.hub.events if r == "ApplyFailed"] == failed  # not again
