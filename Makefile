@@ -3,7 +3,7 @@
 PYTHON ?= python3
 DEMO_DIR ?= .hmls-env/demo
 
-.PHONY: deps binaries lint typecheck unit test demo demo-down clean
+.PHONY: deps binaries lint typecheck unit test demo demo-down clean fuzz-rollout
 
 deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
@@ -22,6 +22,13 @@ unit:
 # the README's test command: lint, types, unit tests and the real-API-server tests
 test: deps binaries lint
 	$(PYTHON) -m pytest -q -ra
+
+# the rollout state machine's stateful property test at random, for longer than make test
+# runs it (FUZZ_EXAMPLES sequences of up to 50 steps; prints hypothesis' statistics)
+FUZZ_EXAMPLES ?= 2000
+fuzz-rollout: deps
+	HMLS_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PYTHON) -m pytest tests/unit/test_rollout_machine.py \
+		-q -p no:cacheprovider --hypothesis-show-statistics
 
 demo: deps binaries
 	$(PYTHON) scripts/demo.py --dir $(DEMO_DIR)

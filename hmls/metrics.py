@@ -63,7 +63,7 @@ class Metrics:
             ["cluster", "task"], registry=r)
         self.rollout_steps = Counter(
             "hmls_rollout_steps_total",
-            "Progressive rollout steps finished, by result (done, failed, rolled_back).",
+            "Progressive rollout steps finished, by result (done, failed, rolled_back, superseded).",
             ["result"], registry=r)
         self.rollout_step_duration = Histogram(
             "hmls_rollout_step_duration_seconds",
