@@ -67,7 +67,7 @@ class Metrics:
             ["result"], registry=r)
         self.rollout_step_duration = Histogram(
             "hmls_rollout_step_duration_seconds",
-            "Duration of a progressive rollout step, from its start (drain or apply) to its "
+            "Duration of a progressive rollout step, from the apply of its revision to its "
             "end, by result.", ["result"], registry=r,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800))
         self.watch_restarts = Counter(

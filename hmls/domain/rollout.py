@@ -4,7 +4,7 @@ A revision is a numbered version of ``spec.workloads`` (kept on the hub as a
 ControllerRevision).  With ``spec.rollout.strategy: Progressive`` each cluster runs one
 revision, and moves to another in a **step**: ``Draining`` (its HeadIngress weight goes to 0;
 skipped without ``spec.traffic``), ``Applying`` (the step's revision is applied; the cluster
-must be Ready within ``progressDeadlineSeconds`` of the step's start), ``Soaking`` (Ready for
+must be Ready within ``progressDeadlineSeconds`` of the apply), ``Soaking`` (Ready for
 ``soakSeconds``, still without traffic), then ``Done`` (traffic back).  At most
 ``maxConcurrency`` steps run at once, in ``order``.  A step that misses its deadline is
 ``Failed``; more than ``maxFailures`` halt the rollout of that revision: no further cluster
@@ -73,7 +73,8 @@ class Step:
     target: int | None = None
     """While Draining: the revision the step will apply (it runs ``revision`` until then)."""
     started: dt.datetime | None = None
-    """When the step began: its progress deadline counts from here."""
+    """When the step began (its drain), then when its revision began to be applied: the
+    progress deadline counts from there."""
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"cluster": self.cluster, "phase": self.phase}
@@ -300,7 +301,9 @@ class Rollout:
                 return st
             self.urgent = True
             self._event("Normal", "RolloutStep", f"{st.cluster}: applying revision {st.target}")
-            return Step(st.cluster, st.target, APPLYING, self.now, st.target, st.started)
+            # the deadline counts from the apply: a drain that waited (the HeadIngress could not
+            # be updated) does not eat into the time the new revision has to get Ready
+            return Step(st.cluster, st.target, APPLYING, self.now, st.target, self.now)
         started = self._began(st)
         deadline = started + dt.timedelta(seconds=self.spec.progress_deadline_seconds)
         if st.phase == APPLYING:

@@ -99,7 +99,7 @@ def test_one_cluster_at_a_time_drained_updated_soaked_then_the_next() -> None:
     plan, _ = tick(spec, plan.state, 2, 114, ready=both, serving={"spoke2"})
     assert phases(plan) == {"spoke1": (DONE, 2), "spoke2": (DRAINING, 1)}
     assert plan.drained == {"spoke2"}
-    assert plan.finished[0].cluster == "spoke1" and plan.finished[0].seconds == 14
+    assert plan.finished[0].cluster == "spoke1" and plan.finished[0].seconds == 13  # from 101
 
 
 def test_a_missed_deadline_halts_and_rolls_back_where_the_revision_went() -> None:
