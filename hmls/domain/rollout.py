@@ -54,6 +54,7 @@ from typing import Any
 
 from hmls.domain.conditions import Condition
 from hmls.domain.models import RolloutSpec, parse_timestamp, timestamp
+from hmls.domain.notices import Notice
 
 PENDING, DRAINING, APPLYING, SOAKING = "Pending", "Draining", "Applying", "Soaking"
 DONE, FAILED, ROLLED_BACK = "Done", "Failed", "RolledBack"
@@ -180,7 +181,7 @@ class Seen:
 class Finished:
     cluster: str
     result: str
-    """done, failed, rolled_back"""
+    """done, failed, rolled_back, superseded"""
     seconds: float
 
 
@@ -190,8 +191,7 @@ class Plan:
     drained: frozenset[str]
     condition: Condition
     requeue_after: float | None
-    events: list[tuple[str, str, str]]
-    """(type, reason, message)"""
+    events: list[Notice]
     finished: list[Finished]
 
 
@@ -226,7 +226,7 @@ class Rollout:
         """Steps drain their cluster: there is traffic, and another cluster to take it (a
         lone cluster is updated in place)."""
         self.seen: Mapping[str, Seen] = {}
-        self.events: list[tuple[str, str, str]] = []
+        self.events: list[Notice] = []
         self.finished: list[Finished] = []
         self.waits: list[float] = []
         self.urgent = False
@@ -284,7 +284,7 @@ class Rollout:
         return st.started or st.since or self.now
 
     def _event(self, type_: str, reason: str, message: str) -> None:
-        self.events.append((type_, reason, message))
+        self.events.append(Notice(type_, reason, message))
 
     def _finish(self, st: Step, phase: str, result: str) -> Step:
         began = self._began(st)

@@ -44,6 +44,7 @@ from hmls.domain.models import (
     parse_spec,
     timestamp,
 )
+from hmls.domain.notices import Notice
 from hmls.domain.render import (
     Desired,
     Fleet,
@@ -120,15 +121,6 @@ def _rejection(cluster: str, exc: errors.KubeError) -> str:
                 409: "conflict"}.get(exc.status, "failed")
     code = f" (HTTP {exc.status})" if what == "failed" and exc.status else ""
     return f"{what} by cluster {cluster}{code}: {exc.message}"
-
-
-@dataclass(frozen=True)
-class Notice:
-    """An Event a phase asks for; the reconcile emits them once its status is written."""
-
-    type: str
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -284,7 +276,7 @@ class Reconciler:
         self._track(key, new)
         requeue_after = routed.requeue_after if routed else None
         if step is not None:
-            notices += [Notice(*e) for e in step.events]
+            notices += step.events
             for finished in step.finished:
                 self.metrics.rollout_steps.labels(finished.result).inc()
                 self.metrics.rollout_step_duration.labels(finished.result).observe(

@@ -40,16 +40,21 @@ def server(env: Environment) -> Environment:
     return env
 
 
-async def _write_b_over_a(env: Environment, a: Status, b: Status) -> tuple[Obj, Obj | None]:
+async def _created(env: Environment, name: str) -> tuple[ClusterClient, Hub, Obj]:
+    """A client of the server, the controller's Hub over it, and a new HyperMLService."""
     client = await ClusterClient.from_kubeconfig(
         "ingress", vet(env.kubeconfig("ingress").read_bytes()))
+    obj = await client.create(HMLS, NAMESPACE, {
+        "apiVersion": API_VERSION, "kind": KIND,
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"workloads": [{"clusters": ["spoke1"], "manifests": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]}]}})
+    return client, Hub(client, HubCache({}), Metrics()), obj
+
+
+async def _write_b_over_a(env: Environment, a: Status, b: Status) -> tuple[Obj, Obj | None]:
+    client, hub, obj = await _created(env, f"w{next(_names)}")
     try:
-        hub = Hub(client, HubCache({}), Metrics())
-        obj = await client.create(HMLS, NAMESPACE, {
-            "apiVersion": API_VERSION, "kind": KIND,
-            "metadata": {"name": f"w{next(_names)}", "namespace": NAMESPACE},
-            "spec": {"workloads": [{"clusters": ["spoke1"], "manifests": [
-                {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]}]}})
         first = await hub.write_status(obj, a)
         second = await hub.write_status(first or obj, b)
         stored = await client.get(HMLS, NAMESPACE, obj["metadata"]["name"])
@@ -74,15 +79,8 @@ def test_writing_b_over_a_leaves_exactly_b_on_the_server(server: Environment, a:
 
 def test_a_write_from_a_stale_read_is_a_conflict(server: Environment) -> None:
     async def run() -> None:
-        client = await ClusterClient.from_kubeconfig(
-            "ingress", vet(server.kubeconfig("ingress").read_bytes()))
+        client, hub, obj = await _created(server, "stale")
         try:
-            hub = Hub(client, HubCache({}), Metrics())
-            obj = await client.create(HMLS, NAMESPACE, {
-                "apiVersion": API_VERSION, "kind": KIND,
-                "metadata": {"name": "stale", "namespace": NAMESPACE},
-                "spec": {"workloads": [{"clusters": ["spoke1"], "manifests": [
-                    {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}]}]}})
             await hub.write_status(obj, Status(observed_generation=1))
             with pytest.raises(errors.Conflict):  # obj is the read before that write
                 await hub.write_status(obj, Status(observed_generation=2))

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hmls.domain.models import RolloutSpec
+from hmls.domain.notices import Notice
 from hmls.domain.rollout import (
     ACTIVE,
     APPLYING,
@@ -114,7 +115,8 @@ def test_a_missed_deadline_halts_and_rolls_back_where_the_revision_went() -> Non
     assert plan.state.halted == "revision 2 halted: spoke1 not Ready within 60s"
     assert phases(plan) == {"spoke1": (DRAINING, 2), "spoke2": (PENDING, 1)}
     assert plan.state.steps["spoke1"].target == 1
-    assert [e[1] for e in plan.events] == ["RolloutStepFailed", "RolloutHalted", "RolloutStep"]
+    assert [e.reason for e in plan.events] == ["RolloutStepFailed", "RolloutHalted",
+                                               "RolloutStep"]
     assert plan.condition.reason == "Halted"
     plan, runs = tick(spec, plan.state, 2, 162, ready={"spoke2"}, serving={"spoke2"})
     assert phases(plan)["spoke1"] == (APPLYING, 1)
@@ -257,8 +259,8 @@ def test_a_new_revision_supersedes_an_unfinished_step_at_once() -> None:
     assert runs == {"spoke1": 3, "spoke2": 1}
     assert phases(plan) == {"spoke1": (APPLYING, 3), "spoke2": (PENDING, 1)}
     assert plan.state.steps["spoke1"].started == T0 + dt.timedelta(seconds=155)
-    assert ("Normal", "RolloutStepSuperseded",
-            "spoke1: the step to revision 2 is superseded by revision 3") in plan.events
+    assert Notice("Normal", "RolloutStepSuperseded",
+                  "spoke1: the step to revision 2 is superseded by revision 3") in plan.events
     assert [(f.cluster, f.result) for f in plan.finished] == [("spoke1", "superseded")]
     plan, _ = tick(spec, plan.state, 3, 200, ready=both, serving={"spoke2"})  # 45 s in
     assert phases(plan)["spoke1"] == (SOAKING, 3)
@@ -329,7 +331,7 @@ def test_a_step_whose_revision_renders_as_the_new_one_goes_on() -> None:
     plan, _ = tick(spec, plan.state, 3, 105, ready={"spoke2"}, traffic=False,
                    unchanged={"spoke2"})
     assert phases(plan) == {"spoke1": (APPLYING, 3), "spoke2": (SOAKING, 3)}
-    assert [e[2] for e in plan.events if e[1] == "RolloutStepSuperseded"] == [
+    assert [e.message for e in plan.events if e.reason == "RolloutStepSuperseded"] == [
         "spoke1: the step to revision 2 is superseded by revision 3"]
     plan, _ = tick(spec, plan.state, 3, 112, ready=both, traffic=False)
     assert phases(plan)["spoke2"] == (DONE, 3)  # soaked from 101, as it was
