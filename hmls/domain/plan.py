@@ -61,7 +61,8 @@ class Plan:
             ready = bool(mine) and all(
                 i.applied and not i.written and (i.health is None or i.health.ready)
                 for i in mine)
-            seen[cluster] = rollout_mod.Seen(ready, cluster in serving)
+            seen[cluster] = rollout_mod.Seen(ready, cluster in serving,
+                                             any(i.written for i in mine))
         return self.rollout.finish(seen)
 
 

@@ -57,6 +57,8 @@ from hmls.domain.models import RolloutSpec, parse_timestamp, timestamp
 from hmls.domain.notices import Notice
 
 PENDING, DRAINING, APPLYING, SOAKING = "Pending", "Draining", "Applying", "Soaking"
+RECHECK_S = 1.0
+"""How soon a cluster whose objects a reconcile wrote is looked at again."""
 DONE, FAILED, ROLLED_BACK = "Done", "Failed", "RolledBack"
 ACTIVE = frozenset({DRAINING, APPLYING, SOAKING})
 
@@ -152,11 +154,14 @@ class State:
 
         def new(number: int | None) -> int | None:
             return aliases.get(number, number) if number is not None else None
-        # going back to the halted revision's workloads is a new revision: the halt is over
-        halted = None if self.current in aliases else self.halted
-        return State(new(self.current), new(self.last_good), halted,
-                     {c: Step(s.cluster, new(s.revision), s.phase, s.since, new(s.target),
-                              s.started) for c, s in self.steps.items()})
+        # workloads that came back are a new revision: the halt of the old number is over,
+        # and a step that failed under it is not a failure of the new one (it is tried again)
+        return State(new(self.current), new(self.last_good),
+                     None if self.current in aliases else self.halted,
+                     {c: Step(s.cluster, new(s.revision),
+                              PENDING if s.phase == FAILED and s.revision in aliases
+                              else s.phase, s.since, new(s.target), s.started)
+                      for c, s in self.steps.items()})
 
     def referenced(self) -> set[int]:
         """Revisions the state still needs (never garbage-collected)."""
@@ -175,6 +180,10 @@ class Seen:
     object's status says nothing yet about the new revision)."""
     serving: bool = False
     """The HeadIngress gave it traffic (effective weight > 0) as last planned."""
+    written: bool = False
+    """This reconcile wrote some of the cluster's objects: its readiness is looked at again
+    shortly (nothing else need happen: an object whose status does not change sends no
+    event)."""
 
 
 @dataclass(frozen=True)
@@ -246,6 +255,9 @@ class Rollout:
                 st = Step(c, current, APPLYING, now, current, now)
             elif st.phase in ACTIVE:
                 st = self._supersede(st, same=c in unchanged)
+            elif st.phase == ROLLED_BACK and st.revision == current:
+                # rolled back to workloads that came back as the current revision (undo)
+                st = Step(c, current, DONE, now)
             elif st.revision != current:
                 if c in unchanged:
                     st = Step(c, current, DONE, now)  # renders the same: nothing to roll
@@ -312,12 +324,13 @@ class Rollout:
                     return self._complete(st, final)
                 self.waits.append(self.spec.soak_seconds)
                 return Step(st.cluster, st.revision, SOAKING, self.now, st.target, started)
-            if self.now >= deadline:
+            if self.now >= deadline and not seen.written:  # judged on what it was seen do
                 self._event("Warning", "RolloutStepFailed",
                             f"{st.cluster}: revision {st.revision} not Ready within "
                             f"{self.spec.progress_deadline_seconds}s")
                 return self._finish(st, FAILED, "failed")
-            self.waits.append((deadline - self.now).total_seconds())
+            left = (deadline - self.now).total_seconds()
+            self.waits.append(min(left, RECHECK_S) if seen.written else left)
             return st
         if st.phase == SOAKING:
             if not seen.ready:
@@ -409,8 +422,11 @@ class Rollout:
                     self.steps[c].phase in ACTIVE for c in self.clusters):
                 self.blocked = (f"waiting: draining {stranding[0]} would leave no healthy "
                                 "cluster serving traffic")
-        if all(self.steps[c].revision == self.current and self.steps[c].phase == DONE
-               for c in self.clusters) and self.clusters:
+        # the last good revision: Done on every cluster and Ready there, seen so now (a
+        # cluster the revision renders the same on is Done at once, Ready or not)
+        if self.clusters and all(
+                self.steps[c].revision == self.current and self.steps[c].phase == DONE
+                and self.seen.get(c, Seen(False)).ready for c in self.clusters):
             if self.last_good != self.current:
                 self._event("Normal", "RolledOut", f"revision {self.current} is Ready on every "
                             "cluster")

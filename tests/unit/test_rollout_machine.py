@@ -59,6 +59,8 @@ class Controller(RuleBasedStateMachine):
         """Revisions that every placed cluster ran and was Ready at, at some reconcile."""
         self.quiet = 0.0
         """Seconds every placed cluster has been healthy and on good content, with no change."""
+        self.requeue: float | None = None
+        """When the last reconcile asked to be run again."""
 
     # ----- the world -------------------------------------------------------------------
     def spec(self) -> RolloutSpec:
@@ -79,6 +81,18 @@ class Controller(RuleBasedStateMachine):
         else:
             self.bad.discard(content)
         self._record(content)
+
+    @precondition(lambda self: self.current > 0)
+    @rule()
+    def halt_then_undo(self) -> None:
+        """A revision that never gets Ready, left to halt (and roll back), then undone."""
+        self.new_revision(content=(self.known[self.current] + 1) % 4, bad=True)
+        for _ in range(12):  # until the halt's rollback is over (if it halts: a person may
+            self.reconcile(DEADLINE + 1 if self.requeue is None else self.requeue)
+            state = self.state()  # have paused it, or a cluster may be unhealthy)
+            if state.halted and not any(s.phase in ACTIVE for s in state.steps.values()):
+                break
+        self.undo()
 
     @precondition(lambda self: self.current > 0)
     @rule()
@@ -186,9 +200,10 @@ class Controller(RuleBasedStateMachine):
             if c not in self.placed:
                 self.running[c] = None  # pruned
         seen = {c: Seen(c not in written and self._ready(c, self.running[c]),
-                        c in self.serving) for c in self.placed}
+                        c in self.serving, c in written) for c in self.placed}
         active_before = {c for c, s in before.steps.items() if s.phase in ACTIVE}
         plan = r.finish(seen)
+        self.requeue = plan.requeue_after
         state = plan.state
         # invariants of one transition
         active = [c for c, s in state.steps.items() if s.phase in ACTIVE]
@@ -235,14 +250,23 @@ class Controller(RuleBasedStateMachine):
         self.bad.discard(self.known[self.current])
         if self.state().halted and self.state().current == self.current:
             return  # a halt of the current revision waits for a person: a new revision
-        for _ in range(8 * len(self.placed) + 8):
-            self.reconcile(SOAK + 1)
-            self.reconcile(0)
+        # the changes above are events: one reconcile now; after that nothing happens in the
+        # world, so the controller goes on only when the planner asked to look again
+        self.reconcile(0)
+        start = self.now
+        for _ in range(16 * len(self.placed) + 16):
             if self._rolled_out():
                 break
+            assert self.requeue is not None, (
+                f"nothing would reconcile it again: {self.state()}")
+            self.reconcile(self.requeue)
         state = self.state()
         assert self._rolled_out(), state
         assert state.last_good == self.current
+        # each step takes its soak and a look after its apply; one under way may start over
+        steps = -(-len(self.placed) // self.spec().concurrency(len(self.placed))) + 1
+        took = (self.now - start).total_seconds()
+        assert took <= steps * (SOAK + 3), f"{took:.0f}s to roll out {len(self.placed)} clusters"
 
     def _rolled_out(self) -> bool:
         state = self.state()
