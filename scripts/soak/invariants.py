@@ -168,6 +168,17 @@ class Snapshot:
     """the hub's ControllerRevisions (read after the HyperMLServices)"""
 
 
+def mlservice_ready(cr: Obj, snap: Snapshot, cluster: str) -> bool | None:
+    """Whether the HyperMLService's (first) MLService on the cluster is Ready, as the spoke
+    says; None when it is not there (or the spoke was unreadable)."""
+    ns = cr["metadata"]["namespace"]
+    svc = next((m["metadata"]["name"] for w in cr["spec"]["workloads"]
+                for m in w["manifests"] if m["kind"] == "MLService"), None)
+    objs = snap.spokes.get(cluster)
+    live = objs.get(("MLService", ns, svc)) if objs and svc else None
+    return None if live is None else condition(live, "Ready").get("status") == "True"
+
+
 @dataclass
 class Checker:
     injector: Injector
@@ -221,11 +232,13 @@ class Checker:
         those of ``inv`` whose key has ``value`` at ``position``."""
         self._touched.update(k for k in self._bad if k[0] == inv and k[1][position] == value)
 
-    def open_episodes(self, now: float) -> list[str]:
-        """Bad states still open, except those of HyperMLServices changed in the last 10 s."""
+    def open_episodes(self, now: float, but: Collection[str] = ()) -> list[str]:
+        """Bad states still open (of the invariants not in ``but``), except those of
+        HyperMLServices changed in the last 10 s (plus their rollout's time)."""
         return [f"{inv} since {since - self.t0:.0f}s: {detail}"
                 for (inv, _), (since, uid, detail) in self._bad.items()
-                if now - self.changed.get(uid, 0.0) > 10.0 + self.allowance.get(uid, 0.0)]
+                if inv not in but
+                and now - self.changed.get(uid, 0.0) > 10.0 + self.allowance.get(uid, 0.0)]
 
     # ----- one cadence -------------------------------------------------------------
     def check(self, snap: Snapshot) -> None:
@@ -343,15 +356,10 @@ class Checker:
             self._hold("traffic_safe", 0, uid)
             return
         ns = cr["metadata"]["namespace"]
-        svc = next(m["metadata"]["name"] for w in cr["spec"]["workloads"]
-                   for m in w["manifests"] if m["kind"] == "MLService")
         clusters = [c for w in cr["spec"]["workloads"] for c in w.get("clusters") or []]
 
         def healthy(cluster: str) -> bool:
-            objs = snap.spokes.get(cluster)
-            live = objs.get(("MLService", ns, svc)) if objs else None
-            return (live is not None and not self.injector.cut(cluster)
-                    and condition(live, "Ready").get("status") == "True")
+            return not self.injector.cut(cluster) and mlservice_ready(cr, snap, cluster) is True
 
         good = {c for c in clusters if healthy(c)}
         vs = next((r for r in snap.routes
@@ -389,7 +397,8 @@ class Checker:
         state = (cr.get("status") or {}).get("rollout") or {}
         steps = {s.get("cluster"): s for s in state.get("clusters") or [] if isinstance(s, dict)}
         behind = [f"{c} {(steps.get(c) or {}).get('phase', 'no step')} "
-                  f"(revision {(steps.get(c) or {}).get('revision')})" for c in placed
+                  f"(revision {(steps.get(c) or {}).get('revision')}; its MLService Ready: "
+                  f"{mlservice_ready(cr, snap, c)})" for c in placed
                   if (steps.get(c) or {}).get("revision") != newest
                   or (steps.get(c) or {}).get("phase") != "Done"]
         current = state.get("currentRevision")

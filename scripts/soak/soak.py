@@ -28,12 +28,11 @@ only.  Then, for the duration, at the same time:
               the soak caused from crashes
 
 Afterwards every fault is healed, what an episode left halted or paused is fixed or
-resumed, the checker keeps going until the fleet has converged
-(violations still count), a churn phase measures the leader's RSS per HyperMLService
-lifecycle, the hub's audit log is checked for a second writer, and the report goes to
-OUT/<mode>.json and OUT/<mode>.md (with the rollout episodes and the rollout Events the
-controller emitted).  The exit status is 1 when any invariant was violated:
-the seed and the violating objects are printed.
+resumed, the checker keeps going until the fleet has converged (violations still count), a
+churn phase measures the leader's RSS per HyperMLService lifecycle, the hub's audit log is
+checked for a second writer, and the report goes to OUT/<mode>.json and OUT/<mode>.md (with
+the rollout episodes and the rollout Events the controller recorded).  The exit status is 1
+when any invariant was violated: the seed and the violating objects are printed.
 
   PYTHONPATH=scripts/bench python scripts/soak/soak.py [--quick] [--seed N] [--minutes M]
       [--crs N] [--episode-gap S] [--dir DIR] [--out docs/soak]
@@ -119,6 +118,7 @@ deliberately bad revision halts (a halt waits for a person: one caused by a faul
 the rollout for good)."""
 HALT_DEADLINE_S = 6
 """progressDeadlineSeconds while a halting episode's bad revision is the newest."""
+EPISODES = ("halt", "supersede", "pause")
 MAX_EPISODES = 2
 """Rollout episodes under way at once (each holds one progressive HyperMLService)."""
 HALT_WAIT_S = 45.0
@@ -411,16 +411,20 @@ class World:
     # ----- rollout episodes ------------------------------------------------------------
     async def episodes(self, rng: random.Random, gap: float, injector: Injector) -> None:
         """A rollout episode on an idle progressive HyperMLService about every ``gap``
-        seconds, at most MAX_EPISODES at once; its own random stream, so that the driver's
-        stays as it was."""
+        seconds (or when one of MAX_EPISODES under way ends), the kinds in turn (the quick run
+        has room for a few: each kind gets its turn); its own random stream, so that the
+        driver's stays as it was."""
         tasks: set[asyncio.Task[None]] = set()
+        turn = rng.randrange(len(EPISODES))
         try:
             while True:
                 await asyncio.sleep(rng.expovariate(1 / gap))
+                while len(tasks) >= MAX_EPISODES:
+                    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 pool = [c for c in self._idle() if c.kind == "progressive"]
-                if len(tasks) >= MAX_EPISODES or not pool:
+                if not pool:
                     continue
-                kind = rng.choice(["halt", "supersede", "pause"])
+                kind, turn = EPISODES[turn % len(EPISODES)], turn + 1
                 if kind == "pause":  # during a fault on one of its clusters, when there is one
                     pool = [c for c in pool if any(f.affects(cluster) for f in injector.active()
                                                    for cluster in c.clusters)] or pool
@@ -469,6 +473,7 @@ class World:
         self.rollouts["fix"] += 1
 
     async def _halt(self, cr: CR, rng: random.Random) -> None:
+        """Halt, then the person's part: a fix and ``hmls rollout undo`` in turn."""
         await self._bad_revision(cr, halting=True)
         self.rollouts["halt"] += 1
         halted = await self._await_rollout(cr, lambda r: bool(r.get("halted")), HALT_WAIT_S)
@@ -477,11 +482,9 @@ class World:
             await self._fix(cr)
             return
         self.rollouts["halted"] += 1
+        undo = self.rollouts["halted"] % 2 == 1
         await asyncio.sleep(rng.uniform(0.0, 5.0))  # let some of the rollback happen
-        if rng.random() < 0.5:
-            await self._fix(cr)
-        else:
-            await self._undo(cr)
+        await (self._undo(cr) if undo else self._fix(cr))
 
     async def _undo(self, cr: CR) -> None:
         """``hmls rollout undo`` to the revision before the bad one (good by construction: an
@@ -664,7 +667,9 @@ async def check_loop(world: World, checker: Checker, injector: Injector) -> None
     while True:
         snap = await world.snapshot()
         checker.check(snap)
-        still = checker.open_episodes(snap.at)
+        # a fault has converged when every object is as applied and every route safe (a
+        # rollout's own time after a heal is the rollout invariant's business)
+        still = checker.open_episodes(snap.at, but=("rollout_converges",))
         whole = snap.crs is not None and all(v is not None for v in snap.spokes.values())
         for f in injector.faults:
             if f.healed is not None and f.converged is None:
