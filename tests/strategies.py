@@ -17,7 +17,7 @@ from hmls.domain.status import (
     Item,
     Pending,
     Placement,
-    Rollout,
+    RolloutStatus,
     Route,
     Status,
     Summary,
@@ -63,11 +63,11 @@ steps = st.builds(
 
 
 @st.composite
-def rollouts(draw: st.DrawFn) -> Rollout:
+def rollouts(draw: st.DrawFn) -> RolloutStatus:
     chosen = draw(st.lists(steps, max_size=3, unique_by=lambda s: s.cluster))
     state = State(draw(revisions), draw(st.none() | revisions), draw(maybe_text),
                   {s.cluster: s for s in chosen})
-    return Rollout(state, tuple(s.cluster for s in chosen))
+    return RolloutStatus(state, tuple(s.cluster for s in chosen))
 
 
 statuses = st.builds(

@@ -241,7 +241,7 @@ class Summary:
 
 
 @dataclass(frozen=True)
-class Rollout:
+class RolloutStatus:
     """``status.rollout``: the rollout state, its clusters in rollout order."""
 
     state: State
@@ -251,7 +251,7 @@ class Rollout:
         return self.state.to_status(list(self.order))
 
     @classmethod
-    def from_wire(cls, raw: Mapping[str, Any]) -> Rollout:
+    def from_wire(cls, raw: Mapping[str, Any]) -> RolloutStatus:
         state = State.from_status(raw)
         return cls(state, tuple(state.steps))
 
@@ -269,7 +269,7 @@ class Status:
     created_namespaces: tuple[tuple[str, str], ...] = ()
     """(cluster, namespace) of the spoke namespaces hmls created for these manifests."""
     placements: tuple[Placement, ...] = ()
-    rollout: Rollout | None = None
+    rollout: RolloutStatus | None = None
     summarised: str | None = None
     """Set when the per-item spoke status was left out to keep the object small."""
 
@@ -311,7 +311,7 @@ class Status:
             tuple((_str(n.get("cluster")), _str(n.get("name")))
                   for n in _dicts(raw.get("createdNamespaces"))),
             tuple(Placement.from_wire(p) for p in _dicts(raw.get("placements"))),
-            Rollout.from_wire(rollout) if isinstance(rollout, Mapping) else None,
+            RolloutStatus.from_wire(rollout) if isinstance(rollout, Mapping) else None,
             _opt_str(raw.get("summarised")))
 
     @classmethod
@@ -440,7 +440,7 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: Status, now
               extra: tuple[Condition, ...] = (), pending: Iterable[Pending] = (),
               traffic: TrafficStatus | None = None,
               created_namespaces: Iterable[tuple[str, str]] = (),
-              selected: Iterable[Placement] = (), rollout: Rollout | None = None,
+              selected: Iterable[Placement] = (), rollout: RolloutStatus | None = None,
               behind: Behind | None = None) -> Status:
     """The complete new status for these item results."""
     conditions = [fully_applied(items, behind), ready(items), *extra]

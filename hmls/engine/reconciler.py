@@ -269,7 +269,7 @@ class Reconciler:
             extra=tuple(extra), pending=pending, traffic=routed.status if routed else None,
             created_namespaces=await self._created_namespaces(desired),
             selected=status_mod.selected(spec, planned.chosen),
-            rollout=status_mod.Rollout(step.state, tuple(planned.rollout.clusters))
+            rollout=status_mod.RolloutStatus(step.state, tuple(planned.rollout.clusters))
             if step and planned.rollout else None,
             behind=planned.behind(step) if step else None)
         await self.hub.write_status(obj, status_mod.fit(new))

@@ -28,7 +28,7 @@ from hypothesis.stateful import (
 from hmls.domain.models import RolloutSpec
 from hmls.domain.patch import merge_patch
 from hmls.domain.rollout import ACTIVE, DONE, Seen, State, begin
-from hmls.domain.status import Rollout, Status, status_patch
+from hmls.domain.status import RolloutStatus, Status, status_patch
 
 T0 = dt.datetime(2026, 12, 2, 12, 0, 0, tzinfo=dt.UTC)
 UNIVERSE = ["c1", "c2", "c3"]
@@ -231,7 +231,7 @@ class Controller(RuleBasedStateMachine):
         self.serving = eligible or (self.serving & set(self.placed))
         # the status as the controller writes it
         new = Status(observed_generation=self.current,
-                     rollout=Rollout(state, tuple(self.placed))).to_wire()
+                     rollout=RolloutStatus(state, tuple(self.placed))).to_wire()
         patch = status_patch(self.stored, new)
         if patch is not None:  # the write is skipped when nothing changed
             self.stored = merge_patch(self.stored, patch)
