@@ -87,6 +87,10 @@ def _comparable(status: Any) -> Any:
     return status
 
 
+WRITE_ATTEMPTS = 30
+"""A status write is tried this often (backoff up to 5 s: about two minutes)."""
+
+
 class Simulator:
     """Watches MLServices on one spoke and reconciles their status."""
 
@@ -104,22 +108,34 @@ class Simulator:
             return
         if key in self._pending and not self._pending[key].done():
             return
-        self._pending[key] = asyncio.create_task(self._write(key))
+        self._pending[key] = asyncio.create_task(self.write_status(key))
 
-    async def _write(self, key: tuple[str, str]) -> None:
+    async def write_status(self, key: tuple[str, str]) -> None:
+        """Write the status the object should have; a failed write is tried again with
+        backoff, as a controller requeues (the object does not change, so no later event
+        would bring it back: an MLService stayed without status for 65 s after its spoke's
+        API server was killed mid-write, in the full soak of 2026-12-07, seed 3182763439)."""
         await asyncio.sleep(self.delay)
+        backoff = max(self.delay, 0.1)
         try:
-            current = await self.client.get(MLSERVICE, key[0], key[1])
-            if current is None:
-                return
-            status = desired_status(current, domain=self.domain,
-                                    previous=current.get("status"), now=_now())
-            await self.client.patch(MLSERVICE, key[0], key[1], {"status": status},
-                                    subresource="status", field_manager="mlservice-simulator")
-            log.info("simulator: %s/%s on %s -> Ready=%s", key[0], key[1], self.client.name,
-                     status["conditions"][1]["status"])
-        except Exception as exc:
-            log.warning("simulator: status of %s/%s failed: %s", key[0], key[1], exc)
+            for _ in range(WRITE_ATTEMPTS):
+                try:
+                    current = await self.client.get(MLSERVICE, key[0], key[1])
+                    if current is None:
+                        return
+                    status = desired_status(current, domain=self.domain,
+                                            previous=current.get("status"), now=_now())
+                    await self.client.patch(MLSERVICE, key[0], key[1], {"status": status},
+                                            subresource="status",
+                                            field_manager="mlservice-simulator")
+                    log.info("simulator: %s/%s on %s -> Ready=%s", key[0], key[1],
+                             self.client.name, status["conditions"][1]["status"])
+                    return
+                except Exception as exc:
+                    log.warning("simulator: status of %s/%s failed (again in %.1fs): %s",
+                                key[0], key[1], backoff, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(2 * backoff, 5.0)
         finally:
             self._pending.pop(key, None)
         # the object may have changed while we slept: the informer's next event re-checks

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from hmls.devenv.simulator import READY_KNOB, desired_status
+from hmls.devenv.simulator import READY_KNOB, Simulator, desired_status
+from hmls.kube.errors import Unreachable
 
 DOMAIN = "spoke1.example.com"
 T0 = "2024-01-01T00:00:00Z"
@@ -145,3 +146,37 @@ def test_does_not_mutate_inputs() -> None:
     snapshot = (repr(svc), repr(previous))
     desired_status(svc, domain=DOMAIN, previous=previous, now=NOW)
     assert (repr(svc), repr(previous)) == snapshot
+
+
+class Flaky:
+    """A spoke whose API server is down for the first ``down`` requests."""
+
+    name = "spoke1"
+
+    def __init__(self, obj: dict[str, Any], down: int) -> None:
+        self.obj, self.down, self.patches = obj, down, 0
+
+    def _call(self) -> None:
+        if self.down > 0:
+            self.down -= 1
+            raise Unreachable("cannot connect to 127.0.0.1:1")
+
+    async def get(self, res: Any, namespace: str, name: str) -> dict[str, Any]:
+        self._call()
+        return self.obj
+
+    async def patch(self, res: Any, namespace: str, name: str, patch: dict[str, Any], *,
+                    subresource: str, field_manager: str) -> dict[str, Any]:
+        self._call()
+        self.patches += 1
+        self.obj = {**self.obj, "status": patch["status"]}
+        return self.obj
+
+
+async def test_a_status_write_that_failed_is_tried_again() -> None:
+    """Found by the full soak of 2026-12-07 (seed 3182763439): a write that failed while the
+    spoke's API server was down was never tried again, and the MLService had no status."""
+    spoke = Flaky(mlservice(), down=3)
+    sim = Simulator(spoke, domain=DOMAIN, delay=0.01)  # type: ignore[arg-type]
+    await sim.write_status(("demo", "torch"))
+    assert spoke.patches == 1 and conds(spoke.obj["status"])["Ready"]["status"] == "True"
