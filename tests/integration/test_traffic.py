@@ -81,9 +81,13 @@ async def test_not_ready_spoke_loses_traffic_and_gets_it_back_after_damping(
     await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
     kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}=false")
     await wait_weights(clients, ns, {"spoke1": 100})
-    obj = await get_hmls(clients["hub"], ns, "hmls-sample")
-    route2 = obj["status"]["traffic"]["routes"][1]  # type: ignore[index]
-    assert route2["effectiveWeight"] == 0
+
+    async def reported() -> Obj | None:  # the status is written after the ingress objects
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        routes = ((o or {}).get("status") or {}).get("traffic", {}).get("routes") or []
+        return o if len(routes) > 1 and routes[1]["effectiveWeight"] == 0 else None
+    obj = await eventually(reported, what="status.traffic with spoke2 at 0")
+    route2 = obj["status"]["traffic"]["routes"][1]
     assert route2["reason"].startswith("MLService not ready")
     assert condition(obj, "TrafficReady")["reason"] == "Degraded"
     kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}-")
