@@ -12,6 +12,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from hmls.domain.wire import number, text
+
 
 @dataclass(frozen=True)
 class Condition:
@@ -39,15 +41,9 @@ class Stamped:
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Stamped:
-        generation = raw.get("observedGeneration")
-        return cls(_text(raw.get("type")), _text(raw.get("status")), _text(raw.get("reason")),
-                   _text(raw.get("message")),
-                   generation if isinstance(generation, int) else 0,
-                   _text(raw.get("lastTransitionTime")))
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)
+        return cls(text(raw.get("type")), text(raw.get("status")), text(raw.get("reason")),
+                   text(raw.get("message")), number(raw.get("observedGeneration")) or 0,
+                   text(raw.get("lastTransitionTime")))
 
 
 def stamp(previous: Iterable[Stamped], new: Iterable[Condition], *, generation: int,

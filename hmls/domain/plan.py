@@ -86,7 +86,7 @@ def plan(*, owner: Owner, spec: Spec, raw_spec: Mapping[str, Any], fleet: Fleet,
             old = None
         if old is not None:  # else deleted behind hmls's back: its clusters move on
             rendered[revision] = _by_cluster(render(owner, old, fleet))
-    clusters = _clusters(chosen)
+    clusters = list(dict.fromkeys(c for targets in chosen for c in targets))
     now_items = rendered[current]
     unchanged = {c for c, s in state.steps.items() if s.revision is not None and (
         s.revision not in rendered
@@ -101,13 +101,6 @@ def plan(*, owner: Owner, spec: Spec, raw_spec: Mapping[str, Any], fleet: Fleet,
             desired += rendered[number].get(cluster, [])
     return Plan(desired, chosen, rollout,
                 {c: n if n in rendered else None for c, n in runs.items()})
-
-
-def _clusters(chosen: list[list[str]]) -> list[str]:
-    out: list[str] = []
-    for clusters in chosen:
-        out += [c for c in clusters if c not in out]
-    return out
 
 
 def _by_cluster(desired: list[Desired]) -> dict[str, list[Desired]]:

@@ -25,6 +25,7 @@ from hmls.domain.models import (
     Workload,
 )
 from hmls.domain.patch import PatchError, json_patch, merge_patch, substitute
+from hmls.domain.wire import text
 
 # Kinds that are cluster-scoped in every Kubernetes: their namespace is never defaulted.
 # (The applier decides scope from each cluster's discovery; this only shapes the default.)
@@ -59,9 +60,12 @@ class ResourceRef:
         return out
 
     @classmethod
-    def from_status(cls, raw: dict[str, Any]) -> ResourceRef:
-        return cls(raw.get("apiVersion", ""), raw.get("kind", ""),
-                   raw.get("namespace", ""), raw.get("name", ""))
+    def from_status(cls, raw: Any) -> ResourceRef:
+        """A stored ``resource``, read (anything but an object is an empty reference)."""
+        if not isinstance(raw, Mapping):
+            return cls("", "", "", "")
+        return cls(text(raw.get("apiVersion")), text(raw.get("kind")),
+                   text(raw.get("namespace")), text(raw.get("name")))
 
     def __str__(self) -> str:
         where = f"{self.namespace}/" if self.namespace else ""

@@ -55,6 +55,7 @@ from typing import Any
 from hmls.domain.conditions import Condition
 from hmls.domain.models import RolloutSpec, parse_timestamp, timestamp
 from hmls.domain.notices import Notice
+from hmls.domain.wire import mappings, number, opt_text, text
 
 PENDING, DRAINING, APPLYING, SOAKING = "Pending", "Draining", "Applying", "Soaking"
 RECHECK_S = 1.0
@@ -93,14 +94,9 @@ class Step:
 
     @classmethod
     def from_status(cls, raw: Mapping[str, Any]) -> Step:
-        def number(key: str) -> int | None:
-            value = raw.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
-        phase = raw.get("phase")
-        return cls(str(raw.get("cluster", "")), number("revision"),
-                   phase if isinstance(phase, str) and phase else PENDING,
-                   _time(raw.get("since")), number("targetRevision"),
-                   _time(raw.get("stepStarted")))
+        return cls(text(raw.get("cluster")), number(raw.get("revision")),
+                   opt_text(raw.get("phase")) or PENDING, _time(raw.get("since")),
+                   number(raw.get("targetRevision")), _time(raw.get("stepStarted")))
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -123,16 +119,9 @@ class State:
     @classmethod
     def from_status(cls, raw: Mapping[str, Any] | None) -> State:
         raw = raw or {}
-        steps = [Step.from_status(s) for s in raw.get("clusters") or []
-                 if isinstance(s, dict)]
-
-        def number(key: str) -> int | None:
-            value = raw.get(key)
-            return value if isinstance(value, int) and not isinstance(value, bool) else None
-        halted = raw.get("halted")
-        return cls(number("currentRevision"), number("lastGoodRevision"),
-                   halted if isinstance(halted, str) and halted else None,
-                   {s.cluster: s for s in steps if s.cluster})
+        steps = [Step.from_status(s) for s in mappings(raw.get("clusters"))]
+        return cls(number(raw.get("currentRevision")), number(raw.get("lastGoodRevision")),
+                   opt_text(raw.get("halted")), {s.cluster: s for s in steps if s.cluster})
 
     def to_status(self, order: list[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"summary": summary(self, order),
@@ -154,14 +143,19 @@ class State:
 
         def new(number: int | None) -> int | None:
             return aliases.get(number, number) if number is not None else None
-        # workloads that came back are a new revision: the halt of the old number is over,
-        # and a step that failed under it is not a failure of the new one (it is tried again)
+        def phase(step: Step) -> str:
+            """Under the new number: a step that failed under the old one is not a failure
+            of the new revision (it is tried again), and a cluster rolled back to it runs
+            the new revision, Done."""
+            if step.revision not in aliases:
+                return step.phase
+            return {FAILED: PENDING, ROLLED_BACK: DONE}.get(step.phase, step.phase)
+
+        # workloads that came back are a new revision: the halt of the old number is over
         return State(new(self.current), new(self.last_good),
                      None if self.current in aliases else self.halted,
-                     {c: Step(s.cluster, new(s.revision),
-                              PENDING if s.phase == FAILED and s.revision in aliases
-                              else s.phase, s.since, new(s.target), s.started)
-                      for c, s in self.steps.items()})
+                     {c: Step(s.cluster, new(s.revision), phase(s), s.since, new(s.target),
+                              s.started) for c, s in self.steps.items()})
 
     def referenced(self) -> set[int]:
         """Revisions the state still needs (never garbage-collected)."""
@@ -255,9 +249,6 @@ class Rollout:
                 st = Step(c, current, APPLYING, now, current, now)
             elif st.phase in ACTIVE:
                 st = self._supersede(st, same=c in unchanged)
-            elif st.phase == ROLLED_BACK and st.revision == current:
-                # rolled back to workloads that came back as the current revision (undo)
-                st = Step(c, current, DONE, now)
             elif st.revision != current:
                 if c in unchanged:
                     st = Step(c, current, DONE, now)  # renders the same: nothing to roll

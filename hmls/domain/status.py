@@ -25,33 +25,15 @@ from hmls.domain.health import Health, health
 from hmls.domain.models import Spec
 from hmls.domain.render import ResourceRef
 from hmls.domain.rollout import State
+from hmls.domain.wire import mappings, number, opt_text, text
 
 APPLIED_OK = "Manifest has been successfully applied"
 ALL_APPLIED = "All manifests have been successfully applied"
 _MAX_LISTED = 3
 
 
-def _dicts(value: Any) -> list[Mapping[str, Any]]:
-    return [v for v in value if isinstance(v, Mapping)] if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else "" if value is None else str(value)
-
-
-def _opt_str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _ref(raw: Any) -> ResourceRef:
-    if not isinstance(raw, Mapping):
-        return ResourceRef("", "", "", "")
-    return ResourceRef(_str(raw.get("apiVersion")), _str(raw.get("kind")),
-                       _str(raw.get("namespace")), _str(raw.get("name")))
+def _count(value: Any) -> int:
+    return number(value) or 0
 
 
 # ----- the parts of a status ----------------------------------------------------------------
@@ -88,10 +70,10 @@ class Item:
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Item:
         ready, status = raw.get("ready"), raw.get("status")
-        return cls(_str(raw.get("cluster")), _ref(raw.get("resource")),
-                   raw.get("applied") is True, _str(raw.get("appliedMessage")),
+        return cls(text(raw.get("cluster")), ResourceRef.from_status(raw.get("resource")),
+                   raw.get("applied") is True, text(raw.get("appliedMessage")),
                    raw.get("created") is True, ready if isinstance(ready, bool) else None,
-                   _opt_str(raw.get("readyMessage")), _opt_str(raw.get("drift")),
+                   opt_text(raw.get("readyMessage")), opt_text(raw.get("drift")),
                    status if isinstance(status, Mapping) else None)
 
 
@@ -143,7 +125,8 @@ class Pending:
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Pending:
-        return cls(_str(raw.get("cluster")), _ref(raw.get("resource")), _str(raw.get("message")))
+        return cls(text(raw.get("cluster")), ResourceRef.from_status(raw.get("resource")),
+                   text(raw.get("message")))
 
 
 @dataclass(frozen=True)
@@ -173,9 +156,9 @@ class Route:
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Route:
-        return cls(_str(raw.get("cluster")), _str(raw.get("url")), _int(raw.get("weight")),
-                   _int(raw.get("effectiveWeight")), _opt_str(raw.get("healthySince")),
-                   raw.get("damped") is True, _opt_str(raw.get("reason")))
+        return cls(text(raw.get("cluster")), text(raw.get("url")), _count(raw.get("weight")),
+                   _count(raw.get("effectiveWeight")), opt_text(raw.get("healthySince")),
+                   raw.get("damped") is True, opt_text(raw.get("reason")))
 
 
 @dataclass(frozen=True)
@@ -195,10 +178,10 @@ class TrafficStatus:
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> TrafficStatus:
-        return cls(_str(raw.get("ingressCluster")), _str(raw.get("provider")),
-                   _str(raw.get("pathPrefix")),
-                   tuple(Route.from_wire(r) for r in _dicts(raw.get("routes"))),
-                   tuple(_ref(o) for o in _dicts(raw.get("objects"))))
+        return cls(text(raw.get("ingressCluster")), text(raw.get("provider")),
+                   text(raw.get("pathPrefix")),
+                   tuple(Route.from_wire(r) for r in mappings(raw.get("routes"))),
+                   tuple(ResourceRef.from_status(o) for o in mappings(raw.get("objects"))))
 
     def serving(self) -> set[str]:
         """The clusters the HeadIngress gives traffic to."""
@@ -220,8 +203,8 @@ class Placement:
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Placement:
         clusters = raw.get("clusters")
-        return cls(_int(raw.get("workload")), _str(raw.get("selector")),
-                   tuple(map(_str, clusters)) if isinstance(clusters, list) else ())
+        return cls(_count(raw.get("workload")), text(raw.get("selector")),
+                   tuple(map(text, clusters)) if isinstance(clusters, list) else ())
 
 
 @dataclass(frozen=True)
@@ -237,7 +220,7 @@ class Summary:
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Summary:
-        return cls(_int(raw.get("clusters")), _str(raw.get("applied")), _str(raw.get("ready")))
+        return cls(_count(raw.get("clusters")), text(raw.get("applied")), text(raw.get("ready")))
 
 
 @dataclass(frozen=True)
@@ -302,17 +285,17 @@ class Status:
         generation, summary = raw.get("observedGeneration"), raw.get("summary")
         traffic, rollout = raw.get("traffic"), raw.get("rollout")
         return cls(
-            generation if isinstance(generation, int) else None,
+            number(generation),
             Summary.from_wire(summary) if isinstance(summary, Mapping) else None,
-            tuple(Item.from_wire(i) for i in _dicts(raw.get("aggregatedStatus"))),
-            tuple(Stamped.from_wire(c) for c in _dicts(raw.get("conditions"))),
-            tuple(Pending.from_wire(p) for p in _dicts(raw.get("pendingDeletions"))),
+            tuple(Item.from_wire(i) for i in mappings(raw.get("aggregatedStatus"))),
+            tuple(Stamped.from_wire(c) for c in mappings(raw.get("conditions"))),
+            tuple(Pending.from_wire(p) for p in mappings(raw.get("pendingDeletions"))),
             TrafficStatus.from_wire(traffic) if isinstance(traffic, Mapping) else None,
-            tuple((_str(n.get("cluster")), _str(n.get("name")))
-                  for n in _dicts(raw.get("createdNamespaces"))),
-            tuple(Placement.from_wire(p) for p in _dicts(raw.get("placements"))),
+            tuple((text(n.get("cluster")), text(n.get("name")))
+                  for n in mappings(raw.get("createdNamespaces"))),
+            tuple(Placement.from_wire(p) for p in mappings(raw.get("placements"))),
             RolloutStatus.from_wire(rollout) if isinstance(rollout, Mapping) else None,
-            _opt_str(raw.get("summarised")))
+            opt_text(raw.get("summarised")))
 
     @classmethod
     def of(cls, obj: Mapping[str, Any] | None) -> Status:
@@ -330,15 +313,21 @@ class Status:
         cond = self.condition("FullyApplied")
         return cond is not None and cond.status == "True"
 
-    @property
-    def clusters(self) -> set[str]:
-        """Every cluster this status involves: its items', its pending deletions' and the
-        ingress cluster (a cluster coming back must re-enqueue a CR that waits on it for a
-        deletion only, or it waits for its backoff)."""
-        ingress = self.traffic.ingress_cluster if self.traffic else ""
-        return ({i.cluster for i in self.items if i.cluster}
-                | {p.cluster for p in self.pending_deletions if p.cluster}
-                | ({ingress} if ingress else set()))
+    @staticmethod
+    def clusters_of(obj: Mapping[str, Any] | None) -> set[str]:
+        """Every cluster a HyperMLService's stored status involves: its items', its pending
+        deletions' and the ingress cluster (a cluster coming back must re-enqueue a CR that
+        waits on it for a deletion only, or it waits for its backoff).  Read from the wire
+        form without building the whole value: the hub cache runs this on every watch event
+        (building it was 490 of the 760 us a 16-cluster CR took to cache)."""
+        raw = (obj or {}).get("status")
+        if not isinstance(raw, Mapping):
+            return set()
+        traffic = raw.get("traffic")
+        ingress = opt_text(traffic.get("ingressCluster")) if isinstance(traffic, Mapping) \
+            else None
+        return ({text(i.get("cluster")) for key in ("aggregatedStatus", "pendingDeletions")
+                 for i in mappings(raw.get(key))} | ({ingress} if ingress else set())) - {""}
 
     def messages(self) -> dict[tuple[str, ResourceRef], str]:
         """The last applied message of each (cluster, resource)."""

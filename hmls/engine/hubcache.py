@@ -63,7 +63,7 @@ class Cached:
                    resource_version=str(meta.get("resourceVersion") or ""),
                    deleting=bool(meta.get("deletionTimestamp")),
                    follows_labels=follows_labels(spec),
-                   clusters=frozenset(named_clusters(spec) | Status.of(obj).clusters),
+                   clusters=frozenset(named_clusters(spec) | Status.clusters_of(obj)),
                    body_z=zlib.compress(json.dumps(lean(obj), separators=(",", ":")).encode(),
                                         level=1))
 

@@ -159,8 +159,8 @@ class _ClusterRun:
     correct_drift: bool
     unreachable: str = ""
     """Set by the first transport failure: the cluster's remaining items are not tried."""
-    corrected: list[str] = field(default_factory=list)
-    created_namespaces: list[str] = field(default_factory=list)
+    notices: list[Notice] = field(default_factory=list)
+    """Drift put back and namespaces created, as Events to emit."""
 
 
 class HubAPI(Protocol):
@@ -200,11 +200,12 @@ class Reconciler:
         """Reconcile one key."""
         namespace, name = key.split("/", 1)
         obj = self.hub.get(namespace, name)
-        self._track(key, None if obj is None else Status.of(obj))
-        if obj is None:
+        previous = None if obj is None else Status.of(obj)  # read once per reconcile
+        self._track(key, previous)
+        if obj is None or previous is None:
             return Outcome(True)
         if obj["metadata"].get("deletionTimestamp"):
-            return Outcome(await self._finalize(obj))
+            return Outcome(await self._finalize(obj, previous))
         if FINALIZER not in (obj["metadata"].get("finalizers") or []):
             updated = await self.hub.set_finalizers(obj, [*(obj["metadata"].get("finalizers") or []),
                                                        FINALIZER])
@@ -213,7 +214,6 @@ class Reconciler:
             obj = updated
         owner = Owner.of(obj)
         generation = int(obj["metadata"].get("generation") or 0)
-        previous = Status.of(obj)
         try:
             spec = parse_spec(obj.get("spec"))
         except InvalidSpec as exc:
@@ -356,10 +356,7 @@ class Reconciler:
                                           for item in group))
             for item, result in zip(group, done, strict=True):
                 results[ready[id(item)][0]] = result
-        return Applied(results, [
-            *(Notice("Warning", "DriftCorrected", f"{name}: {what}") for what in run.corrected),
-            *(Notice("Normal", "NamespaceCreated", f"created namespace {ns} on cluster {name}")
-              for ns in run.created_namespaces)])
+        return Applied(results, run.notices)
 
     async def _namespaces(self, run: _ClusterRun, resolved: list[tuple[int, Desired, Resource]]
                           ) -> dict[str, str]:
@@ -375,7 +372,9 @@ class Reconciler:
                 continue
             try:
                 if await run.spoke.ensure_namespace(namespace, run.owner):
-                    run.created_namespaces.append(namespace)
+                    run.notices.append(Notice("Normal", "NamespaceCreated",
+                                              f"created namespace {namespace} on cluster "
+                                              f"{run.spoke.name}"))
             except errors.KubeError as exc:
                 failed[namespace] = (f"namespace {namespace} is missing on cluster "
                                      f"{run.spoke.name} and could not be created: "
@@ -421,7 +420,8 @@ class Reconciler:
             self.metrics.apply_total.labels(name, "applied").inc()
             if drift is not None:
                 self.metrics.drift_corrected.labels(name).inc()
-                run.corrected.append(f"{item.ref}: restored {drift}")
+                run.notices.append(Notice("Warning", "DriftCorrected",
+                                          f"{name}: {item.ref}: restored {drift}"))
             return replace(_observed(name, item, applied), written=True)
         except errors.KubeError as exc:
             return ItemResult(name, item.ref, False, self._failed(run, exc))
@@ -529,12 +529,11 @@ class Reconciler:
             notices.append(Notice("Normal", reason, f"deleted {ref} from cluster {spoke.name}"))
         return Deleted(pending, notices)
 
-    async def _finalize(self, obj: Obj) -> bool:
+    async def _finalize(self, obj: Obj, previous: Status) -> bool:
         meta = obj["metadata"]
         if FINALIZER not in (meta.get("finalizers") or []):
             return True
         owner = Owner.of(obj)
-        previous = Status.of(obj)
         policy = (obj.get("spec") or {}).get("deletionPolicy", "Delete")
         orphaned = {c.strip() for c in (meta.get("annotations") or {}).get(
             ORPHAN_ANNOTATION, "").split(",") if c.strip()}

@@ -345,14 +345,15 @@ def test_invalid_keeps_everything_hmls_made_and_the_other_conditions() -> None:
 
 
 def test_the_view_reads_inventory_from_items_pending_deletions_and_traffic() -> None:
-    view = Status.from_wire({
+    raw = {
         "aggregatedStatus": [wire(ok("s1", SECRET)), wire(failed("s1", RUNTIME)),
                              {**wire(failed("s2", SVC)), "created": True}, "junk"],
         "pendingDeletions": [{"cluster": "s3", "resource": NS.to_status(), "message": "m"}],
         "traffic": {"ingressCluster": "in", "objects": [SVC.to_status()]},
-        "conditions": [{"type": "FullyApplied", "status": "True"}, 7]})
+        "conditions": [{"type": "FullyApplied", "status": "True"}, 7]}
+    view = Status.from_wire(raw)
     assert view.inventory() == {"s1": {SECRET}, "s2": {SVC}, "s3": {NS}, "in": {SVC}}
-    assert view.fully_applied and view.clusters == {"s1", "s2", "s3", "in"}
+    assert view.fully_applied and Status.clusters_of({"status": raw}) == {"s1", "s2", "s3", "in"}
     assert view.messages()[("s1", RUNTIME)] == "boom"
 
 
@@ -360,6 +361,7 @@ def test_the_view_tolerates_any_stored_shape() -> None:
     for raw in ({"status": "text"}, {"status": {"aggregatedStatus": {"a": 1}, "traffic": 3}}, None):
         view = Status.of(raw)
         assert view.inventory() == {} and view.items == () and not view.fully_applied
+        assert Status.clusters_of(raw) == set()
 
 
 def test_the_clusters_a_status_involves_include_pending_deletions_and_the_ingress() -> None:
@@ -367,9 +369,9 @@ def test_the_clusters_a_status_involves_include_pending_deletions_and_the_ingres
     spoke kept its objects there as pending deletions only; when the spoke came back it was
     not re-enqueued (the status items named no longer that cluster) and the objects
     outlived their place by 36-44 s, until the CR's backoff ran out."""
-    view = Status.from_wire({
+    assert Status.clusters_of({"status": {
         "aggregatedStatus": [{"cluster": "spoke1", "resource": {"kind": "ConfigMap"}}],
         "pendingDeletions": [{"cluster": "spoke4", "resource": {"kind": "ConfigMap"},
                               "message": "cluster spoke4 is unreachable"}],
-        "traffic": {"ingressCluster": "ingress", "routes": []}})
-    assert view.clusters == {"spoke1", "spoke4", "ingress"}
+        "traffic": {"ingressCluster": "ingress", "routes": []}}}) == {"spoke1", "spoke4",
+                                                                      "ingress"}

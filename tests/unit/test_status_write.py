@@ -48,3 +48,14 @@ def test_a_nested_key_the_new_status_lacks_is_deleted() -> None:
                           "clusters": []}}
     wanted = {"rollout": {"currentRevision": 3, "clusters": []}}
     assert status_patch(stored, wanted) == {"rollout": {"currentRevision": 3, "halted": None}}
+
+
+@settings(max_examples=200, derandomize=True)
+@given(statuses)
+def test_the_clusters_read_from_the_wire_are_those_of_the_value(status: Status) -> None:
+    """The hub cache's cheap read agrees with the typed value's."""
+    wire = status.to_wire()
+    ingress = {status.traffic.ingress_cluster} if status.traffic else set()
+    assert Status.clusters_of({"status": wire}) == (
+        {i.cluster for i in status.items} | {p.cluster for p in status.pending_deletions}
+        | ingress) - {""}
