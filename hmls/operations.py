@@ -31,6 +31,7 @@ from hmls.domain.models import (
     parse_spec,
     timestamp,
 )
+from hmls.domain.rollout import HALTED
 from hmls.domain.rollout import summary as rollout_summary
 from hmls.domain.status import Status
 from hmls.kube import errors
@@ -508,7 +509,7 @@ def _rollout_text(obj: Obj) -> tuple[str, bool]:
              f"RolledOut={cond.status} ({cond.reason}): {cond.message}" if cond
              else "RolledOut=None (None): None"]
     observed = view.observed_generation == obj["metadata"].get("generation")
-    over = observed and cond is not None and (cond.status == "True" or cond.reason == "Halted")
+    over = observed and cond is not None and (cond.status == "True" or cond.reason == HALTED)
     return "\n".join(lines), over
 
 

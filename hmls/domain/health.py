@@ -53,6 +53,10 @@ _MAX_INT32 = 2**31 - 1
 class Health:
     ready: bool
     reason: str
+    failed: bool = False
+    """kstatus would say Failed: the object's own controller gave up (a ``Stalled=True``
+    condition, a Deployment past its progress deadline, a failed Job); it will not get Ready
+    without a person."""
 
 
 def condition(status: Mapping[str, Any] | None, ctype: str) -> dict[str, Any] | None:
@@ -230,7 +234,8 @@ def _generic(obj: Obj, conds: list[_Cond]) -> Health | None:
         return Health(False, f"status.observedGeneration {observed} {op} metadata.generation {generation}")
     for c in conds:
         if c.type in ("Reconciling", "Stalled") and c.status == "True":
-            return Health(False, f"{c.type}: {c.detail()}" if c.detail() else c.type)
+            return Health(False, f"{c.type}: {c.detail()}" if c.detail() else c.type,
+                          failed=c.type == "Stalled")
     return None
 
 
@@ -257,7 +262,7 @@ def _deployment(obj: Obj, conds: list[_Cond]) -> Health:
     for c in conds:
         if c.type == "Progressing":
             if c.reason == "ProgressDeadlineExceeded":
-                return Health(False, "progress deadline exceeded")
+                return Health(False, "progress deadline exceeded", failed=True)
             if c.status == "True" and c.reason == "NewReplicaSetAvailable":
                 progressing = True
         elif c.type == "Available" and c.status == "True":
@@ -354,7 +359,7 @@ def _job(obj: Obj, conds: list[_Cond]) -> Health:
         if c.type == "Complete":
             return Health(True, f"complete: {succeeded} of {completions} succeeded")
         if c.type == "Failed":
-            return Health(False, f"failed: {failed} of {completions} failed")
+            return Health(False, f"failed: {failed} of {completions} failed", failed=True)
         if c.type == "Suspended" and _bool(obj, ("spec", "suspend"), False):
             return Health(True, "suspended")
     if not _str(obj, ("status", "startTime"), ""):

@@ -62,6 +62,8 @@ RECHECK_S = 1.0
 """How soon a cluster whose objects a reconcile wrote is looked at again."""
 DONE, FAILED, ROLLED_BACK = "Done", "Failed", "RolledBack"
 ACTIVE = frozenset({DRAINING, APPLYING, SOAKING})
+HALTED, PAUSED = "Halted", "Paused"
+"""RolledOut reasons: the rollout of the current revision halted; paused by its user."""
 
 
 @dataclass(frozen=True)
@@ -449,7 +451,7 @@ class Rollout:
 
     def _condition(self, state: State) -> Condition:
         if self.halted:
-            return Condition("RolledOut", "False", "Halted", self.halted + (
+            return Condition("RolledOut", "False", HALTED, self.halted + (
                 f"; clusters rolled back to revision {self.last_good}" if self.spec.auto_rollback
                 and self.last_good not in (None, self.current) else ""))
         behind = [f"{c} {self.steps[c].phase}" + (
@@ -464,7 +466,7 @@ class Rollout:
         if self.blocked:
             return Condition("RolledOut", "False", "Waiting", self.blocked)
         if behind and self.spec.paused:
-            return Condition("RolledOut", "False", "Paused",
+            return Condition("RolledOut", "False", PAUSED,
                              f"rollout of revision {self.current} paused: " + ", ".join(behind))
         if not behind:
             return Condition("RolledOut", "False", "NotReady",

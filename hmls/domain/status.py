@@ -24,7 +24,7 @@ from hmls.domain.conditions import Condition, Stamped, stamp
 from hmls.domain.health import Health, health
 from hmls.domain.models import Spec
 from hmls.domain.render import ResourceRef
-from hmls.domain.rollout import State
+from hmls.domain.rollout import HALTED, PAUSED, State
 from hmls.domain.wire import mappings, number, opt_text, text
 
 APPLIED_OK = "Manifest has been successfully applied"
@@ -94,6 +94,9 @@ class ItemResult:
     """driftPolicy Report: what changed on the cluster behind hmls's back."""
     written: bool = False
     """This reconcile wrote the object: its observed status predates the write."""
+    failure: str = ""
+    """Not applied: why, as a condition reason (a key of ``STALLING`` when it takes a
+    person; ``Unreachable`` or ``Failed`` when trying again may do)."""
 
     @property
     def health(self) -> Health | None:
@@ -419,6 +422,78 @@ def in_sync(items: list[ItemResult]) -> Condition:
                      f"not corrected): {_listing(drifted)}")
 
 
+STALLING = {
+    "InvalidManifest": "fix the manifest or its override in spec.workloads",
+    "Rejected": "the cluster's API server rejected the manifest: fix it in spec.workloads",
+    "UnknownKind": "install the kind (its CRD) on the cluster, or remove the manifest",
+    "Conflict": "another owner holds the object: remove it there, or set spec.takeOver: true",
+    "Forbidden": "hmls's identity on the cluster lacks the permission: grant it (see the "
+                 "message)",
+    "Unauthorized": "the cluster refused hmls's credentials: renew them (hmls cluster rotate)",
+    "Refused": "the cluster's registration refuses it (its Secret's access labels)",
+    "ClusterNotRegistered": "register the cluster (hmls cluster join) or fix its name",
+    "ClusterUnusable": "fix the cluster's kubeconfig Secret on the hub (hmls cluster join)",
+}
+"""Item failure reasons that no retry will mend, and what a person does about each."""
+UNREACHABLE, FAILED = "Unreachable", "Failed"
+
+
+def progress(items: list[ItemResult], conditions: Iterable[Condition],
+             pending: Iterable[Pending] = ()) -> list[Condition]:
+    """kstatus's abnormal-true conditions, read by kstatus (cli-utils), Flux, Argo CD and
+    kpt: ``Stalled=True`` while nothing moves without a person (an item no retry will apply,
+    a spoke object its controller gave up on, a halted rollout), ``Reconciling=True`` while
+    progress is expected on its own (a retry, an unreachable cluster, readiness awaited, a
+    rollout step, a deletion waiting for its cluster); neither when the HyperMLService is
+    Current.  Both can hold at once.  A paused rollout is what its user asked for: neither.
+    The reason is the first cause's; the message lists each cause."""
+    by_type = {c.type: c for c in conditions}
+    stalled: list[tuple[str, str]] = []
+    reconciling: list[tuple[str, str]] = []
+    stuck = [i for i in items if not i.applied and i.failure in STALLING]
+    if stuck:
+        reason = stuck[0].failure
+        stalled.append((reason, f"{len(stuck)} of {len(items)} manifests cannot be applied: "
+                        f"{_listing([f'{i.cluster}: {i.ref}: {i.message}' for i in stuck])}"
+                        f" ({STALLING[reason]})"))
+    gave_up = [i for i in items if i.applied and i.health is not None and i.health.failed]
+    if gave_up:
+        stalled.append(("ObjectFailed", f"{len(gave_up)} objects failed on their cluster: "
+                        + _listing([f"{i.cluster}: {i.ref}: {i.health.reason}"
+                                    for i in gave_up if i.health])))
+    rolled, routed = by_type.get("RolledOut"), by_type.get("TrafficReady")
+    if rolled is not None and rolled.reason == HALTED:
+        stalled.append(("RolloutHalted", rolled.message + " (push a fixed revision, or "
+                        "hmls rollout undo)"))
+    if routed is not None and routed.reason == "InvalidTraffic":
+        stalled.append(("InvalidTraffic", routed.message))
+    retrying = [i for i in items if not i.applied and i.failure not in STALLING]
+    if retrying:
+        reason = "ClusterUnreachable" if any(i.failure == UNREACHABLE for i in retrying) \
+            else "Retrying"
+        reconciling.append((reason, f"{len(retrying)} manifests not applied yet, retrying: "
+                            + _listing([f"{i.cluster}: {i.ref}: {i.message}"
+                                        for i in retrying])))
+    if rolled is not None and rolled.status == "False" and rolled.reason not in (
+            HALTED, PAUSED):
+        reconciling.append(("RolloutInProgress", rolled.message))
+    waiting = [i for i in items if i.applied and i.health is not None
+               and not i.health.ready and not i.health.failed]
+    if waiting:
+        reconciling.append(("WaitingForReady", f"{len(waiting)} objects not Ready yet: "
+                            + _listing([f"{i.cluster}: {i.ref}: {i.health.reason}"
+                                        for i in waiting if i.health])))
+    if routed is not None and routed.reason == "IngressApplyFailed":
+        reconciling.append(("IngressApplyFailed", routed.message))
+    pending = list(pending)
+    if pending:
+        reconciling.append(("CleanupPending", f"{len(pending)} objects wait to be deleted: "
+                            + _listing([f"{p.cluster}: {p.resource}: {p.message}"
+                                        for p in pending])))
+    return [Condition(ctype, "True", causes[0][0], "; ".join(m for _, m in causes))
+            for ctype, causes in (("Reconciling", reconciling), ("Stalled", stalled)) if causes]
+
+
 def summary(items: list[ItemResult]) -> Summary:
     tracked = [h for h in (i.health for i in items) if h is not None]
     return Summary(len({i.cluster for i in items}), f"{sum(i.applied for i in items)}/{len(items)}",
@@ -432,10 +507,12 @@ def aggregate(*, generation: int, items: list[ItemResult], previous: Status, now
               selected: Iterable[Placement] = (), rollout: RolloutStatus | None = None,
               behind: Behind | None = None) -> Status:
     """The complete new status for these item results."""
+    pending = tuple(pending)
     conditions = [fully_applied(items, behind), ready(items), *extra]
+    conditions += progress(items, conditions, pending)
     return Status(generation, summary(items), tuple(i.to_item() for i in items),
                   stamp(previous.conditions, conditions, generation=generation, now=now),
-                  tuple(pending), traffic, tuple(created_namespaces), tuple(selected), rollout)
+                  pending, traffic, tuple(created_namespaces), tuple(selected), rollout)
 
 
 def selected(spec: Spec, chosen: list[list[str]]) -> list[Placement]:
@@ -489,13 +566,16 @@ def fit(status: Status, limit: int = MAX_STATUS_BYTES) -> Status:
 
 
 def invalid(*, generation: int, previous: Status, now: str, message: str) -> Status:
-    """Status for a spec that cannot be rendered: FullyApplied False and Ready Unknown for
-    this generation; everything else (items, pending deletions, traffic, the rollout) kept
-    as it was, so nothing hmls made is forgotten."""
+    """Status for a spec that cannot be rendered: FullyApplied False, Ready Unknown and
+    Stalled for this generation (no longer Reconciling: nothing is tried until the spec
+    changes); everything else (items, pending deletions, traffic, the rollout) kept as it
+    was, so nothing hmls made is forgotten."""
     conditions = [Condition("FullyApplied", "False", "InvalidSpec", message),
-                  Condition("Ready", "Unknown", "InvalidSpec", "spec is invalid")]
+                  Condition("Ready", "Unknown", "InvalidSpec", "spec is invalid"),
+                  Condition("Stalled", "True", "InvalidSpec",
+                            f"{message} (fix the HyperMLService's spec)")]
     stamped = stamp(previous.conditions, conditions, generation=generation, now=now)
-    types = {c.type for c in stamped}
+    types = {c.type for c in stamped} | {"Reconciling"}
     return replace(previous, observed_generation=generation,
                    summary=previous.summary or Summary(0, "0/0", "0/0"),
                    conditions=(*stamped, *(c for c in previous.conditions

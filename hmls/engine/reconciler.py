@@ -52,7 +52,15 @@ from hmls.domain.render import (
     apply_order,
     scoped,
 )
-from hmls.domain.status import APPLIED_OK, ItemResult, Pending, Status, TrafficStatus
+from hmls.domain.status import (
+    APPLIED_OK,
+    FAILED,
+    UNREACHABLE,
+    ItemResult,
+    Pending,
+    Status,
+    TrafficStatus,
+)
 from hmls.engine import rollouts
 from hmls.engine.spokes import NamespaceView, Observed, Ref
 from hmls.kube import errors
@@ -108,19 +116,21 @@ class FleetAPI(Protocol):
     def labels(self) -> Fleet: ...
 
 
-def _rejection(cluster: str, exc: errors.KubeError) -> str:
-    """The item's message for an API answer about that one object."""
+def _rejection(cluster: str, exc: errors.KubeError) -> tuple[str, str]:
+    """The item's failure reason (``status.STALLING``, or one a retry may mend) and message
+    for an API answer about that one object."""
     if isinstance(exc, errors.UnknownKind):
-        return exc.message
+        return "UnknownKind", exc.message
     if isinstance(exc, errors.Unreachable):
-        return f"cluster {cluster} is unreachable: {exc.message}"
+        return UNREACHABLE, f"cluster {cluster} is unreachable: {exc.message}"
     if exc.status in (400, 422) or (exc.status == 500 and "typed patch" in exc.message):
-        what = "rejected"
+        what, reason = "rejected", "Rejected"
     else:
-        what = {401: "unauthorized", 403: "forbidden", 404: "not found",
-                409: "conflict"}.get(exc.status, "failed")
+        what, reason = {401: ("unauthorized", "Unauthorized"), 403: ("forbidden", "Forbidden"),
+                        404: ("not found", FAILED), 409: ("conflict", "Conflict")}.get(
+                            exc.status, ("failed", FAILED))
     code = f" (HTTP {exc.status})" if what == "failed" and exc.status else ""
-    return f"{what} by cluster {cluster}{code}: {exc.message}"
+    return reason, f"{what} by cluster {cluster}{code}: {exc.message}"
 
 
 @dataclass(frozen=True)
@@ -306,49 +316,54 @@ class Reconciler:
         return Applied({i: r for d in done for i, r in d.items.items()},
                        [n for d in done for n in d.notices])
 
-    def _usable(self, name: str) -> tuple[SpokeAPI | None, str]:
+    def _usable(self, name: str) -> tuple[SpokeAPI | None, str, str]:
+        """The cluster's spoke, or None with the failure reason and message of its items."""
         spoke = self.fleet.get(name)
         if spoke is None:
-            return None, self.fleet.not_registered(name)
+            return None, "ClusterNotRegistered", self.fleet.not_registered(name)
         why = spoke.unusable()
-        return (None, why) if why else (spoke, "")
+        if why:
+            return None, UNREACHABLE if spoke.reachable is False else "ClusterUnusable", why
+        return spoke, "", ""
 
     async def _apply_cluster(self, owner: Owner, name: str, items: list[tuple[int, Desired]], *,
                              force: bool, correct_drift: bool) -> Applied:
         """Apply one cluster's items: resolve kinds and check access, make sure their
         namespaces exist, then apply in dependency order.  One result per item index; a
         failure is that item's, except a transport failure, which ends the cluster's turn."""
-        spoke, why = self._usable(name)
+        spoke, reason, why = self._usable(name)
         refused = spoke.access.refuse_owner(name, owner.namespace) if spoke else None
         if spoke is None or refused:
-            return Applied({i: ItemResult(name, item.ref, False, item.error or refused or why)
-                            for i, item in items}, [])
+            return Applied({i: _unapplied(name, item, *(
+                ("InvalidManifest", item.error) if item.error else ("Refused", refused)
+                if refused else (reason, why))) for i, item in items}, [])
         run = _ClusterRun(spoke, owner, force=force, correct_drift=correct_drift)
         results: dict[int, ItemResult] = {}
         resolved: list[tuple[int, Desired, Resource]] = []
         for i, item in items:
-            failure = item.error
+            failure = ("InvalidManifest", item.error) if item.error else None
             if failure is None:
                 try:
                     res = await spoke.resource(item.ref.api_version, item.ref.kind)
-                    failure = spoke.access.refuse_object(
+                    refusal = spoke.access.refuse_object(
                         name, kind=item.ref.kind, namespaced=res.namespaced,
                         namespace=item.ref.namespace, owner_namespace=owner.namespace,
                         api_version=item.ref.api_version, body=item.body)
-                    if failure:
+                    if refusal:
                         self.metrics.apply_total.labels(name, "refused").inc()
+                        failure = ("Refused", refusal)
                 except errors.KubeError as exc:
                     failure = self._failed(run, exc)
             if failure is None:
                 resolved.append((i, item, res))
             else:
-                results[i] = ItemResult(name, item.ref, False, failure)
+                results[i] = _unapplied(name, item, *failure)
         missing = await self._namespaces(run, resolved)
         ready: dict[int, tuple[int, Resource]] = {}
         for i, item, res in resolved:
             namespace_failure = missing.get(item.ref.namespace) if res.namespaced else None
             if namespace_failure:
-                results[i] = ItemResult(name, item.ref, False, namespace_failure)
+                results[i] = _unapplied(name, item, *namespace_failure)
             else:
                 ready[id(item)] = (i, res)
         for group in apply_order([item for _, item, _ in resolved if id(item) in ready]):
@@ -359,16 +374,17 @@ class Reconciler:
         return Applied(results, run.notices)
 
     async def _namespaces(self, run: _ClusterRun, resolved: list[tuple[int, Desired, Resource]]
-                          ) -> dict[str, str]:
+                          ) -> dict[str, tuple[str, str]]:
         """Create the namespaces the namespaced items need and the cluster lacks (unless the
-        manifests declare them); the failure message per namespace that cannot be had."""
+        manifests declare them); the failure (reason, message) per namespace that cannot be
+        had."""
         declared = {item.ref.name for _, item, _ in resolved if item.ref.kind == "Namespace"}
         needed = sorted({item.ref.namespace for _, item, res in resolved if res.namespaced}
                         - declared)
-        failed: dict[str, str] = {}
+        failed: dict[str, tuple[str, str]] = {}
         for namespace in needed:
             if run.unreachable:
-                failed[namespace] = run.unreachable
+                failed[namespace] = (UNREACHABLE, run.unreachable)
                 continue
             try:
                 if await run.spoke.ensure_namespace(namespace, run.owner):
@@ -376,22 +392,22 @@ class Reconciler:
                                               f"created namespace {namespace} on cluster "
                                               f"{run.spoke.name}"))
             except errors.KubeError as exc:
-                failed[namespace] = (f"namespace {namespace} is missing on cluster "
-                                     f"{run.spoke.name} and could not be created: "
-                                     f"{self._failed(run, exc)}")
+                reason, message = self._failed(run, exc)
+                failed[namespace] = (reason, f"namespace {namespace} is missing on cluster "
+                                     f"{run.spoke.name} and could not be created: {message}")
         return failed
 
-    def _failed(self, run: _ClusterRun, exc: errors.KubeError) -> str:
+    def _failed(self, run: _ClusterRun, exc: errors.KubeError) -> tuple[str, str]:
         self.metrics.apply_total.labels(run.spoke.name, "failed").inc()
-        message = _rejection(run.spoke.name, exc)
+        reason, message = _rejection(run.spoke.name, exc)
         if isinstance(exc, errors.Unreachable) and not run.unreachable:
             run.unreachable = message
-        return message
+        return reason, message
 
     async def _apply_one(self, run: _ClusterRun, item: Desired, res: Resource) -> ItemResult:
         name, owner = run.spoke.name, run.owner
         if run.unreachable:
-            return ItemResult(name, item.ref, False, run.unreachable)
+            return _unapplied(name, item, UNREACHABLE, run.unreachable)
         body = scoped(item.body, res.namespaced)
         ns = item.ref.namespace if res.namespaced else None
         try:
@@ -401,7 +417,7 @@ class Reconciler:
                 holder = cached.owner_uid
                 if holder and holder != owner.uid:
                     self.metrics.apply_total.labels(name, "conflict").inc()
-                    return ItemResult(name, item.ref, False, (
+                    return _unapplied(name, item, "Conflict", (
                         f"conflict: {item.ref} on {name} is owned by another HyperMLService "
                         f"({cached.owner_key()})"))
                 if cached.applied_hash == item.hash:
@@ -424,14 +440,14 @@ class Reconciler:
                                           f"{name}: {item.ref}: restored {drift}"))
             return replace(_observed(name, item, applied), written=True)
         except errors.KubeError as exc:
-            return ItemResult(name, item.ref, False, self._failed(run, exc))
+            return _unapplied(name, item, *self._failed(run, exc))
 
     async def _created_namespaces(self, desired: list[Desired]) -> list[tuple[str, str]]:
         """The namespaces these manifests live in that hmls created, per cluster."""
         out = []
         for cluster, namespace in sorted({(d.cluster, d.ref.namespace) for d in desired
                                           if d.ref.namespace and not d.error}):
-            spoke, _ = self._usable(cluster)
+            spoke, _, _ = self._usable(cluster)
             if spoke is None:
                 continue
             try:
@@ -445,7 +461,7 @@ class Reconciler:
     async def _prune(self, owner: Owner, name: str, inventory: set[ResourceRef],
                      keep: set[ResourceRef], kinds: set[tuple[str, str]]) -> Deleted:
         """Delete this owner's objects on one cluster that are no longer desired."""
-        spoke, why = self._usable(name)
+        spoke, _, why = self._usable(name)
         if spoke is None:
             return Deleted([Pending(name, ref, why) for ref in sorted(inventory - keep)], [])
         return await self._delete_owned(spoke, owner, inventory, keep=keep, kinds=kinds,
@@ -459,13 +475,13 @@ class Reconciler:
         placed cluster cannot be used (its server unknown) nothing is taken for a stray."""
         servers = set()
         for name in placed:
-            spoke, _ = self._usable(name)
+            spoke, _, _ = self._usable(name)
             if spoke is None:
                 return set()
             servers.add(spoke.server)
         found = set()
         for name in self.fleet.names():
-            spoke, _ = self._usable(name)
+            spoke, _, _ = self._usable(name)
             if (name not in placed and spoke is not None and spoke.server not in servers
                     and spoke.owned(owner.uid, kinds)):
                 found.add(name)
@@ -522,7 +538,7 @@ class Reconciler:
             except errors.UnknownKind:
                 continue  # the kind is not served: nothing of it can exist
             except errors.KubeError as exc:
-                pending.append(Pending(spoke.name, ref, _rejection(spoke.name, exc)))
+                pending.append(Pending(spoke.name, ref, _rejection(spoke.name, exc)[1]))
                 continue
             self.metrics.prune_total.labels(spoke.name).inc()
             log.info("%s: deleted %s from %s", owner.key, ref, spoke.name)
@@ -550,7 +566,7 @@ class Reconciler:
                         notices.append(Notice("Warning", "Orphaned", (
                             f"left {len(refs)} objects on cluster {name} ({ORPHAN_ANNOTATION})")))
                     continue
-                spoke, why = self._usable(name)
+                spoke, _, why = self._usable(name)
                 if spoke is None:
                     if refs:
                         waiting.append(f"{name} ({len(refs)} objects; {why})")
@@ -578,6 +594,10 @@ class Reconciler:
         log.info("%s: cleanup done, finalizer removed", owner.key)
         return True
 
+
+
+def _unapplied(cluster: str, item: Desired, failure: str, message: str) -> ItemResult:
+    return ItemResult(cluster, item.ref, False, message, failure=failure)
 
 
 def _observed(cluster: str, item: Desired, obj: Observed) -> ItemResult:

@@ -49,6 +49,11 @@ def not_ready(reason: str) -> Health:
 READY = Health(True, "Ready")
 
 
+def failed(reason: str) -> Health:
+    """Not ready, and kstatus would say Failed."""
+    return Health(False, reason, failed=True)
+
+
 def rows(table: list[Row]) -> pytest.MarkDecorator:
     return pytest.mark.parametrize(("o", "want"), [pytest.param(o, w, id=name) for name, o, w in table])
 
@@ -83,7 +88,7 @@ GENERIC: list[Row] = [
      not_ready("Reconciling: PodIsAbsolutelyNotReady")),
     ("already has condition of standard type Failed",
      obj("v1", "Pod", status={"phase": "Running", "conditions": [cond("Stalled", "True", "PodHasFailed")]}),
-     not_ready("Stalled: PodHasFailed")),
+     failed("Stalled: PodHasFailed")),
     ("deletion_timestamp_wins_over_everything",
      dep(deletionTimestamp="2024-01-01T00:00:00Z", status=DEP_OK_STATUS), not_ready("terminating")),
     ("terminating_configmap", obj("v1", "ConfigMap", deletionTimestamp="2024-01-01T00:00:00Z"),
@@ -99,7 +104,7 @@ GENERIC: list[Row] = [
      not_ready("Reconciling: 2 of 3")),
     ("stalled_on_a_ready_deployment",
      dep(status={**DEP_OK_STATUS, "conditions": [*DEP_OK_STATUS["conditions"], cond("Stalled", "True")]}),
-     not_ready("Stalled")),
+     failed("Stalled")),
     ("reconciling_false_is_ignored",
      dep(status={**DEP_OK_STATUS, "conditions": [*DEP_OK_STATUS["conditions"], cond("Reconciling", "False"),
                                                  cond("Stalled", "Unknown")]}),
@@ -161,7 +166,7 @@ DEPLOYMENT: list[Row] = [
     ("progress_deadline_exceeded", dep(spec={"progressDeadlineSeconds": 600}, status={
         **DEP_OK_STATUS, "conditions": [cond("Progressing", "False", "ProgressDeadlineExceeded"),
                                         cond("Available", "True")]}),
-     not_ready("progress deadline exceeded")),
+     failed("progress deadline exceeded")),
     ("deadline_set_and_progressing",
      dep(spec={"replicas": 1, "progressDeadlineSeconds": 600}, status=DEP_OK_STATUS), READY),
     ("deadline_max_int32_means_none", dep(spec={"progressDeadlineSeconds": 2**31 - 1}, status={
@@ -308,7 +313,7 @@ JOB: list[Row] = [
      Health(True, "complete: 1 of 1 succeeded")),
     ("jobFailed", job(spec={"completions": 4}, status={
         "succeeded": 3, "failed": 1, "conditions": [cond("Failed", "True", "JobFailed")]}),
-     not_ready("failed: 1 of 4 failed")),
+     failed("failed: 1 of 4 failed")),
     ("jobInProgress", job(spec={"completions": 10, "parallelism": 2}, status={
         "startTime": "2019-06-04T01:17:13Z", "succeeded": 3, "failed": 1, "active": 2,
         "conditions": [cond("Failed", "False"), cond("Complete", "False")]}),
@@ -543,7 +548,7 @@ MLSERVICE: list[Row] = [
     ("terminating", mls(deletionTimestamp="2024-01-01T00:00:00Z", status=conds(READY_C)),
      not_ready("terminating")),
     ("stalled", mls(status=conds(READY_C, cond("Stalled", "True", "BadRuntime"))),
-     not_ready("Stalled: BadRuntime")),
+     failed("Stalled: BadRuntime")),
 ]
 
 

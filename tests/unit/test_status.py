@@ -9,6 +9,7 @@ from hmls.domain.health import health
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import (
     Behind,
+    Pending,
     ItemResult,
     Status,
     Summary,
@@ -16,6 +17,7 @@ from hmls.domain.status import (
     fit,
     fully_applied,
     invalid,
+    progress,
     ready,
     summary,
 )
@@ -309,7 +311,10 @@ def test_invalid_without_previous_status() -> None:
     out = invalid(generation=1, previous=Status(), now=NOW, message="m")
     assert out.summary == Summary(0, "0/0", "0/0")
     assert out.items == ()
-    assert [c.type for c in out.conditions] == ["FullyApplied", "Ready"]
+    assert [c.type for c in out.conditions] == ["FullyApplied", "Ready", "Stalled"]
+    stalled = out.condition("Stalled")
+    assert stalled is not None and (stalled.status, stalled.reason) == ("True", "InvalidSpec")
+    assert stalled.message == "m (fix the HyperMLService's spec)"
 
 
 def test_fit_summarises_a_status_that_is_too_large() -> None:
@@ -333,12 +338,94 @@ def test_invalid_keeps_everything_hmls_made_and_the_other_conditions() -> None:
                        "routes": [], "objects": [SVC.to_status()]},
            "rollout": {"currentRevision": 2, "summary": "0/0 at revision 2", "clusters": []},
            "conditions": [{"type": "RolledOut", "status": "True", "reason": "r", "message": "m",
-                           "observedGeneration": 1, "lastTransitionTime": T0}]}
+                           "observedGeneration": 1, "lastTransitionTime": T0},
+                          {"type": "Reconciling", "status": "True", "reason": "Retrying",
+                           "message": "m", "observedGeneration": 1, "lastTransitionTime": T0}]}
     out = invalid(generation=2, previous=Status.from_wire(raw), now=NOW, message="bad")
     wired = out.to_wire()
     for key in ("aggregatedStatus", "pendingDeletions", "traffic", "rollout"):
         assert wired[key] == raw[key]
-    assert [c.type for c in out.conditions] == ["FullyApplied", "Ready", "RolledOut"]
+    # nothing is tried until the spec changes: Stalled, no longer Reconciling
+    assert [c.type for c in out.conditions] == ["FullyApplied", "Ready", "Stalled", "RolledOut"]
+
+
+# ----- kstatus: Reconciling / Stalled -------------------------------------------------------------
+
+NOT_READY_STATUS: dict[str, Any] = {"conditions": [{"type": "Ready", "status": "False",
+                                                    "message": "0/1 replicas"}]}
+GAVE_UP_STATUS: dict[str, Any] = {"conditions": [{"type": "Stalled", "status": "True",
+                                                  "reason": "BadRuntime"}]}
+
+
+def kstatus(items: list[ItemResult], *conditions: Condition,
+            pending: tuple[Pending, ...] = ()) -> dict[str, tuple[str, str]]:
+    """type -> (reason, message) of the abnormal-true conditions."""
+    return {c.type: (c.reason, c.message) for c in progress(items, conditions, pending)}
+
+
+def test_current_has_neither_condition() -> None:
+    assert kstatus([ok("s1", SECRET), ok("s1", SVC, READY_STATUS)],
+                   Condition("RolledOut", "True", "AllClustersUpdated", "m")) == {}
+
+
+def test_a_failure_no_retry_mends_stalls_with_what_to_do() -> None:
+    refused = ItemResult("s1", SVC, False, "forbidden by cluster s1: no", failure="Forbidden")
+    got = kstatus([ok("s1", SECRET), refused])
+    assert set(got) == {"Stalled"}
+    reason, message = got["Stalled"]
+    assert reason == "Forbidden"
+    assert message.startswith("1 of 2 manifests cannot be applied: s1: ")
+    assert "forbidden by cluster s1: no" in message and "grant it" in message
+
+
+def test_a_failure_a_retry_may_mend_is_reconciling() -> None:
+    down = ItemResult("s2", SVC, False, "cluster s2 is unreachable", failure="Unreachable")
+    other = ItemResult("s1", SVC, False, "failed by cluster s1 (HTTP 503)", failure="Failed")
+    assert kstatus([other, down])["Reconciling"][0] == "ClusterUnreachable"
+    assert kstatus([other])["Reconciling"][0] == "Retrying"
+    assert "Stalled" not in kstatus([other, down])
+
+
+def test_waiting_for_readiness_is_reconciling_and_a_failed_object_stalls() -> None:
+    assert kstatus([ok("s1", SVC, NOT_READY_STATUS)]) == {
+        "Reconciling": ("WaitingForReady", "1 objects not Ready yet: s1: MLService demo/svc: "
+                        "0/1 replicas")}
+    got = kstatus([ok("s1", SVC, GAVE_UP_STATUS), ok("s2", SVC, NOT_READY_STATUS)])
+    assert got["Stalled"][0] == "ObjectFailed" and "BadRuntime" in got["Stalled"][1]
+    assert got["Reconciling"][0] == "WaitingForReady"
+
+
+def test_rollout_reasons() -> None:
+    items = [ok("s1", SVC, READY_STATUS)]
+    halted = Condition("RolledOut", "False", "Halted", "revision 2 halted: s1 not Ready")
+    assert kstatus(items, halted) == {"Stalled": (
+        "RolloutHalted", "revision 2 halted: s1 not Ready (push a fixed revision, or hmls "
+        "rollout undo)")}
+    moving = Condition("RolledOut", "False", "Progressing", "rolling out revision 2: s2 Soaking")
+    assert kstatus(items, moving) == {"Reconciling": ("RolloutInProgress", moving.message)}
+    paused = Condition("RolledOut", "False", "Paused", "rollout of revision 2 paused")
+    assert kstatus(items, paused) == {}
+
+
+def test_traffic_and_cleanup_reasons() -> None:
+    items = [ok("s1", SECRET)]
+    bad = Condition("TrafficReady", "False", "InvalidTraffic", "no route")
+    assert kstatus(items, bad) == {"Stalled": ("InvalidTraffic", "no route")}
+    failing = Condition("TrafficReady", "False", "IngressApplyFailed", "503")
+    assert kstatus(items, failing) == {"Reconciling": ("IngressApplyFailed", "503")}
+    waiting = Pending("s3", SECRET, "cluster s3 is unreachable")
+    assert kstatus(items, pending=(waiting,))["Reconciling"][0] == "CleanupPending"
+
+
+def test_aggregate_adds_the_kstatus_conditions_and_drops_them_once_current() -> None:
+    stuck = ItemResult("s1", SVC, False, "kind Widget is not served", failure="UnknownKind")
+    first = aggregate(generation=1, items=[stuck, ok("s2", SVC, NOT_READY_STATUS)],
+                      previous=Status(), now=T0)
+    assert [c.type for c in first.conditions] == ["FullyApplied", "Ready", "Reconciling",
+                                                  "Stalled"]
+    later = aggregate(generation=2, items=[ok("s2", SVC, READY_STATUS)], previous=first,
+                      now=NOW)
+    assert [c.type for c in later.conditions] == ["FullyApplied", "Ready"]
 
 
 # ----- reading a stored status ----------------------------------------------------------------
