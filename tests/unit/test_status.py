@@ -9,8 +9,8 @@ from hmls.domain.health import health
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import (
     Behind,
-    Pending,
     ItemResult,
+    Pending,
     Status,
     Summary,
     aggregate,
