@@ -5,6 +5,7 @@ and one hmls controller process that tests can stop and restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from hmls.devenv import binaries
 from hmls.devenv.environment import Environment, running
 from hmls.domain.kubeconfig import vet
 from hmls.kube.client import ClusterClient
@@ -55,6 +57,18 @@ def kubectl(env: Environment, cluster: str, *args: str, input: str | None = None
     if check and res.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr}")
     return res
+
+
+def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) that kstatus' own rules (sigs.k8s.io/cli-utils status.Compute, as
+    Flux, Argo CD and kpt read objects) give obj: status is Current, InProgress, Failed,
+    Terminating or Unknown (what Compute cannot read is Unknown with its error)."""
+    res = subprocess.run([str(binaries.ensure(binaries.KSTATUS))], input=json.dumps(obj),
+                         capture_output=True, text=True, check=False, timeout=30)
+    if res.returncode != 0:
+        raise AssertionError(f"kstatus failed on {obj.get('kind')}: {res.stderr}")
+    out = json.loads(res.stdout)
+    return out["status"], out["message"]
 
 
 def hmls_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
