@@ -8,7 +8,8 @@ DEMO_DIR ?= .hmls-env/demo
 deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# kube-apiserver and etcd, built from the Go module proxy into ~/.cache/hmls/bin (once)
+# kube-apiserver, etcd and the tests' kstatus client, built from the Go module proxy into
+# ~/.cache/hmls/bin (once)
 binaries:
 	$(PYTHON) -c "from hmls.devenv import binaries; binaries.ensure_all()"
 

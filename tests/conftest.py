@@ -5,21 +5,25 @@ and one hmls controller process that tests can stop and restart."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from hmls.devenv.environment import Environment, running
+from hmls.devenv import binaries
+from hmls.devenv.environment import Environment, _set_pdeathsig, running
 from hmls.domain.kubeconfig import vet
 from hmls.kube.client import ClusterClient
 
@@ -55,6 +59,18 @@ def kubectl(env: Environment, cluster: str, *args: str, input: str | None = None
     if check and res.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr}")
     return res
+
+
+def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) that kstatus' own rules (sigs.k8s.io/cli-utils status.Compute, as
+    Flux, Argo CD and kpt read objects) give obj: status is Current, InProgress, Failed,
+    Terminating or Unknown (what Compute cannot read is Unknown with its error)."""
+    res = subprocess.run([str(binaries.ensure(binaries.KSTATUS))], input=json.dumps(obj),
+                         capture_output=True, text=True, check=False, timeout=30)
+    if res.returncode != 0:
+        raise AssertionError(f"kstatus failed on {obj.get('kind')}: {res.stderr}")
+    out = json.loads(res.stdout)
+    return out["status"], out["message"]
 
 
 def hmls_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -143,9 +159,13 @@ class Controller:
         self.proc = None
         return code
 
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/metrics"
+
     def metrics(self) -> dict[str, float]:
         """Current samples as {'name{labels}': value}."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as r:
             text = r.read().decode()
         out = {}
         for line in text.splitlines():
@@ -153,6 +173,87 @@ class Controller:
                 key, _, value = line.rpartition(" ")
                 out[key] = float(value)
         return out
+
+
+class Prometheus:
+    """A real Prometheus (Debian's /usr/bin/prometheus) with its own config, storage and port,
+    scraping every second and evaluating rules every second; it dies with the tests.
+
+    ``scrape`` maps a job name to the metrics URL it scrapes (e.g. ``Controller.metrics_url``,
+    ``Environment.simulator_metrics_url``); ``rules`` are rule files to load.  Use it as a
+    context manager (started on entry, stopped on exit)."""
+
+    def __init__(self, workdir: Path, scrape: dict[str, str], *, rules: Sequence[Path] = ()) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).is_file():
+            pytest.fail("prometheus is not installed: install Debian's `prometheus` package "
+                        "(apt-get install -y prometheus); .ci/run installs it in CI")
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "prometheus.log"
+        self.config = workdir / "prometheus.yml"
+        jobs = []
+        for job, url in scrape.items():
+            parts = urllib.parse.urlsplit(url)
+            jobs.append({"job_name": job, "scheme": parts.scheme, "metrics_path": parts.path,
+                         "static_configs": [{"targets": [parts.netloc]}]})
+        self.config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "rule_files": [str(r) for r in rules],
+            "scrape_configs": jobs,
+        }))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Prometheus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        with self.log.open("wb") as logf:
+            self.proc = subprocess.Popen(
+                [self.binary, f"--config.file={self.config}",
+                 f"--storage.tsdb.path={self.workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=_set_pdeathsig)
+        try:
+            wait_http_ok(self.proc, f"{self.url}/-/ready", self.log, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def api(self, path: str, **params: str | list[str]) -> Any:
+        query = urllib.parse.urlencode(params, doseq=True)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return list(data["result"])
+
+    def value(self, expr: str) -> float | None:
+        """The single sample of an instant query, or None when it has no result."""
+        result = self.query(expr)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
 
 
 AS_IS = ("--kubeconfig-as-is", "--trust-hub-namespaces")

@@ -1,4 +1,5 @@
-"""Control-plane binaries (kube-apiserver, etcd) built from the Go module proxy.
+"""Control-plane binaries (kube-apiserver, etcd) and the tests' kstatus client, built from the
+Go module proxy.
 
 The local environment needs real API servers, and the Go module proxy is the one
 registry that serves their sources.  Each binary is built from a small wrapper Go module
@@ -61,7 +62,13 @@ ETCD = Binary(
     package="go.etcd.io/etcd/server/v3",
     ldflags="-s -w",
 )
-ALL = (ETCD, KUBE_APISERVER)
+KSTATUS = Binary(  # a real kstatus client for the tests (wrapper main.go: stdin JSON -> verdict)
+    name="kstatus",
+    version="v0.37.2",  # sigs.k8s.io/cli-utils
+    package="hmls.local/controlplane/kstatus",
+    ldflags="-s -w",
+)
+ALL = (ETCD, KUBE_APISERVER, KSTATUS)
 
 
 @dataclass(frozen=True)

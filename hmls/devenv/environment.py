@@ -57,6 +57,8 @@ class State:
     etcd_peer_port: int
     etcd_pid: int = 0
     simulator_pid: int = 0
+    simulator_metrics_port: int = 0
+    """Where the MLService simulator serves its simulated requests' metrics."""
     cluster_domain: str = "{cluster}.t9kcloud.cn"
     audit: bool = False
     """The hub's API server writes an audit log of Lease and HyperMLService status writes."""
@@ -148,6 +150,11 @@ class Environment:
     def pki(self) -> Path:
         return self.dir / "pki"
 
+    @property
+    def simulator_metrics_url(self) -> str:
+        """The MLService simulator's Prometheus endpoint (mlservice_requests_total, ...)."""
+        return f"http://127.0.0.1:{self.state().simulator_metrics_port}/metrics"
+
     def state(self) -> State:
         if not self.state_path.exists():
             raise DevEnvError(f"no environment in {self.dir} (run: hmls dev up --dir {self.dir})")
@@ -184,7 +191,8 @@ class Environment:
         self.audit_log.unlink(missing_ok=True)  # a new environment, a new audit trail
         names = ["hub", *(f"spoke{i}" for i in range(1, spokes + 1)), "ingress"]
         st = State(etcd_port=_free_port(), etcd_peer_port=_free_port(),
-                   cluster_domain=cluster_domain, audit=audit)
+                   simulator_metrics_port=_free_port(), cluster_domain=cluster_domain,
+                   audit=audit)
         for name in names:
             role = name if name in ("hub", "ingress") else "spoke"
             st.clusters[name] = ClusterState(name=name, role=role, port=_free_port())
@@ -204,6 +212,7 @@ class Environment:
                 self._install_crds(c)
             st.simulator_pid = self._start_simulator()
             st.save(self.state_path)
+            self._wait_simulator(st)
         except BaseException:
             self.down()
             raise
@@ -452,6 +461,18 @@ class Environment:
     def _start_simulator(self) -> int:
         return self._spawn("simulator", [
             sys.executable, "-m", "hmls", "dev", "simulate", "--dir", str(self.dir)])
+
+    def _wait_simulator(self, st: State) -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), urllib.request.urlopen(
+                    self.simulator_metrics_url, timeout=2):
+                return
+            if self._exited(st.simulator_pid):
+                break
+            time.sleep(0.1)
+        raise DevEnvError(f"the MLService simulator does not serve {self.simulator_metrics_url}; "
+                          f"see {self.log_path('simulator')}")
 
 
 @contextlib.contextmanager

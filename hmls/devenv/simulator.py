@@ -7,15 +7,34 @@ seed document: ``address.url``, ``Paused``/``Ready`` conditions, ``defaultReleas
 
 Knob: the annotation ``simulator.hmls.tensorstack.dev/ready: "false"`` on an MLService makes
 it go not-ready (Ready=False, readyReplicas 0); removing it or setting "true" recovers.
+
+Simulated traffic, served as Prometheus metrics: every second each MLService whose status is
+Ready answers ``RATE`` requests split over its releases by ``trafficPercent`` (fractions carried,
+so the counts are exact over time), counted in ``mlservice_requests_total{cluster, namespace,
+mlservice, release, code}`` (code "200" or "500") and observed in
+``mlservice_request_duration_seconds{cluster, namespace, mlservice, release}``.  Knobs: the
+annotations ``simulator.hmls.tensorstack.dev/error-ratio`` (the fraction answered 500, default
+0) and ``simulator.hmls.tensorstack.dev/latency-seconds`` (default 0.05); an invalid value is
+logged and ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import datetime as dt
 import logging
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from hmls.domain.models import timestamp
 from hmls.kube.client import ClusterClient, Obj
@@ -23,6 +42,12 @@ from hmls.kube.resources import Resource
 from hmls.kube.watching import Informer
 
 READY_KNOB = "simulator.hmls.tensorstack.dev/ready"
+ERROR_RATIO_KNOB = "simulator.hmls.tensorstack.dev/error-ratio"
+LATENCY_KNOB = "simulator.hmls.tensorstack.dev/latency-seconds"
+RATE = Fraction(20)
+"""Simulated requests per second to an MLService (all its releases together)."""
+BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+"""Upper bounds of mlservice_request_duration_seconds."""
 MLSERVICE = Resource("tensorstack.dev/v1beta1", "MLService", "mlservices", namespaced=True)
 log = logging.getLogger("hmls.simulator")
 
@@ -91,18 +116,166 @@ WRITE_ATTEMPTS = 30
 """A status write is tried this often (backoff up to 5 s: about two minutes)."""
 
 
-class Simulator:
-    """Watches MLServices on one spoke and reconciles their status."""
+T = TypeVar("T")
 
-    def __init__(self, client: ClusterClient, *, domain: str, delay: float) -> None:
-        self.client, self.domain, self.delay = client, domain, delay
+
+@dataclass(frozen=True)
+class Knobs:
+    """How an MLService's simulated requests go."""
+
+    error_ratio: Fraction = Fraction(0)
+    latency: float = 0.05
+
+
+def _ratio(text: str) -> Fraction:
+    value = Fraction(text.strip())
+    if not 0 <= value <= 1:
+        raise ValueError("not a ratio from 0 to 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("not a number of seconds >= 0")
+    return value
+
+
+def knobs(obj: Obj) -> tuple[Knobs, list[str]]:
+    """The traffic knobs an MLService's annotations set, and why any of them is ignored."""
+    annotations = (obj.get("metadata") or {}).get("annotations") or {}
+    problems: list[str] = []
+
+    def knob(key: str, parse: Callable[[str], T], default: T) -> T:
+        raw = annotations.get(key)
+        if raw is None:
+            return default
+        try:
+            return parse(raw)
+        except (ValueError, ZeroDivisionError) as exc:
+            problems.append(f"{key}={raw!r} ignored ({exc}); using {default}")
+            return default
+
+    default = Knobs()
+    out = Knobs(error_ratio=knob(ERROR_RATIO_KNOB, _ratio, default.error_ratio),
+                latency=knob(LATENCY_KNOB, _seconds, default.latency))
+    return out, problems
+
+
+@dataclass
+class Requests:
+    """One release's simulated requests so far, cumulative as Prometheus counts them."""
+
+    ok: int = 0
+    errors: int = 0
+    per_bucket: list[int] = field(default_factory=lambda: [0] * (len(BUCKETS) + 1))
+    """Observations by the first bucket that holds them (the last: above every bound)."""
+    seconds: float = 0.0
+    _owed: Fraction = Fraction(0)
+    """The fraction of a request due but not yet counted (carried to the next second)."""
+    _owed_errors: Fraction = Fraction(0)
+    """Likewise of an error."""
+
+    def serve(self, due: Fraction, knobs: Knobs) -> None:
+        self._owed += due
+        n = math.floor(self._owed)
+        self._owed -= n
+        self._owed_errors += n * knobs.error_ratio
+        errors = math.floor(self._owed_errors)
+        self._owed_errors -= errors
+        self.ok += n - errors
+        self.errors += errors
+        self.per_bucket[bisect.bisect_left(BUCKETS, knobs.latency)] += n
+        self.seconds += n * knobs.latency
+
+    def buckets(self) -> list[tuple[str, float]]:
+        """Cumulative counts by upper bound, as a Prometheus histogram exposes them."""
+        running, out = 0, []
+        for bound, count in zip([*map(str, BUCKETS), "+Inf"], self.per_bucket, strict=True):
+            running += count
+            out.append((bound, float(running)))
+        return out
+
+
+@dataclass(frozen=True)
+class Route:
+    """What an MLService's traffic follows: its releases' trafficPercent while it is Ready."""
+
+    percents: tuple[tuple[str, int], ...]
+    knobs: Knobs
+
+
+class Traffic(Collector):
+    """Simulated requests to the MLServices of every simulated spoke (pure: the objects as
+    watched come in, counts come out; ``collect`` makes them Prometheus metrics)."""
+
+    def __init__(self) -> None:
+        self.routes: dict[tuple[str, str, str], Route] = {}
+        """(cluster, namespace, MLService) -> its route."""
+        self.requests: dict[tuple[str, str, str, str], Requests] = {}
+        """(cluster, namespace, MLService, release) -> its requests so far."""
+
+    def observe(self, cluster: str, obj: Obj) -> list[str]:
+        """Follow the MLService as it is now; returns why any of its knobs is ignored."""
+        key = (cluster, obj["metadata"]["namespace"], obj["metadata"]["name"])
+        status = obj.get("status") or {}
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in status.get("conditions") or [])
+        percents = tuple((r["name"], int(r.get("trafficPercent") or 0))
+                         for r in status.get("releases") or []) if ready else ()
+        obj_knobs, problems = knobs(obj)
+        self.routes[key] = Route(percents, obj_knobs)
+        for release, _ in percents:  # both codes from the first scrape: a ratio has a numerator
+            self.requests.setdefault((*key, release), Requests())
+        return problems
+
+    def forget(self, cluster: str, namespace: str, name: str) -> None:
+        """The MLService is gone, and so are its series."""
+        self.routes.pop((cluster, namespace, name), None)
+        self.requests = {k: v for k, v in self.requests.items()
+                         if k[:3] != (cluster, namespace, name)}
+
+    def tick(self) -> None:
+        """One second of traffic."""
+        for key, route in self.routes.items():
+            for release, percent in route.percents:
+                if percent > 0:
+                    self.requests[(*key, release)].serve(RATE * percent / 100, route.knobs)
+
+    def collect(self) -> Iterator[Metric]:
+        labels = ["cluster", "namespace", "mlservice", "release"]
+        total = CounterMetricFamily("mlservice_requests", "Simulated requests answered, by code.",
+                                    labels=[*labels, "code"])
+        duration = HistogramMetricFamily("mlservice_request_duration_seconds",
+                                         "Simulated request latency.", labels=labels)
+        for key, req in self.requests.items():
+            total.add_metric([*key, "200"], req.ok)
+            total.add_metric([*key, "500"], req.errors)
+            duration.add_metric(list(key), req.buckets(), req.seconds)
+        yield total
+        yield duration
+
+
+class Simulator:
+    """Watches MLServices on one spoke, reconciles their status and follows their traffic."""
+
+    def __init__(self, client: ClusterClient, *, domain: str, delay: float,
+                 traffic: Traffic) -> None:
+        self.client, self.domain, self.delay, self.traffic = client, domain, delay, traffic
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.informer = Informer(client, MLSERVICE, on_event=self._on_event)
 
     def _on_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         if new is None:
+            if old is not None:
+                self.traffic.forget(self.client.name, old["metadata"]["namespace"],
+                                    old["metadata"]["name"])
             return
         key = (new["metadata"]["namespace"], new["metadata"]["name"])
+        problems = self.traffic.observe(self.client.name, new)
+        if old is None or problems != knobs(old)[1]:
+            for problem in problems:
+                log.warning("simulator: %s/%s on %s: %s", *key, self.client.name, problem)
         want = desired_status(new, domain=self.domain, previous=new.get("status"), now="")
         if _comparable(want) == _comparable(new.get("status")):
             return
@@ -148,6 +321,7 @@ async def run(directory: Path, *, delay: float) -> None:
 
     env = Environment(directory)
     state = env.state()
+    traffic = Traffic()
     sims = []
     for c in state.clusters.values():
         if c.role != "spoke":
@@ -155,12 +329,42 @@ async def run(directory: Path, *, delay: float) -> None:
         cfg = vet(env.kubeconfig(c.name).read_bytes())
         client = await ClusterClient.from_kubeconfig(c.name, cfg)
         sims.append(Simulator(client, domain=state.cluster_domain.format(cluster=c.name),
-                              delay=delay))
-    log.info("MLService simulator running for %s", ", ".join(s.client.name for s in sims))
+                              delay=delay, traffic=traffic))
+    metrics = await _serve(traffic, state.simulator_metrics_port)
+    log.info("MLService simulator running for %s; metrics on %s",
+             ", ".join(s.client.name for s in sims), env.simulator_metrics_url)
     try:
         async with asyncio.TaskGroup() as tg:
             for s in sims:
                 tg.create_task(s.informer.run())
+            tg.create_task(_generate(traffic))
     finally:
+        await metrics.cleanup()
         for s in sims:
             await s.client.close()
+
+
+async def _generate(traffic: Traffic) -> None:
+    """A second of traffic every second, on a fixed schedule (a late tick is caught up)."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        due += 1
+        await asyncio.sleep(max(0.0, due - loop.time()))
+        traffic.tick()
+
+
+async def _serve(traffic: Traffic, port: int) -> web.AppRunner:
+    registry = CollectorRegistry()
+    registry.register(traffic)
+
+    async def exposition(_: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(registry),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app = web.Application()
+    app.add_routes([web.get("/metrics", exposition)])
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    return runner

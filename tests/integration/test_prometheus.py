@@ -5,12 +5,7 @@ them."""
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import subprocess
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
-from hmls.devenv.environment import Environment, _free_port, _set_pdeathsig
+from hmls.devenv.environment import Environment
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
-from tests.conftest import Controller, eventually, kubectl, wait_http_ok
+from tests.conftest import Controller, Prometheus, eventually, kubectl
 from tests.integration.helpers import (
     configmap,
     create,
@@ -37,75 +32,12 @@ RULES = REPO / "config" / "prometheus" / "rules.yaml"
 JOB = "hmls-controller"
 
 
-class Prometheus:
-    """One prometheus process with its own config, storage and port; dies with the tests."""
-
-    def __init__(self, workdir: Path, target: str) -> None:
-        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
-        if not Path(binary).is_file():
-            pytest.fail("prometheus is not installed: install Debian's `prometheus` package "
-                        "(apt-get install -y prometheus); .ci/run installs it in CI")
-        self.binary, self.workdir, self.port = binary, workdir, _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = workdir / "prometheus.log"
-        self.config = workdir / "prometheus.yml"
-        self.config.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
-                       "evaluation_interval": "1s"},
-            "rule_files": [str(RULES)],
-            "scrape_configs": [{"job_name": JOB, "static_configs": [{"targets": [target]}]}],
-        }))
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("wb") as logf:
-            self.proc = subprocess.Popen(
-                [self.binary, f"--config.file={self.config}",
-                 f"--storage.tsdb.path={self.workdir / 'data'}",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
-                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_set_pdeathsig)
-        wait_http_ok(self.proc, f"{self.url}/-/ready", self.log, timeout=60)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def api(self, path: str, **params: str | list[str]) -> Any:
-        query = urllib.parse.urlencode(params, doseq=True)
-        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
-            body = json.loads(r.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str) -> list[dict[str, Any]]:
-        data = self.api("query", query=expr)
-        assert data["resultType"] == "vector", data
-        return list(data["result"])
-
-    def value(self, expr: str) -> float | None:
-        """The single sample of an instant query, or None when it has no result."""
-        result = self.query(expr)
-        assert len(result) <= 1, result
-        return float(result[0]["value"][1]) if result else None
-
-
 @pytest.fixture(scope="module")
 def prometheus(controller: Controller, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[Prometheus]:
-    prom = Prometheus(tmp_path_factory.mktemp("prometheus"), f"127.0.0.1:{controller.port}")
-    try:
-        prom.start()
+    with Prometheus(tmp_path_factory.mktemp("prometheus"), {JOB: controller.metrics_url},
+                    rules=[RULES]) as prom:
         yield prom
-    finally:
-        prom.stop()
 
 
 def _labels(prom: Prometheus, metric: str) -> list[dict[str, str]]:

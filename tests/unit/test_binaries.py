@@ -38,5 +38,6 @@ def test_wrapper_modules_pin_the_versions() -> None:
     assert "k8s.io/kubernetes v1.34.4" in kas
     assert kas.count("=> k8s.io/") == 31 and kas.count("v0.34.4") >= 31
     assert "go.etcd.io/etcd/server/v3 v3.6.16" in (binaries.SOURCES / "etcd" / "go.mod").read_text()
-    for name in ("kube-apiserver", "etcd"):
+    assert "sigs.k8s.io/cli-utils v0.37.2" in (binaries.SOURCES / "kstatus" / "go.mod").read_text()
+    for name in ("kube-apiserver", "etcd", "kstatus"):
         assert (binaries.SOURCES / name / "go.sum").stat().st_size > 1000

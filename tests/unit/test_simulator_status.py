@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hmls.devenv.simulator import READY_KNOB, Simulator, desired_status
+from hmls.devenv.simulator import READY_KNOB, Simulator, Traffic, desired_status
 from hmls.kube.errors import Unreachable
 
 DOMAIN = "spoke1.example.com"
@@ -177,6 +177,6 @@ async def test_a_status_write_that_failed_is_tried_again() -> None:
     """Found by the full soak of 2026-12-07 (seed 3182763439): a write that failed while the
     spoke's API server was down was never tried again, and the MLService had no status."""
     spoke = Flaky(mlservice(), down=3)
-    sim = Simulator(spoke, domain=DOMAIN, delay=0.01)  # type: ignore[arg-type]
+    sim = Simulator(spoke, domain=DOMAIN, delay=0.01, traffic=Traffic())  # type: ignore[arg-type]
     await sim.write_status(("demo", "torch"))
     assert spoke.patches == 1 and conds(spoke.obj["status"])["Ready"]["status"] == "True"
