@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from hmls.domain.kubeconfig import KubeconfigPolicy
-from hmls.settings import Settings
+from hmls.settings import PrometheusConfig, Settings
 
 
 class JsonFormatter(logging.Formatter):
@@ -79,7 +79,9 @@ def _controller(args: argparse.Namespace) -> int:
         leader_elect=args.leader_elect, shards=args.shards,
         leader_election_namespace=args.leader_election_namespace or None,
         lease_seconds=args.lease_seconds, renew_deadline=args.lease_seconds * 2 / 3,
-        retry_seconds=max(0.2, args.lease_seconds / 7.5))
+        retry_seconds=max(0.2, args.lease_seconds / 7.5),
+        prometheus=PrometheusConfig(args.prometheus_url, args.prometheus_bearer_token_file,
+                                    args.prometheus_ca_file) if args.prometheus_url else None)
     asyncio.run(run_until_signalled(settings))
     return 0
 
@@ -227,6 +229,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="namespace of the Leases (default: --namespace)")
     ctl.add_argument("--lease-seconds", type=float, default=15.0,
                      help="Lease duration; renew deadline is 2/3 of it (default 15)")
+    ctl.add_argument("--prometheus-url", default="",
+                     help="the Prometheus that rollout analysis queries (HTTP API, instant "
+                          "queries); without it, analysis measurements are inconclusive")
+    ctl.add_argument("--prometheus-bearer-token-file", default=None,
+                     help="file with a bearer token for --prometheus-url (read at each query)")
+    ctl.add_argument("--prometheus-ca-file", default=None,
+                     help="CA bundle that verifies --prometheus-url's TLS certificate")
     _policy_flags(ctl)
     ctl.set_defaults(func=_controller)
 

@@ -70,6 +70,14 @@ class Metrics:
             "Duration of a progressive rollout step, from the apply of its revision to its "
             "end, by result.", ["result"], registry=r,
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 1800))
+        self.analysis_total = Counter(
+            "hmls_rollout_analysis_total",
+            "Metric measurements of rollout steps, by result (Successful, Failed, "
+            "Inconclusive).", ["result"], registry=r)
+        self.analysis_query_seconds = Histogram(
+            "hmls_rollout_analysis_query_seconds",
+            "Duration of one Prometheus query of a rollout step's analysis.", registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
         self.watch_restarts = Counter(
             "hmls_watch_restarts_total", "Watches restarted, by cluster, resource and reason.",
             ["cluster", "resource", "reason"], registry=r)

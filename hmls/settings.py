@@ -8,6 +8,17 @@ from hmls.domain.kubeconfig import KubeconfigPolicy
 
 
 @dataclass(frozen=True)
+class PrometheusConfig:
+    """The operator's Prometheus, which rollout analysis queries."""
+
+    url: str
+    bearer_token_file: str | None = None
+    """Read at every query (a rotated token is picked up)."""
+    ca_file: str | None = None
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
 class Settings:
     kubeconfig: str | None = None
     namespace: str = "hmls-system"
@@ -42,3 +53,5 @@ class Settings:
     lease_seconds: float = 15.0
     renew_deadline: float = 10.0
     retry_seconds: float = 2.0
+    prometheus: PrometheusConfig | None = None
+    """Where rollout analysis queries (None: its measurements are inconclusive)."""

@@ -188,6 +188,77 @@ class TrafficSpec(BaseModel):
 
 
 _PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")
+ANALYSIS_PLACEHOLDER = re.compile(r"\$(\$?)\{([^}]*)\}")
+"""``${name}`` in an analysis query (``$${name}`` is a literal ``${name}``)."""
+_ANALYSIS_NAME = re.compile(r"^(cluster\.name|cluster\.labels\.[A-Za-z0-9._/-]+|revision|"
+                            r"namespace|name)$")
+
+
+class ThresholdRange(BaseModel):
+    """The values a measurement may take and succeed (bounds included)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    min: float | None = None
+    max: float | None = None
+
+    @model_validator(mode="after")
+    def _a_bound(self) -> ThresholdRange:
+        if self.min is None and self.max is None:
+            raise ValueError("thresholdRange needs min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"thresholdRange min {self.min} is above max {self.max}")
+        return self
+
+    def __str__(self) -> str:
+        return (f"[{'' if self.min is None else f'{self.min:g}'}, "
+                f"{'' if self.max is None else f'{self.max:g}'}]")
+
+
+class MetricSpec(BaseModel):
+    """One Prometheus query judged while a rollout step soaks."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    name: str = Field(min_length=1, max_length=63)
+    query: str = Field(min_length=1)
+    threshold_range: ThresholdRange = Field(alias="thresholdRange")
+    failure_limit: int = Field(0, alias="failureLimit", ge=0)
+    """Failed measurements tolerated per step."""
+    inconclusive_limit: int = Field(3, alias="inconclusiveLimit", ge=1)
+    """Inconclusive measurements in a row after which the step says it waits for data."""
+
+    @field_validator("query")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        unknown = sorted({m.group(2) for m in ANALYSIS_PLACEHOLDER.finditer(value)
+                          if not m.group(1) and not _ANALYSIS_NAME.match(m.group(2))})
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {', '.join('${' + u + '}' for u in unknown)}: use "
+                "${cluster.name}, ${cluster.labels.KEY}, ${revision}, ${namespace} or ${name}")
+        return value
+
+
+class AnalysisSpec(BaseModel):
+    """Metric analysis as a gate of each rollout step (Prometheus at the address the
+    controller's operator gives: ``hmls controller --prometheus-url``)."""
+
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    interval_seconds: int = Field(10, alias="intervalSeconds", ge=1)
+    metrics: list[MetricSpec] = Field(min_length=1, max_length=16)
+    on_inconclusive: Literal["Wait", "Fail"] = Field("Wait", alias="onInconclusive")
+    """Past a metric's inconclusiveLimit: wait for data (and say so), or fail the step."""
+
+    @field_validator("metrics")
+    @classmethod
+    def _unique_names(cls, value: list[MetricSpec]) -> list[MetricSpec]:
+        names = [m.name for m in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"metric names must be unique: {', '.join(twice)}")
+        return value
 
 
 class RolloutSpec(BaseModel):
@@ -204,6 +275,7 @@ class RolloutSpec(BaseModel):
     auto_rollback: bool = Field(True, alias="autoRollback")
     paused: bool = False
     revision_history_limit: int = Field(10, alias="revisionHistoryLimit", ge=1)
+    analysis: AnalysisSpec | None = None
 
     @field_validator("max_concurrency")
     @classmethod

@@ -10,11 +10,12 @@ rollout's next state.  ``hmls diff`` can run the same function the controller ru
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from hmls.domain import rollout as rollout_mod
+from hmls.domain.analysis import Measurement
 from hmls.domain.models import InvalidSpec, Owner, Spec, parse_spec
 from hmls.domain.render import Desired, Fleet, placements, render
 from hmls.domain.status import Behind, ItemResult, Status
@@ -50,8 +51,11 @@ class Plan:
                                            if self.rendered_at.get(c) != step.state.current],
                       bool(step.state.halted))
 
-    def finish(self, items: list[ItemResult], previous: Status) -> rollout_mod.Plan | None:
-        """The rollout's next state from what the apply observed (None without a rollout)."""
+    def finish(self, items: list[ItemResult], previous: Status,
+               measured: Mapping[str, Sequence[Measurement]] | None = None
+               ) -> rollout_mod.Plan | None:
+        """The rollout's next state from what the apply observed and the metrics measured
+        (None without a rollout)."""
         if self.rollout is None:
             return None
         serving = previous.traffic.serving() if previous.traffic else set()
@@ -63,7 +67,7 @@ class Plan:
                 for i in mine)
             seen[cluster] = rollout_mod.Seen(ready, cluster in serving,
                                              any(i.written for i in mine))
-        return self.rollout.finish(seen)
+        return self.rollout.finish(seen, measured)
 
 
 def plan(*, owner: Owner, spec: Spec, raw_spec: Mapping[str, Any], fleet: Fleet,

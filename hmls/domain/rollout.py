@@ -48,12 +48,13 @@ tests/unit/test_rollout_machine.py):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hmls.domain import analysis
 from hmls.domain.conditions import Condition
-from hmls.domain.models import RolloutSpec, parse_timestamp, timestamp
+from hmls.domain.models import MetricSpec, RolloutSpec, parse_timestamp, timestamp
 from hmls.domain.notices import Notice
 from hmls.domain.wire import mappings, number, opt_text, text
 
@@ -62,8 +63,9 @@ RECHECK_S = 1.0
 """How soon a cluster whose objects a reconcile wrote is looked at again."""
 DONE, FAILED, ROLLED_BACK = "Done", "Failed", "RolledBack"
 ACTIVE = frozenset({DRAINING, APPLYING, SOAKING})
-HALTED, PAUSED = "Halted", "Paused"
-"""RolledOut reasons: the rollout of the current revision halted; paused by its user."""
+HALTED, PAUSED, INCONCLUSIVE = "Halted", "Paused", "AnalysisInconclusive"
+"""RolledOut reasons: the rollout of the current revision halted; paused by its user; a
+step waits for its metrics' data."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class Step:
     started: dt.datetime | None = None
     """When the step began (its drain), then when its revision began to be applied: the
     progress deadline counts from there."""
+    analysis: tuple[analysis.Tally, ...] = ()
+    """Soaking under ``spec.rollout.analysis``: each metric's measurements since the step
+    began to soak (kept once the step ends, until the cluster's next step)."""
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"cluster": self.cluster, "phase": self.phase}
@@ -92,13 +97,16 @@ class Step:
             out["targetRevision"] = self.target
         if self.started is not None:
             out["stepStarted"] = timestamp(self.started)
+        if self.analysis:
+            out["analysis"] = [t.to_status() for t in self.analysis]
         return out
 
     @classmethod
     def from_status(cls, raw: Mapping[str, Any]) -> Step:
         return cls(text(raw.get("cluster")), number(raw.get("revision")),
                    opt_text(raw.get("phase")) or PENDING, _time(raw.get("since")),
-                   number(raw.get("targetRevision")), _time(raw.get("stepStarted")))
+                   number(raw.get("targetRevision")), _time(raw.get("stepStarted")),
+                   tuple(analysis.Tally.from_status(t) for t in mappings(raw.get("analysis"))))
 
 
 def _time(value: Any) -> dt.datetime | None:
@@ -156,8 +164,8 @@ class State:
         # workloads that came back are a new revision: the halt of the old number is over
         return State(new(self.current), new(self.last_good),
                      None if self.current in aliases else self.halted,
-                     {c: Step(s.cluster, new(s.revision), phase(s), s.since, new(s.target),
-                              s.started) for c, s in self.steps.items()})
+                     {c: replace(s, revision=new(s.revision), phase=phase(s),
+                                 target=new(s.target)) for c, s in self.steps.items()})
 
     def referenced(self) -> set[int]:
         """Revisions the state still needs (never garbage-collected)."""
@@ -231,6 +239,9 @@ class Rollout:
         """Steps drain their cluster: there is traffic, and another cluster to take it (a
         lone cluster is updated in place)."""
         self.seen: Mapping[str, Seen] = {}
+        self.measured: Mapping[str, Sequence[analysis.Measurement]] = {}
+        self.starved: list[str] = []
+        """Steps waiting for their metrics' data, with why."""
         self.events: list[Notice] = []
         self.finished: list[Finished] = []
         self.waits: list[float] = []
@@ -294,7 +305,7 @@ class Rollout:
     def _finish(self, st: Step, phase: str, result: str) -> Step:
         began = self._began(st)
         self.finished.append(Finished(st.cluster, result, (self.now - began).total_seconds()))
-        return Step(st.cluster, st.revision, phase, self.now)
+        return Step(st.cluster, st.revision, phase, self.now, analysis=st.analysis)
 
     def _advance(self, st: Step, final: str) -> Step:
         seen = self.seen.get(st.cluster, Seen(False))
@@ -315,7 +326,8 @@ class Rollout:
             if seen.ready:
                 if self.spec.soak_seconds == 0:
                     return self._complete(st, final)
-                self.waits.append(self.spec.soak_seconds)
+                analysed = self.spec.analysis is not None and final == DONE
+                self.waits.append(RECHECK_S if analysed else self.spec.soak_seconds)
                 return Step(st.cluster, st.revision, SOAKING, self.now, st.target, started)
             if self.now >= deadline and not seen.written:  # judged on what it was seen do
                 self._event("Warning", "RolloutStepFailed",
@@ -330,11 +342,63 @@ class Rollout:
                 self.waits.append(max(0.0, (deadline - self.now).total_seconds()))
                 return Step(st.cluster, st.revision, APPLYING, self.now, st.target, started)
             left = self.spec.soak_seconds - (self.now - (st.since or self.now)).total_seconds()
+            if self.spec.analysis is not None and final == DONE:
+                return self._analyse(st, left)
             if left > 0:
                 self.waits.append(left)
                 return st
             return self._complete(st, final)
         return st
+
+    def _analyse(self, st: Step, left: float) -> Step:
+        """A forward step soaking under metric analysis: this reconcile's measurements
+        counted; Done once the soak is over and every metric succeeded in it, Failed past a
+        metric's failureLimit."""
+        spec = self.spec.analysis
+        assert spec is not None
+        measured = self.measured.get(st.cluster, ())
+        st = replace(st, analysis=analysis.record(st.analysis, measured))
+        limits = {m.name: m.inconclusive_limit for m in spec.metrics}
+        for m in measured:
+            if m.result == analysis.FAILED:
+                self._event("Warning", "AnalysisFailed",
+                            f"{st.cluster}: revision {st.revision}: metric {m.metric}: "
+                            f"{m.message}")
+            tally = next(t for t in st.analysis if t.metric == m.metric)
+            if m.result == analysis.INCONCLUSIVE and tally.inconclusive == limits.get(m.metric):
+                self._event("Warning", "AnalysisInconclusive",
+                            f"{st.cluster}: revision {st.revision}: metric {m.metric} "
+                            f"inconclusive {tally.inconclusive} times in a row: {m.message}")
+        verdict = analysis.verdict(spec, st.analysis)
+        if verdict.failed:
+            self._event("Warning", "RolloutStepFailed",
+                        f"{st.cluster}: revision {st.revision}: analysis failed: "
+                        f"{verdict.failed}")
+            return self._finish(st, FAILED, "failed")
+        if verdict.waiting:
+            self.starved.append(f"{st.cluster}: {verdict.waiting}")
+        elif left <= 0 and verdict.passed:
+            return self._complete(st, DONE)
+        # the next measurement (never sooner than a recheck: this reconcile measured what
+        # was due), or the end of the soak
+        self.waits.append(min([max(RECHECK_S, analysis.next_due(spec, st.analysis, self.now)),
+                               *([left] if left > 0 else [])]))
+        return st
+
+    def due(self) -> dict[str, tuple[int, list[MetricSpec]]]:
+        """The clusters whose metrics are due now, each with the revision it soaks: forward
+        steps soaking under ``spec.rollout.analysis`` (a rollback is judged on readiness
+        alone)."""
+        spec = self.spec.analysis
+        if spec is None:
+            return {}
+        out = {}
+        for c, st in self.steps.items():
+            if st.phase == SOAKING and st.revision == self.current and self.halted is None:
+                metrics = analysis.due(spec, st.analysis, self.now)
+                if metrics:
+                    out[c] = (self.current, metrics)
+        return out
 
     def _complete(self, st: Step, final: str) -> Step:
         self._event("Normal", "RolloutStep", f"{st.cluster}: revision {st.revision} "
@@ -387,8 +451,11 @@ class Rollout:
                and self.steps[c].phase not in ACTIVE]
         return sorted(bad, key=lambda c: self.steps[c].phase != FAILED), self.last_good
 
-    def finish(self, seen: Mapping[str, Seen]) -> Plan:
-        self.seen = seen
+    def finish(self, seen: Mapping[str, Seen],
+               measured: Mapping[str, Sequence[analysis.Measurement]] | None = None) -> Plan:
+        """The next state from what this reconcile observed: ``seen`` per cluster, and the
+        measurements of the metrics ``due`` said were due."""
+        self.seen, self.measured = seen, measured or {}
         for c in self.clusters:
             st = self.steps[c]
             if st.phase in ACTIVE:
@@ -425,14 +492,35 @@ class Rollout:
                             "cluster")
             self.last_good = self.current
         state = State(self.current, self.last_good, self.halted, self.steps)
-        drained = frozenset(c for c in self.clusters
-                            if self.traffic and self.steps[c].phase in ACTIVE)
+        drained = frozenset(c for c in self.clusters if self.traffic and self._drained(
+            self.steps[c]))
         requeue = 0.0 if self.urgent else (min(self.waits) if self.waits else None)
         return Plan(state, drained, self._condition(state), requeue, self.events, self.finished)
 
+    def _drained(self, st: Step) -> bool:
+        """Held out of the HeadIngress: a cluster in a step, except one soaking under metric
+        analysis (its metrics need its share of real requests), and one whose analysis
+        failed at the current revision (its requests fail the service's objectives)."""
+        if st.phase == SOAKING:
+            return not (self.spec.analysis is not None and st.revision == self.current
+                        and self.halted is None)
+        if st.phase == FAILED:
+            return st.revision == self.current and bool(self._failed_analysis(st))
+        return st.phase in ACTIVE
+
+    def _failed_analysis(self, st: Step) -> str | None:
+        """Why the step's metric analysis failed, if it did."""
+        if self.spec.analysis is None or not st.analysis:
+            return None
+        return analysis.verdict(self.spec.analysis, st.analysis).failed
+
     def _halt(self, failures: list[str]) -> None:
-        self.halted = (f"revision {self.current} halted: {', '.join(failures)} not Ready within "
-                       f"{self.spec.progress_deadline_seconds}s")
+        late = [c for c in failures if not self._failed_analysis(self.steps[c])]
+        why = [f"{', '.join(late)} not Ready within {self.spec.progress_deadline_seconds}s"
+               ] if late else []
+        why += [f"{c} failed its analysis ({self._failed_analysis(self.steps[c])})"
+                for c in failures if c not in late]
+        self.halted = f"revision {self.current} halted: " + "; ".join(why)
         back = self._rolling_back()
         self._event("Warning", "RolloutHalted", self.halted + (
             f"; rolling back to revision {self.last_good}" if back else ""))
@@ -465,6 +553,10 @@ class Rollout:
                              f"every cluster runs revision {self.current} and is Ready")
         if self.blocked:
             return Condition("RolledOut", "False", "Waiting", self.blocked)
+        if self.starved:
+            return Condition("RolledOut", "False", INCONCLUSIVE,
+                             f"rolling out revision {self.current}, waiting for metric data: "
+                             + "; ".join(self.starved))
         if behind and self.spec.paused:
             return Condition("RolledOut", "False", PAUSED,
                              f"rollout of revision {self.current} paused: " + ", ".join(behind))

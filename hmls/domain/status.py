@@ -445,7 +445,8 @@ def progress(items: list[ItemResult], conditions: Iterable[Condition],
     a spoke object its controller gave up on, a halted rollout), ``Reconciling=True`` while
     progress is expected on its own (a retry, an unreachable cluster, readiness awaited, a
     rollout step, a deletion waiting for its cluster); neither when the HyperMLService is
-    Current.  Both can hold at once.  A paused rollout is what its user asked for: neither.
+    Current.  Both can hold at once; Stalled is listed first, because kstatus decides by
+    whichever of the two comes first.  A paused rollout is what its user asked for: neither.
     The reason is the first cause's; the message lists each cause."""
     by_type = {c.type: c for c in conditions}
     stalled: list[tuple[str, str]] = []
@@ -491,7 +492,7 @@ def progress(items: list[ItemResult], conditions: Iterable[Condition],
                             + _listing([f"{p.cluster}: {p.resource}: {p.message}"
                                         for p in pending])))
     return [Condition(ctype, "True", causes[0][0], "; ".join(m for _, m in causes))
-            for ctype, causes in (("Reconciling", reconciling), ("Stalled", stalled)) if causes]
+            for ctype, causes in (("Stalled", stalled), ("Reconciling", reconciling)) if causes]
 
 
 def summary(items: list[ItemResult]) -> Summary:

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 
 from hmls.domain.models import CLUSTER_LABEL
+from hmls.engine.analysis import Prometheus
 from hmls.engine.hub import Hub
 from hmls.engine.hubcache import Cached, HubCache
 from hmls.engine.queue import WorkQueue
@@ -139,6 +140,7 @@ class Manager:
                 identity=identity, shards=s.shards,
                 lease_seconds=s.lease_seconds, renew_deadline=s.renew_deadline,
                 retry_seconds=s.retry_seconds, on_acquired=self._acquired)
+        prometheus = Prometheus(s.prometheus, self.metrics) if s.prometheus else None
         try:
             self.metrics.shards.set(s.shards)
             if self.election:
@@ -171,7 +173,7 @@ class Manager:
                                  transform=Cached.of, on_restart=self._hub_restart(HMLS.plural))
                     for ns in namespaces}
                 reconciler = Reconciler(hub=Hub(hub, self.hub_cache, self.metrics), fleet=fleet,
-                                        metrics=self.metrics)
+                                        metrics=self.metrics, prometheus=prometheus)
                 tg.create_task(fleet.run())
                 tg.create_task(secrets.run())
                 profiles = await self._profiles(hub, fleet)
@@ -200,6 +202,8 @@ class Manager:
                 await self.election.release()
             if self.fleet is not None:
                 await self.fleet.close()
+            if prometheus is not None:
+                await prometheus.close()
             await hub.close()
             await runner.cleanup()
 

@@ -61,7 +61,7 @@ from hmls.domain.status import (
     Status,
     TrafficStatus,
 )
-from hmls.engine import rollouts
+from hmls.engine import analysis, rollouts
 from hmls.engine.spokes import NamespaceView, Observed, Ref
 from hmls.kube import errors
 from hmls.kube.client import Obj
@@ -187,8 +187,12 @@ class HubAPI(Protocol):
 
 class Reconciler:
     def __init__(self, *, hub: HubAPI, fleet: FleetAPI, metrics: Metrics,
-                 now: Callable[[], dt.datetime] = _now) -> None:
+                 now: Callable[[], dt.datetime] = _now,
+                 prometheus: analysis.Prometheus | None = None) -> None:
         self.hub = hub
+        self.prometheus = prometheus
+        """Where a rollout's metric analysis queries (None: its measurements are
+        inconclusive, and say why)."""
         self.fleet = fleet
         self.metrics = metrics
         self._not_applied: set[str] = set()
@@ -253,7 +257,10 @@ class Reconciler:
         extra: list[Condition] = []
         if spec.drift_policy == "Report":
             extra.append(status_mod.in_sync(items))
-        step = planned.finish(items, previous)
+        measured = await analysis.measure(
+            self.prometheus, planned.rollout.due(), owner=owner, labels=self.fleet.labels(),
+            now=planned.rollout.now, metrics=self.metrics) if planned.rollout else {}
+        step = planned.finish(items, previous, measured)
         if step is not None:
             extra.append(step.condition)
         routed = None

@@ -4,10 +4,11 @@ to a Progressive HyperMLService, its invariants checked after every reconcile.
 A model of the controller around the planner: revisions recorded as ``Revisions.record`` does
 (an edit back to older workloads renumbers that revision), clusters whose health and whose
 revisions' quality decide readiness, a clock, pause, placement changes, traffic on and off,
-and the HeadIngress reduced to its rule (a cluster serves when it is healthy and not drained;
-with none such the last routes are kept).  Every reconcile reads the state from the stored
-status and stores the new one through the controller's own status write
-(``hmls.domain.status.write``), so a field that survives a write is found here too.
+the HeadIngress reduced to its rule (a cluster serves when it is healthy and not drained;
+with none such the last routes are kept), and metric analysis (a revision's content whose
+metrics break their range, a Prometheus that does not answer).  Every reconcile reads the
+state from the stored status and stores the new one through the controller's own status
+write (``hmls.domain.status.write``), so a field that survives a write is found here too.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from hmls.domain import analysis
 from hmls.domain.models import RolloutSpec
 from hmls.domain.patch import merge_patch
 from hmls.domain.rollout import ACTIVE, DONE, Seen, State, begin
@@ -33,6 +35,10 @@ from hmls.domain.status import RolloutStatus, Status, status_patch
 T0 = dt.datetime(2026, 12, 2, 12, 0, 0, tzinfo=dt.UTC)
 UNIVERSE = ["c1", "c2", "c3"]
 SOAK, DEADLINE = 10, 60
+ANALYSIS = {"intervalSeconds": 5, "metrics": [
+    {"name": "errors", "query": 'e{c="${cluster.name}"}', "thresholdRange": {"max": 0.01}},
+    {"name": "latency", "query": "l", "thresholdRange": {"max": 0.5}, "failureLimit": 1,
+     "inconclusiveLimit": 2}]}
 
 
 class Controller(RuleBasedStateMachine):
@@ -45,6 +51,9 @@ class Controller(RuleBasedStateMachine):
         """A renumbered revision's old number -> its new one."""
         self.bad: set[int] = set()
         """Contents that never get Ready."""
+        self.slo_bad: set[int] = set()
+        """Contents that get Ready but whose metrics break their range."""
+        self.prometheus_up = True
         self.current = 0
         self.placed = ["c1", "c2"]
         self.healthy = dict.fromkeys(UNIVERSE, True)
@@ -73,13 +82,14 @@ class Controller(RuleBasedStateMachine):
         stored = Status.from_wire(self.stored).rollout
         return stored.state if stored else State()
 
-    @rule(content=st.integers(0, 3), bad=st.booleans())
-    def new_revision(self, content: int, bad: bool) -> None:
+    @rule(content=st.integers(0, 3), bad=st.booleans(), slo_bad=st.booleans())
+    def new_revision(self, content: int, bad: bool, slo_bad: bool = False) -> None:
         """An edit of the workloads (to new ones, or back to earlier ones)."""
-        if bad:
-            self.bad.add(content)
-        else:
-            self.bad.discard(content)
+        for marked, flag in ((self.bad, bad), (self.slo_bad, slo_bad)):
+            if flag:
+                marked.add(content)
+            else:
+                marked.discard(content)
         self._record(content)
 
     @precondition(lambda self: self.current > 0)
@@ -136,6 +146,17 @@ class Controller(RuleBasedStateMachine):
         elif cluster not in self.placed:
             self.placed.append(cluster)
         self.quiet = 0
+
+    @rule(on=st.booleans(), on_inconclusive=st.sampled_from(["Wait", "Fail"]))
+    def analysis_section(self, on: bool, on_inconclusive: str) -> None:
+        if on:
+            self.fields["analysis"] = {**ANALYSIS, "onInconclusive": on_inconclusive}
+        else:
+            self.fields.pop("analysis", None)
+
+    @rule(up=st.booleans())
+    def prometheus(self, up: bool) -> None:
+        self.prometheus_up = up
 
     @rule(on=st.booleans())
     def traffic_section(self, on: bool) -> None:
@@ -202,7 +223,9 @@ class Controller(RuleBasedStateMachine):
         seen = {c: Seen(c not in written and self._ready(c, self.running[c]),
                         c in self.serving, c in written) for c in self.placed}
         active_before = {c for c, s in before.steps.items() if s.phase in ACTIVE}
-        plan = r.finish(seen)
+        measured = {c: [self._measure(c, m) for m in metrics]
+                    for c, (_, metrics) in r.due().items()}
+        plan = r.finish(seen, measured)
         self.requeue = plan.requeue_after
         state = plan.state
         # invariants of one transition
@@ -215,7 +238,20 @@ class Controller(RuleBasedStateMachine):
             assert state.halted.startswith(f"revision {state.current} halted"), state.halted
         if before.current != self.current and before.halted:
             assert not state.halted or state.halted.startswith(f"revision {self.current} ")
-        newly = set(plan.drained) - active_before
+        if spec.analysis is not None:
+            for c, step in state.steps.items():  # Done at the current revision: it passed
+                was = before.steps.get(c)  # (unless it ran the same content already)
+                if step.phase == DONE and was is not None and was.phase in ACTIVE \
+                        and step.revision == self.current and not state.halted \
+                        and c not in unchanged:
+                    tallies = {t.metric: t for t in step.analysis}
+                    assert all(m.name in tallies and tallies[m.name].successes > 0
+                               and tallies[m.name].failures <= m.failure_limit
+                               for m in spec.analysis.metrics), (c, step)
+                    assert self.content(step.revision) not in self.slo_bad, (c, step)
+        # a step never drains the last serving cluster (a failed analysis may: its cluster
+        # answers with errors, and with no cluster left the last routes are kept)
+        newly = {c for c in plan.drained if state.steps[c].phase in ACTIVE} - active_before
         for c in newly & self.serving if self.traffic else ():
             assert any(o != c and o not in plan.drained and (o in self.serving or seen[o].ready)
                        for o in self.placed), f"draining {c} leaves no cluster serving"
@@ -237,6 +273,13 @@ class Controller(RuleBasedStateMachine):
             self.stored = merge_patch(self.stored, patch)
         assert self.stored == new, "the stored status differs from the one computed"
 
+    def _measure(self, cluster: str, metric: Any) -> analysis.Measurement:
+        """What the operator's Prometheus answers for a cluster soaking its revision."""
+        if not self.prometheus_up:
+            return analysis.Measurement.of(metric, None, self.now, "no answer")
+        bad = self.content(self.running[cluster]) in self.slo_bad
+        return analysis.Measurement.of(metric, 1.0 if bad else 0.0, self.now)
+
     # ----- liveness ----------------------------------------------------------------------
     @precondition(lambda self: self.current > 0)
     @rule()
@@ -247,7 +290,9 @@ class Controller(RuleBasedStateMachine):
         for c in self.placed:
             self.healthy[c] = True
         self.fields["paused"] = False
+        self.prometheus_up = True
         self.bad.discard(self.known[self.current])
+        self.slo_bad.discard(self.known[self.current])
         if self.state().halted and self.state().current == self.current:
             return  # a halt of the current revision waits for a person: a new revision
         # the changes above are events: one reconcile now; after that nothing happens in the
