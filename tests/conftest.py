@@ -271,8 +271,19 @@ def joined(env: Environment) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def controller(env: Environment, joined: list[str]) -> Iterator[Controller]:
-    ctl = Controller(env, free_port())
+def slo_prometheus(env: Environment, tmp_path_factory: pytest.TempPathFactory
+                   ) -> Iterator[Prometheus]:
+    """The operator's Prometheus of the session: it scrapes the MLService simulator's request
+    metrics, and the session's controller queries it for rollout analysis."""
+    with Prometheus(tmp_path_factory.mktemp("slo-prometheus"),
+                    {"mlservice-simulator": env.simulator_metrics_url}) as prom:
+        yield prom
+
+
+@pytest.fixture(scope="session")
+def controller(env: Environment, joined: list[str], slo_prometheus: Prometheus
+               ) -> Iterator[Controller]:
+    ctl = Controller(env, free_port(), "--prometheus-url", slo_prometheus.url)
     ctl.start()
     yield ctl
     if ctl.proc is not None:

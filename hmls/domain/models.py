@@ -221,7 +221,7 @@ class MetricSpec(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     name: str = Field(min_length=1, max_length=63)
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=2048)
     threshold_range: ThresholdRange = Field(alias="thresholdRange")
     failure_limit: int = Field(0, alias="failureLimit", ge=0)
     """Failed measurements tolerated per step."""

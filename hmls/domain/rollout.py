@@ -85,7 +85,7 @@ class Step:
     progress deadline counts from there."""
     analysis: tuple[analysis.Tally, ...] = ()
     """Soaking under ``spec.rollout.analysis``: each metric's measurements since the step
-    began to soak (kept once the step ends, until the cluster's next step)."""
+    began to soak; kept as the cluster's last analysis until its next analysed soak."""
 
     def to_status(self) -> dict[str, Any]:
         out: dict[str, Any] = {"cluster": self.cluster, "phase": self.phase}
@@ -266,7 +266,7 @@ class Rollout:
                 if c in unchanged:
                     st = Step(c, current, DONE, now)  # renders the same: nothing to roll
                 elif self.halted is None and st.phase != PENDING:
-                    st = Step(c, st.revision, PENDING, now)
+                    st = Step(c, st.revision, PENDING, now, analysis=st.analysis)
             self.steps[c] = st
 
     def _supersede(self, st: Step, *, same: bool) -> Step:
@@ -280,7 +280,7 @@ class Rollout:
         if aim == self.current or (self.halted is not None and aim == self.last_good):
             return st
         if same and st.phase == DRAINING:
-            return Step(st.cluster, self.current, DONE, self.now)
+            return Step(st.cluster, self.current, DONE, self.now, analysis=st.analysis)
         if same:
             return replace(st, revision=self.current, target=self.current)
         began = self._began(st)
@@ -291,8 +291,10 @@ class Rollout:
                     f"{self.current}")
         self.urgent = True
         if st.phase == DRAINING and st.revision is not None:
-            return Step(st.cluster, st.revision, DRAINING, self.now, self.current, self.now)
-        return Step(st.cluster, self.current, APPLYING, self.now, self.current, self.now)
+            return Step(st.cluster, st.revision, DRAINING, self.now, self.current, self.now,
+                        analysis=st.analysis)
+        return Step(st.cluster, self.current, APPLYING, self.now, self.current, self.now,
+                    analysis=st.analysis)
 
     # ----- one step ---------------------------------------------------------------------
     def _began(self, st: Step) -> dt.datetime:
@@ -319,7 +321,8 @@ class Rollout:
             self._event("Normal", "RolloutStep", f"{st.cluster}: applying revision {st.target}")
             # the deadline counts from the apply: a drain that waited (the HeadIngress could not
             # be updated) does not eat into the time the new revision has to get Ready
-            return Step(st.cluster, st.target, APPLYING, self.now, st.target, self.now)
+            return Step(st.cluster, st.target, APPLYING, self.now, st.target, self.now,
+                        analysis=st.analysis)
         started = self._began(st)
         deadline = started + dt.timedelta(seconds=self.spec.progress_deadline_seconds)
         if st.phase == APPLYING:
@@ -328,7 +331,8 @@ class Rollout:
                     return self._complete(st, final)
                 analysed = self.spec.analysis is not None and final == DONE
                 self.waits.append(RECHECK_S if analysed else self.spec.soak_seconds)
-                return Step(st.cluster, st.revision, SOAKING, self.now, st.target, started)
+                return Step(st.cluster, st.revision, SOAKING, self.now, st.target, started,
+                            analysis=() if analysed else st.analysis)
             if self.now >= deadline and not seen.written:  # judged on what it was seen do
                 self._event("Warning", "RolloutStepFailed",
                             f"{st.cluster}: revision {st.revision} not Ready within "
@@ -340,7 +344,8 @@ class Rollout:
         if st.phase == SOAKING:
             if not seen.ready:
                 self.waits.append(max(0.0, (deadline - self.now).total_seconds()))
-                return Step(st.cluster, st.revision, APPLYING, self.now, st.target, started)
+                return Step(st.cluster, st.revision, APPLYING, self.now, st.target, started,
+                            analysis=st.analysis)
             left = self.spec.soak_seconds - (self.now - (st.since or self.now)).total_seconds()
             if self.spec.analysis is not None and final == DONE:
                 return self._analyse(st, left)
@@ -411,9 +416,10 @@ class Rollout:
         if self.traffic:
             self._event("Normal", "RolloutStep",
                         f"{st.cluster}: draining for revision {target}")
-            return Step(st.cluster, st.revision, DRAINING, self.now, target, self.now)
+            return Step(st.cluster, st.revision, DRAINING, self.now, target, self.now,
+                        analysis=st.analysis)
         self._event("Normal", "RolloutStep", f"{st.cluster}: applying revision {target}")
-        return Step(st.cluster, target, APPLYING, self.now, target, self.now)
+        return Step(st.cluster, target, APPLYING, self.now, target, self.now, analysis=st.analysis)
 
     def _would_strand(self, cluster: str) -> bool:
         """Draining this cluster would leave no cluster serving (while it serves now).  A
@@ -527,14 +533,14 @@ class Rollout:
         for c in self.clusters:
             st = self.steps[c]
             if st.phase == DRAINING:  # it never got the halted revision
-                self.steps[c] = Step(c, st.revision, PENDING, self.now)
+                self.steps[c] = Step(c, st.revision, PENDING, self.now, analysis=st.analysis)
             elif back and st.phase in ACTIVE:  # drained already: straight back
                 assert self.last_good is not None
                 self.finished.append(Finished(c, "superseded", (
                     self.now - self._began(st)).total_seconds()))
                 self._event("Normal", "RolloutStep", f"{c}: applying revision {self.last_good}")
                 self.steps[c] = Step(c, self.last_good, APPLYING, self.now, self.last_good,
-                                     self.now)
+                                     self.now, analysis=st.analysis)
                 self.urgent = True
 
     def _condition(self, state: State) -> Condition:

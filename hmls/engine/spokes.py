@@ -46,6 +46,7 @@ from hmls.domain.models import (
 )
 from hmls.domain.reachability import Reachability
 from hmls.domain.render import Fleet as FleetLabels
+from hmls.domain.status import UNREACHABLE
 from hmls.engine.routing import ClusterEvent, Emit, OwnerEvent, Source
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
@@ -239,12 +240,15 @@ class Spoke:
                 delay = min(delay * 2, 60.0)
 
     # ----- health --------------------------------------------------------------------
-    def unusable(self) -> str | None:
-        """Why nothing can be done on this cluster now, or None."""
+    def unusable(self) -> tuple[str, str] | None:
+        """Why nothing can be done on this cluster now, as (reason, message): its
+        registration cannot be used (``ClusterUnusable``: a person fixes it) or it is
+        unreachable (``Unreachable``: it may come back); None when it can be used."""
         if self.client is None:
-            return f"cluster {self.name} cannot be used: {self.error}"
+            return "ClusterUnusable", f"cluster {self.name} cannot be used: {self.error}"
         if self.reachability.reachable is False:
-            return f"cluster {self.name} is unreachable: {self.reachability.last_error}"
+            return UNREACHABLE, (f"cluster {self.name} is unreachable: "
+                                 f"{self.reachability.last_error}")
         return None
 
     @property

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import subprocess
@@ -11,7 +12,7 @@ from typing import Any
 import yaml
 
 from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE
+from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
@@ -19,6 +20,7 @@ from tests.conftest import AS_IS, eventually, hmls_cli, kubectl
 
 LIST_HEADER = ["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
                "VERSION", "HYPERMLSERVICES", "LAST ERROR"]
+Clients = dict[str, ClusterClient]
 VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 
 
@@ -179,3 +181,52 @@ def parse_table(lines: list[str], header: list[str]) -> list[dict[str, str]]:
 def cluster_rows(env: Environment) -> dict[str, dict[str, str]]:
     res = hmls_cli("cluster", "list", *hub(env))
     return {r["NAME"]: r for r in parse_table(res.stdout.splitlines(), LIST_HEADER)}
+
+
+# ----- progressive rollouts ---------------------------------------------------------------
+def progressive(ns: str, *, traffic: bool = True, **rollout: Any) -> Obj:
+    obj = hmls(ns, "svc", (["spoke1", "spoke2"], [mlservice("svc")]),
+               rollout={"strategy": "Progressive", "soakSeconds": 3,
+                        "progressDeadlineSeconds": 30, **rollout})
+    if traffic:
+        obj["spec"]["traffic"] = {"ingressCluster": "ingress", "recoverySeconds": 0}
+    return obj
+
+
+def revised(obj: Obj, *, replicas: int = 2, ready: bool = True,
+            knobs: dict[str, str] | None = None) -> Obj:
+    """The CR with a new revision of its MLService; ``knobs``: simulator annotations (a model
+    that answers with errors or slowly)."""
+    new = copy.deepcopy(obj)
+    manifest = mlservice("svc", replicas=replicas)
+    annotations = {**(knobs or {}), **({} if ready else {READY_KNOB: "false"})}
+    if annotations:
+        manifest["metadata"]["annotations"] = annotations
+    new["spec"]["workloads"][0]["manifests"] = [manifest]
+    return new
+
+
+async def phase(clients: Clients, ns: str, cluster: str, want: str, *,
+                timeout: float = 30) -> Obj:
+    async def check() -> Obj | None:
+        obj = await get_hmls(clients["hub"], ns, "svc")
+        steps = ((obj or {}).get("status") or {}).get("rollout", {}).get("clusters") or []
+        return obj if any(s["cluster"] == cluster and s["phase"] == want for s in steps) \
+            else None
+    found: Obj = await eventually(check, timeout=timeout, interval=0.1,
+                                  what=f"{cluster} {want}")
+    return found
+
+
+async def rolled_out(clients: Clients, ns: str, revision: int) -> Obj:
+    obj = await wait_condition(clients["hub"], ns, "svc", "RolledOut", timeout=40)
+    assert obj["status"]["rollout"]["currentRevision"] == revision
+    return obj
+
+
+def hub_namespace(env: Environment, ns: str) -> None:
+    kubectl(env, "hub", "create", "namespace", ns, check=False)
+
+
+def delete(env: Environment, ns: str) -> None:
+    kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--timeout=30s", check=False)

@@ -6,49 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from typing import Any
 
 import yaml
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
-from hmls.kube.client import ClusterClient, Obj
+from hmls.kube.client import Obj
 from hmls.kube.resources import CONTROLLER_REVISIONS, HMLS
 from hmls.kube.watching import Informer
 from tests.conftest import Controller, eventually, hmls_cli, kubectl
 from tests.integration.helpers import (
+    Clients,
     condition,
     create,
+    delete,
     described_events,
     get_hmls,
     hmls,
     hub,
+    hub_namespace,
     mlservice,
+    phase,
+    progressive,
     replace_spec,
+    revised,
+    rolled_out,
     route_weights,
-    wait_condition,
     wait_weights,
 )
-
-Clients = dict[str, ClusterClient]
-
-
-def progressive(ns: str, *, traffic: bool = True, **rollout: Any) -> Obj:
-    obj = hmls(ns, "svc", (["spoke1", "spoke2"], [mlservice("svc")]),
-               rollout={"strategy": "Progressive", "soakSeconds": 3,
-                        "progressDeadlineSeconds": 30, **rollout})
-    if traffic:
-        obj["spec"]["traffic"] = {"ingressCluster": "ingress", "recoverySeconds": 0}
-    return obj
-
-
-def revised(obj: Obj, *, replicas: int = 2, ready: bool = True) -> Obj:
-    new = copy.deepcopy(obj)
-    manifest = mlservice("svc", replicas=replicas)
-    if not ready:
-        manifest["metadata"]["annotations"] = {READY_KNOB: "false"}
-    new["spec"]["workloads"][0]["manifests"] = [manifest]
-    return new
 
 
 async def replicas(clients: Clients, ns: str) -> dict[str, int]:
@@ -65,38 +50,12 @@ async def routed(clients: Clients, ns: str) -> dict[str, int]:
     return {c: w for c, w in (await route_weights(clients["ingress"], ns) or {}).items() if w}
 
 
-async def phase(clients: Clients, ns: str, cluster: str, want: str, *,
-                timeout: float = 30) -> Obj:
-    async def check() -> Obj | None:
-        obj = await get_hmls(clients["hub"], ns, "svc")
-        steps = ((obj or {}).get("status") or {}).get("rollout", {}).get("clusters") or []
-        return obj if any(s["cluster"] == cluster and s["phase"] == want for s in steps) \
-            else None
-    found: Obj = await eventually(check, timeout=timeout, interval=0.1,
-                                  what=f"{cluster} {want}")
-    return found
-
-
-async def rolled_out(clients: Clients, ns: str, revision: int) -> Obj:
-    obj = await wait_condition(clients["hub"], ns, "svc", "RolledOut", timeout=40)
-    assert obj["status"]["rollout"]["currentRevision"] == revision
-    return obj
-
-
 async def soaking_revision_2(env: Environment, clients: Clients, obj: Obj) -> None:
     """Create at revision 1, roll it out, change to revision 2: spoke1 is soaking it."""
     create(env, obj)
     await rolled_out(clients, obj["metadata"]["namespace"], 1)
     replace_spec(env, revised(obj))
     await phase(clients, obj["metadata"]["namespace"], "spoke1", "Soaking")
-
-
-def hub_namespace(env: Environment, ns: str) -> None:
-    kubectl(env, "hub", "create", "namespace", ns, check=False)
-
-
-def delete(env: Environment, ns: str) -> None:
-    kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--timeout=30s", check=False)
 
 
 async def test_one_cluster_at_a_time_with_traffic_following_each_step(

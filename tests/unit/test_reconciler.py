@@ -71,7 +71,7 @@ class FakeSpoke:
         self.namespaces: dict[str, NamespaceView] = {}
         self.ensured: list[str] = []
 
-    def unusable(self) -> str | None:
+    def unusable(self) -> tuple[str, str] | None:
         return None
 
     async def resource(self, api_version: str, kind: str) -> Resource:
