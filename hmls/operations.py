@@ -21,6 +21,7 @@ import yaml
 
 from hmls import identity
 from hmls.domain.access import TENANCY, TENANT_SERVICE_ACCOUNT, AccessPolicy
+from hmls.domain.analysis import Tally
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import (
     CLUSTER_LABEL,
@@ -498,10 +499,13 @@ def _rollout_text(obj: Obj) -> tuple[str, bool]:
         strategy = ((obj.get("spec") or {}).get("rollout") or {}).get("strategy", "All")
         return (f"no progressive rollout (strategy {strategy})", True)
     state, order = view.rollout.state, list(view.rollout.order)
-    rows = [["CLUSTER", "REVISION", "PHASE", "SINCE"]]
+    steps = [state.steps[c] for c in order]
+    analysed = any(s.analysis for s in steps)
+    rows = [["CLUSTER", "REVISION", "PHASE", "SINCE", *(["ANALYSIS"] if analysed else [])]]
     rows += [[s.cluster, ("-" if s.revision is None else str(s.revision)) + (
         f" -> {s.target}" if s.target not in (None, s.revision) else ""), s.phase,
-        timestamp(s.since) if s.since else "-"] for s in (state.steps[c] for c in order)]
+        timestamp(s.since) if s.since else "-",
+        *([_analysis_text(s.analysis)] if analysed else [])] for s in steps]
     cond = view.condition("RolledOut")
     lines = [f"revision {state.current} (last good: "
              f"{'none' if state.last_good is None else state.last_good}): "
@@ -511,6 +515,17 @@ def _rollout_text(obj: Obj) -> tuple[str, bool]:
     observed = view.observed_generation == obj["metadata"].get("generation")
     over = observed and cond is not None and (cond.status == "True" or cond.reason == HALTED)
     return "\n".join(lines), over
+
+
+def _analysis_text(tallies: tuple[Tally, ...]) -> str:
+    """Each metric's last measurement: "error-ratio=0.002 Successful (3 ok, 0 failed)"."""
+    if not tallies:
+        return "-"
+    return ", ".join(
+        f"{t.metric}={'-' if t.last is None or t.last.value is None else f'{t.last.value:.4g}'}"
+        f" {t.last.result if t.last else 'unmeasured'} ({t.successes} ok, {t.failures} failed"
+        + (f", {t.inconclusive} inconclusive" if t.inconclusive else "") + ")"
+        for t in tallies)
 
 
 async def rollout_status(ref: str, *, hub: str | None, watch: bool,

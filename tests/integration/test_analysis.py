@@ -7,13 +7,14 @@ with errors.  And kstatus' own rules (cli-utils) reading the HyperMLService in e
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import ERROR_RATIO_KNOB, MLSERVICE
 from hmls.kube.client import Obj
-from tests.conftest import Controller, eventually, kstatus, kubectl
+from tests.conftest import Controller, eventually, hmls_cli, kstatus, kubectl
 from tests.integration.helpers import (
     Clients,
     condition,
@@ -22,6 +23,7 @@ from tests.integration.helpers import (
     described_events,
     get_hmls,
     hmls,
+    hub,
     hub_namespace,
     mlservice,
     namespace_everywhere,
@@ -95,6 +97,9 @@ async def test_a_revision_that_breaks_its_error_ratio_halts_in_its_soak_and_roll
         assert ERROR_RATIO_KNOB not in await annotations(clients, "spoke2", ns)
         reasons = [e["reason"] for e in described_events(env, ns, "svc")]
         assert {"AnalysisFailed", "RolloutStepFailed", "RolloutHalted"} <= set(reasons)
+        shown = hmls_cli("rollout", "status", f"{ns}/svc", *hub(env)).stdout
+        assert re.search(r"\nspoke1 +1 +RolledBack .* error-ratio=0\.\d+ Failed \(\d+ ok, 1 "
+                         r"failed\)", shown), shown
         status, message = kstatus(back)
         assert status == "Failed" and "halted" in message, (status, message)
         print(f"\nanalysis: spoke1 soaking since {soak}, failed measurement (and halt) at "
