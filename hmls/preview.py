@@ -199,7 +199,8 @@ class _Preview:
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec.traffic, items=items,
                                     reachable=self.reachable, previous=previous.traffic,
-                                    now=dt.datetime.now(dt.UTC))
+                                    now=dt.datetime.now(dt.UTC),
+                                    labels={n: r.labels for n, r in self.fleet.items()})
         except ValueError as exc:
             report.error(f"HeadIngress: {exc}")
             return

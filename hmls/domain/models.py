@@ -11,7 +11,7 @@ import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -110,28 +110,40 @@ class OverrideTarget(BaseModel):
     name: str | None = None
 
 
-class Override(BaseModel):
-    """A patch of some manifests for some clusters of a workload."""
+class ClusterChoice(BaseModel):
+    """Clusters by name and/or by label selector (a cluster is chosen by either)."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    WHAT: ClassVar[str] = "a cluster choice"
 
     clusters: list[str] = Field(default_factory=list)
     cluster_selector: LabelSelector | None = Field(None, alias="clusterSelector")
-    target: OverrideTarget | None = None
-    merge_patch: dict[str, Any] | None = Field(None, alias="mergePatch")
-    json_patch: list[Any] | None = Field(None, alias="jsonPatch")
 
     @model_validator(mode="after")
-    def _complete(self) -> Override:
+    def _chooses(self) -> ClusterChoice:
         if not self.clusters and self.cluster_selector is None:
-            raise ValueError("an override needs clusters or clusterSelector")
-        if (self.merge_patch is None) == (self.json_patch is None):
-            raise ValueError("an override needs exactly one of mergePatch and jsonPatch")
+            raise ValueError(f"{self.WHAT} needs clusters or clusterSelector")
         return self
 
     def selects(self, cluster: str, labels: Mapping[str, str]) -> bool:
         return cluster in self.clusters or (
             self.cluster_selector is not None and self.cluster_selector.matches(labels))
+
+
+class Override(ClusterChoice):
+    """A patch of some manifests for some clusters of a workload."""
+
+    WHAT: ClassVar[str] = "an override"
+
+    target: OverrideTarget | None = None
+    merge_patch: dict[str, Any] | None = Field(None, alias="mergePatch")
+    json_patch: list[Any] | None = Field(None, alias="jsonPatch")
+
+    @model_validator(mode="after")
+    def _one_patch(self) -> Override:
+        if (self.merge_patch is None) == (self.json_patch is None):
+            raise ValueError("an override needs exactly one of mergePatch and jsonPatch")
+        return self
 
     def targets(self, kind: str, name: str) -> bool:
         t = self.target
@@ -172,6 +184,12 @@ class Workload(BaseModel):
         return chosen
 
 
+class Tier(ClusterChoice):
+    """A priority tier of the HeadIngress."""
+
+    WHAT: ClassVar[str] = "a tier"
+
+
 class TrafficSpec(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
@@ -185,6 +203,23 @@ class TrafficSpec(BaseModel):
     release: str | None = None
     weights: dict[str, int] = Field(default_factory=dict)
     recovery_seconds: int = Field(30, alias="recoverySeconds", ge=0)
+    tiers: list[Tier] = Field(default_factory=list, max_length=16)
+    """Priority tiers: the first with a healthy cluster takes all the traffic (clusters in
+    no tier form a last one)."""
+
+    @field_validator("tiers")
+    @classmethod
+    def _disjoint(cls, value: list[Tier]) -> list[Tier]:
+        named = [c for t in value for c in t.clusters]
+        twice = sorted({c for c in named if named.count(c) > 1})
+        if twice:
+            raise ValueError(f"a cluster is named in more than one tier: {', '.join(twice)}")
+        return value
+
+    def tier_of(self, cluster: str, labels: Mapping[str, str]) -> int:
+        """The index of the first tier that chooses the cluster (``len(tiers)``: none)."""
+        return next((i for i, t in enumerate(self.tiers) if t.selects(cluster, labels)),
+                    len(self.tiers))
 
 
 _PERCENT = re.compile(r"^([1-9][0-9]?|100)%$")

@@ -145,6 +145,9 @@ class Route:
     healthy_since: str | None = None
     damped: bool = False
     reason: str | None = None
+    tier: int | None = None
+    """The index of its tier in ``spec.traffic.tiers`` (``len(tiers)``: in none); None
+    without tiers."""
 
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"cluster": self.cluster, "url": self.url, "weight": self.weight,
@@ -155,13 +158,16 @@ class Route:
             out["damped"] = True
         if self.reason:
             out["reason"] = self.reason
+        if self.tier is not None:
+            out["tier"] = self.tier
         return out
 
     @classmethod
     def from_wire(cls, raw: Mapping[str, Any]) -> Route:
         return cls(text(raw.get("cluster")), text(raw.get("url")), _count(raw.get("weight")),
                    _count(raw.get("effectiveWeight")), opt_text(raw.get("healthySince")),
-                   raw.get("damped") is True, opt_text(raw.get("reason")))
+                   raw.get("damped") is True, opt_text(raw.get("reason")),
+                   number(raw.get("tier")))
 
 
 @dataclass(frozen=True)

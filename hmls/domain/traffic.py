@@ -12,6 +12,10 @@ Rules:
 - a cluster that lost its traffic is ``damped``: it must stay healthy for
   ``recoverySeconds`` before it gets traffic back; going out is immediate, and a cluster that
   never had traffic gets it as soon as it is healthy;
+- with ``tiers``, only the first tier (in spec order) with an eligible cluster gets traffic,
+  split by weight within it; the clusters of the tiers below stand by.  A rollout's drain and
+  a recovery's damping make a cluster ineligible, so traffic goes back to a recovered higher
+  tier only after ``recoverySeconds``; clusters in no tier form a last tier;
 - if no cluster is eligible, the previous routes are kept and the condition says why.
 """
 
@@ -187,10 +191,12 @@ def gateway_api_objects(*, namespace: str, owner_ns: str, owner_name: str, traff
 
 def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
          reachable: Mapping[str, bool | None], previous: TrafficStatus | None,
-         now: dt.datetime, drained: Mapping[str, str] | None = None) -> Plan:
+         now: dt.datetime, drained: Mapping[str, str] | None = None,
+         labels: Mapping[str, Mapping[str, str]] | None = None) -> Plan:
     """The HeadIngress objects and ``status.traffic``.  ``drained``: clusters a progressive
     rollout holds at weight 0 (with why); a healthy drained cluster keeps its healthySince, so
-    the rollout's soak is not followed by a second recovery wait."""
+    the rollout's soak is not followed by a second recovery wait.  ``labels``: each cluster's,
+    for the tiers' clusterSelectors."""
     owner_ns, owner_name = owner.namespace, owner.name
     prev_routes = {r.cluster: r for r in previous.routes} if previous else {}
     found = backends(traffic, items, reachable)
@@ -225,9 +231,20 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
     for c in eligible:
         if configured[c] == 0:
             reasons[c] = "configured weight is 0"
+    tier = {b.cluster: traffic.tier_of(b.cluster, (labels or {}).get(b.cluster, {}))
+            for b in found} if traffic.tiers else {}
+    standby: set[str] = set()
+    if tier:
+        top = min((tier[c] for c in eligible if configured[c] > 0), default=None)
+        standby = {c for c in eligible if tier[c] != top}
+        eligible -= standby
+        for c in standby:
+            reasons[c] = f"standby: tier {top} serves"
     shares = distribute(configured, eligible)
     if not any(shares.values()):  # a recovering cluster rather than an unhealthy one
         early = damped & {b.cluster for b in found if b.healthy}
+        if tier and early:  # of the first tier that has one
+            early = {c for c in early if tier[c] == min(tier[e] for e in early)}
         shares = distribute(configured, early)
         for c in early:
             if shares[c]:  # it serves now: no longer on probation
@@ -241,7 +258,8 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
                                  else None) for b in found}
     routes_status = [Route(b.cluster, urls[b.cluster] or "", configured[b.cluster],
                            shares.get(b.cluster, 0), since.get(b.cluster),
-                           b.cluster in damped, reasons.get(b.cluster)) for b in found]
+                           b.cluster in damped, reasons.get(b.cluster), tier.get(b.cluster))
+                     for b in found]
     prefix = traffic.path_prefix or f"/t9k/hypermlservices/namespaces/{owner_ns}/{owner_name}/"
     namespace = traffic.namespace or owner_ns
     routes = [(c, host_of(urls[c] or ""), shares.get(c, 0)) for c in configured if urls.get(c)]
@@ -254,7 +272,8 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
                                      traffic=traffic, prefix=prefix, routes=routes)]
     status = TrafficStatus(traffic.ingress_cluster, traffic.provider, prefix,
                            tuple(routes_status), tuple(o.ref for o in objects))
-    zeroed = [f"{r.cluster} ({r.reason})" for r in routes_status if r.reason]
+    zeroed = [f"{r.cluster} ({r.reason})" for r in routes_status
+              if r.reason and r.cluster not in standby]
     split = ", ".join(f"{r.cluster} {r.effective_weight}%" for r in routes_status
                       if r.effective_weight > 0)
     if not objects:
@@ -268,5 +287,6 @@ def plan(*, owner: Owner, traffic: TrafficSpec, items: list[ItemResult],
         cond = Condition("TrafficReady", "True", "Degraded",
                          f"routing {split}; weight 0 for " + "; ".join(zeroed))
     else:
-        cond = Condition("TrafficReady", "True", "Routed", f"routing {split}")
+        cond = Condition("TrafficReady", "True", "Routed", f"routing {split}" + (
+            f"; standing by: {', '.join(sorted(standby))}" if standby else ""))
     return Plan(objects, status, cond, min(waits) if waits else None)

@@ -501,7 +501,8 @@ class Reconciler:
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
                                     reachable=self.fleet.reachability(),
-                                    previous=previous.traffic, now=self._now(), drained=drained)
+                                    previous=previous.traffic, now=self._now(), drained=drained,
+                                    labels=self.fleet.labels())
         except ValueError as exc:
             return Routed(None, None, Condition("TrafficReady", "False", "InvalidTraffic",
                                                 str(exc)))

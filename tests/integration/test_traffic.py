@@ -101,6 +101,38 @@ async def test_not_ready_spoke_loses_traffic_and_gets_it_back_after_damping(
     await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
 
 
+async def test_tiers_move_all_traffic_down_a_tier_and_back(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    ns = "tr-tiers"
+    namespace_everywhere(env, ns)
+    create(env, seed(ns, recoverySeconds=2, tiers=[{"clusters": ["spoke1"]},
+                                                   {"clusters": ["spoke2"]}]))
+    await wait_weights(clients, ns, {"spoke1": 100})
+    kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "torch-mnist-s3",
+            f"{READY_KNOB}=false")
+    await wait_weights(clients, ns, {"spoke2": 100})  # all of it, down a tier
+
+    async def reported() -> Obj | None:
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        routes = ((o or {}).get("status") or {}).get("traffic", {}).get("routes") or []
+        return o if [r.get("effectiveWeight") for r in routes] == [0, 100] else None
+    down = await eventually(reported, what="status.traffic with spoke2 serving")
+    routes = down["status"]["traffic"]["routes"]
+    assert [(r["cluster"], r["tier"]) for r in routes] == [("spoke1", 0), ("spoke2", 1)]
+    assert routes[0]["reason"].startswith("MLService not ready")
+    kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}-")
+
+    async def recovering() -> bool:
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        r = o["status"]["traffic"]["routes"][0] if o else {}
+        return str(r.get("reason", "")).startswith("recovering")
+    await eventually(recovering, what="spoke1 recovering (damped)")
+    assert await route_weights(clients["ingress"], ns) == {"spoke2": 100}
+    await wait_weights(clients, ns, {"spoke1": 100})  # and back, after recoverySeconds
+    back = await wait_condition(clients["hub"], ns, "hmls-sample", "TrafficReady")
+    assert condition(back, "TrafficReady")["message"] == "routing spoke1 100%; standing by: spoke2"
+
+
 async def test_all_unhealthy_keeps_routes_then_removal_deletes_them(
         env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
     ns = "tr-none"

@@ -6,14 +6,15 @@ import datetime as dt
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from hmls.domain.health import health
 from hmls.domain.models import Owner, TrafficSpec, parse_spec
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import APPLIED_OK, ItemResult, TrafficStatus
-from hmls.domain.traffic import distribute, plan
+from hmls.domain.traffic import Plan, distribute, plan
 
 OWNER = Owner("demo", "hmls-sample", "uid-1")
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -255,3 +256,180 @@ def test_cluster_that_never_had_traffic_is_not_damped() -> None:
     late = run(previous=run(spoke1=True, spoke2=False).status,
                now=T0 + dt.timedelta(seconds=1), spoke1=True, spoke2=True)
     assert weights(late) == {"spoke1": 30, "spoke2": 70}
+
+
+# ----- priority tiers --------------------------------------------------------------------
+# Priority tiers of the HeadIngress (hmls.domain.traffic.plan with ``traffic.tiers``):
+# examples, and a stateful property test of the tier rule under random health, drains and
+# time, the plan fed its own previous status as the reconciler feeds it.
+#
+# Invariants checked after every plan:
+# 1. Traffic is in one tier only: every cluster with weight > 0 is in the same tier.
+# 2. It is the first tier with an eligible cluster (healthy, not drained, not recovering, with
+#    a positive weight), and it gets all 100; with none eligible the last routes are kept.
+# 3. A cluster that lost its traffic gets it back only after ``recoverySeconds`` of health.
+# 4. Each route says its tier (``len(tiers)``: in no tier).
+
+CLUSTERS = ["c1", "c2", "c3", "c4"]
+RECOVERY = 10
+
+
+def tiered(tiers: list[dict[str, Any]], **fields: Any) -> TrafficSpec:
+    return TrafficSpec.model_validate({"ingressCluster": "ingress", "recoverySeconds": RECOVERY,
+                                       "tiers": tiers, **fields})
+
+
+def routed(p: Plan) -> dict[str, int]:
+    return {r.cluster: r.effective_weight for r in p.status.routes if r.effective_weight}
+
+
+def run_tiers(spec: TrafficSpec, ready: dict[str, bool], *, previous: TrafficStatus | None = None,
+        seconds: float = 0, drained: dict[str, str] | None = None,
+        labels: dict[str, dict[str, str]] | None = None) -> Plan:
+    return plan(owner=OWNER, traffic=spec, items=items(**ready), reachable={}, previous=previous,
+                now=T0 + dt.timedelta(seconds=seconds), drained=drained, labels=labels)
+
+
+# ----- examples -----------------------------------------------------------------------------
+
+def test_the_first_healthy_tier_takes_all_and_recovery_is_damped() -> None:
+    spec = tiered([{"clusters": ["c1"]}, {"clusters": ["c2", "c3"]}],
+                  weights={"c1": 1, "c2": 1, "c3": 3})
+    up = run_tiers(spec, {"c1": True, "c2": True, "c3": True})
+    assert routed(up) == {"c1": 100}
+    assert [(r.cluster, r.tier, r.reason) for r in up.status.routes] == [
+        ("c1", 0, None), ("c2", 1, "standby: tier 0 serves"), ("c3", 1, "standby: tier 0 serves")]
+    assert up.condition.reason == "Routed"  # standing by is not degraded
+    assert up.condition.message == "routing c1 100%; standing by: c2, c3"
+    down = run_tiers(spec, {"c1": False, "c2": True, "c3": True}, previous=up.status, seconds=1)
+    assert routed(down) == {"c2": 25, "c3": 75}  # weights split within the tier
+    back = run_tiers(spec, {"c1": True, "c2": True, "c3": True}, previous=down.status, seconds=2)
+    assert routed(back) == {"c2": 25, "c3": 75}  # c1 recovering: tier 1 keeps serving
+    assert back.requeue_after == RECOVERY
+    again = run_tiers(spec, {"c1": True, "c2": True, "c3": True}, previous=back.status,
+                seconds=2 + RECOVERY)
+    assert routed(again) == {"c1": 100}
+
+
+def test_a_drain_counts_as_unhealthy_and_selectors_choose_tiers() -> None:
+    spec = tiered([{"clusterSelector": {"matchLabels": {"region": "near"}}}])
+    labels = {"c1": {"region": "near"}, "c2": {"region": "far"}}
+    both = {"c1": True, "c2": True}
+    up = run_tiers(spec, both, labels=labels)
+    assert routed(up) == {"c1": 100}
+    assert {r.cluster: r.tier for r in up.status.routes} == {"c1": 0, "c2": 1}  # c2 in none
+    drained = run_tiers(spec, both, previous=up.status, seconds=1, labels=labels,
+                  drained={"c1": "drained for the rollout of revision 2"})
+    assert routed(drained) == {"c2": 100}
+
+
+def test_without_tiers_nothing_changes() -> None:
+    spec = TrafficSpec.model_validate({"ingressCluster": "ingress",
+                                       "weights": {"c1": 30, "c2": 70}})
+    got = run_tiers(spec, {"c1": True, "c2": True})
+    assert routed(got) == {"c1": 30, "c2": 70}
+    assert all(r.tier is None for r in got.status.routes)
+    assert "tier" not in got.status.to_wire()["routes"][0]
+
+
+def test_a_cluster_in_two_tiers_is_a_spec_error() -> None:
+    try:
+        parse_spec({"workloads": [{"clusters": ["c1"], "manifests": [{"kind": "x"}]}],
+                    "traffic": {"ingressCluster": "i", "tiers": [{"clusters": ["c1"]},
+                                                                 {"clusters": ["c1"]}]}})
+    except ValueError as exc:
+        assert "a cluster is named in more than one tier: c1" in str(exc)
+    else:
+        raise AssertionError("accepted")
+
+
+# ----- the tier rule under random events ----------------------------------------------------
+
+class Ingress(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seconds = 0.0
+        self.ready = dict.fromkeys(CLUSTERS, True)
+        self.drained: set[str] = set()
+        self.tiers: list[list[str]] = [["c1"], ["c2", "c3"]]
+        self.weights = dict.fromkeys(CLUSTERS, 1)
+        self.previous: TrafficStatus | None = None
+        self.healthy_since: dict[str, float | None] = dict.fromkeys(CLUSTERS, 0.0)
+        self.lost: set[str] = set()
+        """Clusters that went unhealthy with traffic: they must recover before getting it
+        back (a cluster put on standby, or drained, has nothing to prove)."""
+        self.last: Plan | None = None
+
+    def spec(self) -> TrafficSpec:
+        return tiered([{"clusters": t} for t in self.tiers if t], weights=self.weights)
+
+    @rule(cluster=st.sampled_from(CLUSTERS), ready=st.booleans())
+    def health(self, cluster: str, ready: bool) -> None:
+        if ready and not self.ready[cluster]:
+            self.healthy_since[cluster] = self.seconds
+        elif not ready:
+            self.healthy_since[cluster] = None
+            route = {r.cluster: r for r in (self.previous.routes if self.previous else ())
+                     }.get(cluster)
+            if route is not None and (route.effective_weight > 0 or route.damped):
+                self.lost.add(cluster)
+        self.ready[cluster] = ready
+        self.plan()
+
+    @rule(cluster=st.sampled_from(CLUSTERS), drained=st.booleans())
+    def drain(self, cluster: str, drained: bool) -> None:
+        (self.drained.add if drained else self.drained.discard)(cluster)
+        self.plan()
+
+    @rule(cluster=st.sampled_from(CLUSTERS), weight=st.integers(0, 3))
+    def weight(self, cluster: str, weight: int) -> None:
+        self.weights[cluster] = weight
+        self.plan()
+
+    @rule(seconds=st.sampled_from([1, 4, RECOVERY, RECOVERY + 1]))
+    def wait(self, seconds: int) -> None:
+        self.seconds += seconds
+        self.plan()
+
+    def plan(self) -> None:
+        spec = self.spec()
+        before = {r.cluster: r.effective_weight for r in (self.previous.routes
+                                                          if self.previous else ())}
+        p = run_tiers(spec, self.ready, previous=self.previous, seconds=self.seconds,
+                drained={c: "drained" for c in self.drained})
+        now = routed(p)
+        tiers = {r.cluster: r.tier for r in p.status.routes}
+        assert all(t is not None for t in tiers.values()), tiers  # 4.
+        serving_tiers = {tiers[c] for c in now}
+        kept = p.condition.reason == "NoHealthyCluster"
+        if not kept:
+            assert len(serving_tiers) <= 1, now  # 1.
+        # a cluster healthy while drained comes back when its rollout step (whose soak
+        # judged it) ends, with no second recovery wait
+        self.lost -= {c for c in self.drained if self.ready[c]}
+        recovering = {c for c in self.lost if self.healthy_since[c] is None
+                      or self.seconds - (self.healthy_since[c] or 0) < RECOVERY}
+        eligible = [c for c in CLUSTERS if self.ready[c] and c not in self.drained
+                    and c not in recovering and self.weights[c] > 0]
+        if eligible and not kept:
+            top = min(spec.tier_of(c, {}) for c in eligible)
+            assert serving_tiers == {top}, (now, top)  # 2.
+            assert sum(now.values()) == 100
+        for c in now:  # 3. (unless no cluster is eligible: recovering beats unhealthy)
+            if c in self.lost and not before.get(c):
+                since = self.healthy_since[c]
+                assert (since is not None and self.seconds - since >= RECOVERY) or not (
+                    eligible), (c, since)
+            if not kept:  # the last routes kept are no proof of recovery
+                self.lost.discard(c)
+        self.previous, self.last = p.status, p
+
+    @invariant()
+    def routes_are_reported(self) -> None:
+        if self.last is not None:
+            assert {r.cluster for r in self.last.status.routes} == set(CLUSTERS)
+
+
+Ingress.TestCase.settings = settings(max_examples=60, stateful_step_count=40, derandomize=True,
+                                     deadline=None, suppress_health_check=list(HealthCheck))
+TestIngressTiers = Ingress.TestCase
