@@ -32,7 +32,7 @@ fuzz-rollout: deps
 		-q -p no:cacheprovider --hypothesis-show-statistics
 
 demo: deps binaries
-	$(PYTHON) scripts/demo.py --dir $(DEMO_DIR)
+	$(PYTHON) scripts/demo.py --dir $(DEMO_DIR) $(DEMO_FLAGS)
 
 demo-down:
 	$(PYTHON) -m hmls dev down --dir $(DEMO_DIR)

@@ -139,20 +139,28 @@ class Tally:
                    number(raw.get("inconclusive")) or 0, last)
 
 
-def due(spec: AnalysisSpec, tallies: Sequence[Tally], now: dt.datetime) -> list[MetricSpec]:
-    """The metrics to measure now: never measured in this step, or ``intervalSeconds`` ago."""
+def _measured(spec: AnalysisSpec, tallies: Sequence[Tally], soaking_since: dt.datetime
+              ) -> dict[str, dt.datetime]:
+    """When each metric was last measured in this soak (its start for one not yet)."""
     last = {t.metric: t.last.time for t in tallies if t.last is not None}
+    return {m.name: max(last.get(m.name, soaking_since), soaking_since) for m in spec.metrics}
+
+
+def due(spec: AnalysisSpec, tallies: Sequence[Tally], now: dt.datetime,
+        soaking_since: dt.datetime) -> list[MetricSpec]:
+    """The metrics to measure now: ``intervalSeconds`` after the last measurement, the
+    first ``intervalSeconds`` into the soak (a query whose window is no longer than that
+    sees only the new revision's requests)."""
+    last = _measured(spec, tallies, soaking_since)
     every = dt.timedelta(seconds=spec.interval_seconds)
-    return [m for m in spec.metrics if m.name not in last or now - last[m.name] >= every]
+    return [m for m in spec.metrics if now - last[m.name] >= every]
 
 
-def next_due(spec: AnalysisSpec, tallies: Sequence[Tally], now: dt.datetime) -> float:
-    """Seconds until a metric is due again (0: one is due)."""
-    last = {t.metric: t.last.time for t in tallies if t.last is not None}
-    if any(m.name not in last for m in spec.metrics):
-        return 0.0
+def next_due(spec: AnalysisSpec, tallies: Sequence[Tally], now: dt.datetime,
+             soaking_since: dt.datetime) -> float:
+    """Seconds until a metric is due (0: one is due now)."""
     return max(0.0, min(spec.interval_seconds - (now - t).total_seconds()
-                        for t in last.values()))
+                        for t in _measured(spec, tallies, soaking_since).values()))
 
 
 def record(tallies: Sequence[Tally], measured: Sequence[Measurement]) -> tuple[Tally, ...]:

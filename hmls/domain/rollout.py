@@ -327,10 +327,13 @@ class Rollout:
         deadline = started + dt.timedelta(seconds=self.spec.progress_deadline_seconds)
         if st.phase == APPLYING:
             if seen.ready:
-                if self.spec.soak_seconds == 0:
+                gate = self.spec.analysis if final == DONE else None  # a forward step
+                if self.spec.soak_seconds == 0 and gate is None:
                     return self._complete(st, final)
-                analysed = self.spec.analysis is not None and final == DONE
-                self.waits.append(RECHECK_S if analysed else self.spec.soak_seconds)
+                # the soak's end, or its first measurement
+                self.waits.append(min(self.spec.soak_seconds, gate.interval_seconds)
+                                  if gate else self.spec.soak_seconds)
+                analysed = gate is not None
                 return Step(st.cluster, st.revision, SOAKING, self.now, st.target, started,
                             analysis=() if analysed else st.analysis)
             if self.now >= deadline and not seen.written:  # judged on what it was seen do
@@ -386,7 +389,9 @@ class Rollout:
             return self._complete(st, DONE)
         # the next measurement (never sooner than a recheck: this reconcile measured what
         # was due), or the end of the soak
-        self.waits.append(min([max(RECHECK_S, analysis.next_due(spec, st.analysis, self.now)),
+        soaking_since = st.since or self.now
+        self.waits.append(min([max(RECHECK_S, analysis.next_due(spec, st.analysis, self.now,
+                                                                soaking_since)),
                                *([left] if left > 0 else [])]))
         return st
 
@@ -400,7 +405,7 @@ class Rollout:
         out = {}
         for c, st in self.steps.items():
             if st.phase == SOAKING and st.revision == self.current and self.halted is None:
-                metrics = analysis.due(spec, st.analysis, self.now)
+                metrics = analysis.due(spec, st.analysis, self.now, st.since or self.now)
                 if metrics:
                     out[c] = (self.current, metrics)
         return out

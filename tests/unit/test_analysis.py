@@ -115,12 +115,15 @@ def test_tallies_count_and_survive_the_status() -> None:
     assert Tally.from_status(t.to_status()) == t
 
 
-def test_due_every_interval() -> None:
-    s = spec()
-    assert [m.name for m in due(s, (), T0)] == ["error-ratio"]
-    tallies = record((), [Measurement.of(s.metrics[0], 0.0, T0)])
-    assert due(s, tallies, at(9)) == [] and next_due(s, tallies, at(9)) == 1.0
-    assert len(due(s, tallies, at(10))) == 1 and next_due(s, tallies, at(12)) == 0.0
+def test_due_every_interval_the_first_an_interval_into_the_soak() -> None:
+    s = spec()  # a query window no longer than the interval sees only the new revision
+    assert due(s, (), at(9), T0) == [] and next_due(s, (), at(4), T0) == 6.0
+    assert [m.name for m in due(s, (), at(10), T0)] == ["error-ratio"]
+    tallies = record((), [Measurement.of(s.metrics[0], 0.0, at(10))])
+    assert due(s, tallies, at(19), T0) == [] and next_due(s, tallies, at(19), T0) == 1.0
+    assert len(due(s, tallies, at(20), T0)) == 1 and next_due(s, tallies, at(22), T0) == 0.0
+    # a tally of an earlier soak does not count: this one began at 30
+    assert due(s, tallies, at(35), at(30)) == []
 
 
 def test_verdict() -> None:

@@ -422,6 +422,7 @@ class Ingress(RuleBasedStateMachine):
                     eligible), (c, since)
             if not kept:  # the last routes kept are no proof of recovery
                 self.lost.discard(c)
+        self.lost -= {c for c in self.lost if c not in recovering}  # recovered, serving or not
         self.previous, self.last = p.status, p
 
     @invariant()
