@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "cluster (server-side dry run; writes nothing). Exit 0: no change, "
                           "1: changes, 2: error")
     diff.add_argument("ref", nargs="?", help="NAMESPACE/NAME of a stored HyperMLService")
-    diff.add_argument("-f", "--file", help="a file holding one HyperMLService")
+    diff.add_argument("-f", "--file", help="a file holding one HyperMLService ('-': stdin)")
     _hub_flags(diff)
     _policy_flags(diff)
     diff.set_defaults(func=_diff)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -82,8 +83,10 @@ def _diff(cluster: str, ref: ResourceRef, before: Obj | None, after: Obj | None)
 
 
 def _load(path: str) -> Obj:
+    """The one HyperMLService in a file (``-``: standard input, as kubectl reads it)."""
     try:
-        docs = [d for d in yaml.safe_load_all(Path(path).read_text()) if d]
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        docs = [d for d in yaml.safe_load_all(text) if d]
     except (OSError, yaml.YAMLError) as exc:
         raise OperationError(f"cannot read {path}: {exc}") from None
     found = [d for d in docs if isinstance(d, dict) and d.get("kind") == KIND]

@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import time
 from typing import Any
+
+import yaml
 
 from hmls.devenv.environment import Environment
 from hmls.devenv.simulator import ERROR_RATIO_KNOB, MLSERVICE
@@ -149,6 +153,23 @@ async def test_an_inconclusive_query_waits_and_says_why(
                    for e in described_events(env, ns, "svc"))
     finally:
         delete(env, ns)
+
+
+def test_a_bad_analysis_section_is_refused_at_admission_and_by_diff(env: Environment) -> None:
+    ns = "t-analysis-admission"
+    hub_namespace(env, ns)
+    obj = gated(ns, 'x{c="${cluster.nme}"}')
+    obj["spec"]["rollout"]["analysis"]["metrics"][0]["thresholdRange"] = {"min": 2, "max": 1}
+    manifest = yaml.safe_dump(obj)
+    res = kubectl(env, "hub", "create", "-f", "-", input=manifest, check=False)
+    assert res.returncode != 0
+    assert "unknown placeholder: use ${cluster.name}" in res.stderr, res.stderr
+    assert "thresholdRange min must not be above max" in res.stderr, res.stderr
+    diff = subprocess.run([sys.executable, "-m", "hmls", "diff", "-f", "-", *hub(env)],
+                          input=manifest, text=True, capture_output=True, check=False)
+    assert diff.returncode == 2, diff
+    assert "unknown placeholder ${cluster.nme}" in diff.stderr, diff.stderr
+    assert "thresholdRange min 2.0 is above max 1.0" in diff.stderr, diff.stderr
 
 
 async def test_kstatus_reads_current_in_progress_and_failed(
