@@ -4,6 +4,7 @@ every generated object passes their schemas."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -31,6 +32,21 @@ from tests.integration.helpers import (
 Clients = dict[str, ClusterClient]
 SE = Resource("networking.istio.io/v1beta1", "ServiceEntry", "serviceentries", namespaced=True)
 HTTPROUTE = Resource("gateway.networking.k8s.io/v1", "HTTPRoute", "httproutes", namespaced=True)
+
+
+async def routes_reported(clients: Clients, ns: str,
+                          check: Callable[[list[dict[str, Any]]], bool], what: str) -> Obj:
+    """The sample once its ``status.traffic.routes`` (both clusters') pass check."""
+    async def reported() -> Obj | None:
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        routes = ((o or {}).get("status") or {}).get("traffic", {}).get("routes") or []
+        return o if len(routes) > 1 and check(routes) else None
+    found: Obj = await eventually(reported, what=what)
+    return found
+
+
+def recovering(route: dict[str, Any]) -> bool:
+    return str(route.get("reason", "")).startswith("recovering")
 
 
 def seed(ns: str, **traffic: Any) -> Obj:
@@ -82,21 +98,14 @@ async def test_not_ready_spoke_loses_traffic_and_gets_it_back_after_damping(
     kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}=false")
     await wait_weights(clients, ns, {"spoke1": 100})
 
-    async def reported() -> Obj | None:  # the status is written after the ingress objects
-        o = await get_hmls(clients["hub"], ns, "hmls-sample")
-        routes = ((o or {}).get("status") or {}).get("traffic", {}).get("routes") or []
-        return o if len(routes) > 1 and routes[1]["effectiveWeight"] == 0 else None
-    obj = await eventually(reported, what="status.traffic with spoke2 at 0")
+    # the status is written after the ingress objects
+    obj = await routes_reported(clients, ns, lambda r: r[1]["effectiveWeight"] == 0,
+                                "status.traffic with spoke2 at 0")
     route2 = obj["status"]["traffic"]["routes"][1]
     assert route2["reason"].startswith("MLService not ready")
     assert condition(obj, "TrafficReady")["reason"] == "Degraded"
     kubectl(env, "spoke2", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}-")
-
-    async def recovering() -> bool:
-        o = await get_hmls(clients["hub"], ns, "hmls-sample")
-        r = o["status"]["traffic"]["routes"][1] if o else {}
-        return str(r.get("reason", "")).startswith("recovering")
-    await eventually(recovering, what="spoke2 recovering (damped)")
+    await routes_reported(clients, ns, lambda r: recovering(r[1]), "spoke2 recovering (damped)")
     assert await route_weights(clients["ingress"], ns) == {"spoke1": 100}
     await wait_weights(clients, ns, {"spoke1": 30, "spoke2": 70})
 
@@ -112,21 +121,14 @@ async def test_tiers_move_all_traffic_down_a_tier_and_back(
             f"{READY_KNOB}=false")
     await wait_weights(clients, ns, {"spoke2": 100})  # all of it, down a tier
 
-    async def reported() -> Obj | None:
-        o = await get_hmls(clients["hub"], ns, "hmls-sample")
-        routes = ((o or {}).get("status") or {}).get("traffic", {}).get("routes") or []
-        return o if [r.get("effectiveWeight") for r in routes] == [0, 100] else None
-    down = await eventually(reported, what="status.traffic with spoke2 serving")
+    down = await routes_reported(
+        clients, ns, lambda r: [x["effectiveWeight"] for x in r] == [0, 100],
+        "status.traffic with spoke2 serving")
     routes = down["status"]["traffic"]["routes"]
     assert [(r["cluster"], r["tier"]) for r in routes] == [("spoke1", 0), ("spoke2", 1)]
     assert routes[0]["reason"].startswith("MLService not ready")
     kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "torch-mnist-s3", f"{READY_KNOB}-")
-
-    async def recovering() -> bool:
-        o = await get_hmls(clients["hub"], ns, "hmls-sample")
-        r = o["status"]["traffic"]["routes"][0] if o else {}
-        return str(r.get("reason", "")).startswith("recovering")
-    await eventually(recovering, what="spoke1 recovering (damped)")
+    await routes_reported(clients, ns, lambda r: recovering(r[0]), "spoke1 recovering (damped)")
     assert await route_weights(clients["ingress"], ns) == {"spoke2": 100}
     await wait_weights(clients, ns, {"spoke1": 100})  # and back, after recoverySeconds
     back = await wait_condition(clients["hub"], ns, "hmls-sample", "TrafficReady")
