@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -230,3 +231,15 @@ def hub_namespace(env: Environment, ns: str) -> None:
 
 def delete(env: Environment, ns: str) -> None:
     kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--timeout=30s", check=False)
+
+
+def service_account_credentials(env: Environment, namespace: str, name: str) -> tuple[str, str, str]:
+    """A fresh token (1 h) of the hub's ServiceAccount namespace/name, and the hub's server and
+    CA bundle (base64 PEM): what a pod of that ServiceAccount is given."""
+    token = kubectl(env, "hub", "create", "token", name, "-n", namespace,
+                    "--duration=1h").stdout.strip()
+    hub = yaml.safe_load(env.kubeconfig("hub").read_text())
+    cluster = hub["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data") or base64.b64encode(
+        Path(cluster["certificate-authority"]).read_bytes()).decode()
+    return token, cluster["server"], ca

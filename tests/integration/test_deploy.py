@@ -10,7 +10,6 @@ expected here.
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import shutil
@@ -35,6 +34,7 @@ from tests.integration.helpers import (
     get_hmls,
     hmls,
     namespace_everywhere,
+    service_account_credentials,
     wait_condition,
 )
 
@@ -344,15 +344,10 @@ def test_promtool_rule_unit_tests() -> None:
 # ----- the controller with the ServiceAccount's own credentials ---------------------------
 
 def _service_account_kubeconfig(env: Environment, path: Path) -> Path:
-    token = kubectl(env, "hub", "create", "token", "hmls-controller", "-n", NAMESPACE,
-                    "--duration=1h").stdout.strip()
-    hub = yaml.safe_load(env.kubeconfig("hub").read_text())
-    cluster = hub["clusters"][0]["cluster"]
-    ca = cluster.get("certificate-authority-data") or base64.b64encode(
-        Path(cluster["certificate-authority"]).read_bytes()).decode()
+    token, server, ca = service_account_credentials(env, NAMESPACE, "hmls-controller")
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "hub", "cluster": {"server": cluster["server"],
+        "clusters": [{"name": "hub", "cluster": {"server": server,
                                                  "certificate-authority-data": ca}}],
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "hub", "user": "sa"}}],
