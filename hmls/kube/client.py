@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -116,14 +117,25 @@ class ClusterClient:
             raise errors.KubeError(f"kubeconfig could not be loaded ({type(exc).__name__})") from None
 
     @classmethod
-    async def for_hub(cls, kubeconfig: str | None, *, timeout: float = 15.0,
-                      user_agent: str = USER_AGENT) -> ClusterClient:
-        """The controller's own client: a kubeconfig file chosen by the operator, or the
-        in-cluster service account when none is given (its token file is re-read as the
-        kubelet rotates it).  user_agent names the replica in the hub's audit log."""
+    async def for_hub(cls, kubeconfig: str | None, *, context: str | None = None,
+                      timeout: float = 15.0, user_agent: str = USER_AGENT) -> ClusterClient:
+        """The controller's and the commands' hub client, from the first of (as
+        controller-runtime chooses): the kubeconfig file given, ``$KUBECONFIG`` (a list of
+        files, merged), the in-cluster service account (its token file is re-read as the
+        kubelet rotates it), ``~/.kube/config``; ``context`` picks a context of the
+        kubeconfig (default: its current-context). user_agent names the replica in the
+        hub's audit log."""
         cfg = _new_configuration()
-        if kubeconfig:
-            await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
+        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+        if kubeconfig or os.environ.get("KUBECONFIG") or not in_cluster:
+            try:
+                await k8s_config.load_kube_config(config_file=kubeconfig, context=context,
+                                                  client_configuration=cfg)
+            except k8s_config.ConfigException as exc:
+                raise errors.KubeError(f"hub kubeconfig: {exc}") from None
+        elif context:
+            raise errors.KubeError(f"--context {context}: no kubeconfig (--kubeconfig, "
+                                   "$KUBECONFIG) to pick it from; in-cluster there is none")
         else:
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         return cls("hub", cfg, timeout=timeout, user_agent=user_agent)

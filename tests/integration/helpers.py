@@ -20,7 +20,7 @@ from hmls.kube.resources import HMLS, Resource
 from tests.conftest import AS_IS, eventually, hmls_cli, kubectl
 
 LIST_HEADER = ["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
-               "VERSION", "HYPERMLSERVICES", "LAST ERROR"]
+               "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]
 Clients = dict[str, ClusterClient]
 VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 
