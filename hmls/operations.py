@@ -84,6 +84,11 @@ async def hub_client(kubeconfig: str | None, context: str | None = None
         raise OperationError(str(exc)) from None
     try:
         yield client
+    except errors.KubeError as exc:
+        unserved = isinstance(exc, errors.NotFound) and "page not found" in exc.message
+        raise OperationError(f"hub {client.server}: {exc.message}" + (
+            " (is it the hub? is the HyperMLService CRD installed?)" if unserved else "")
+        ) from None
     finally:
         await client.close()
 

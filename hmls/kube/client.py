@@ -29,6 +29,19 @@ from hmls import __version__
 from hmls.kube import errors
 from hmls.kube.resources import Resource
 
+HOME_KUBECONFIG = "~/.kube/config"
+
+
+def _hub_source(kubeconfig: str | None) -> str:
+    """Where the hub's configuration comes from, in controller-runtime's order: ``file`` (the
+    kubeconfig given, ``$KUBECONFIG``), ``in-cluster``, ``file`` (``~/.kube/config``), or
+    ``none``."""
+    if kubeconfig or os.environ.get("KUBECONFIG"):
+        return "file"
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return "in-cluster"
+    return "file" if os.path.isfile(os.path.expanduser(HOME_KUBECONFIG)) else "none"
+
 Obj = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -126,18 +139,22 @@ class ClusterClient:
         kubeconfig (default: its current-context). user_agent names the replica in the
         hub's audit log."""
         cfg = _new_configuration()
-        in_cluster = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
-        if kubeconfig or os.environ.get("KUBECONFIG") or not in_cluster:
+        source = _hub_source(kubeconfig)
+        if source == "in-cluster":
+            if context:
+                raise errors.KubeError(f"--context {context}: in a cluster without a kubeconfig "
+                                       "(--kubeconfig, $KUBECONFIG) there is none to pick")
+            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        elif source == "file":
             try:
                 await k8s_config.load_kube_config(config_file=kubeconfig, context=context,
                                                   client_configuration=cfg)
             except k8s_config.ConfigException as exc:
                 raise errors.KubeError(f"hub kubeconfig: {exc}") from None
-        elif context:
-            raise errors.KubeError(f"--context {context}: no kubeconfig (--kubeconfig, "
-                                   "$KUBECONFIG) to pick it from; in-cluster there is none")
         else:
-            k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+            raise errors.KubeError(f"no hub kubeconfig: give --kubeconfig, set $KUBECONFIG or "
+                                   f"write {HOME_KUBECONFIG} (in a pod, its service account "
+                                   "is used)")
         return cls("hub", cfg, timeout=timeout, user_agent=user_agent)
 
     def _new_session(self) -> aiohttp.ClientSession:
