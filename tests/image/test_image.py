@@ -25,8 +25,13 @@ from hmls.devenv.environment import Environment
 from hmls.devenv.image import IMAGE, Build, Podman
 from hmls.kube.client import ClusterClient
 from tests.conftest import free_port, hmls_cli, kubectl, load_sample
-from tests.integration.helpers import service_account_credentials, wait_condition
-from tests.integration.test_deploy import NAMESPACE, one, render
+from tests.integration.helpers import (
+    CONFIG_NAMESPACE,
+    one,
+    render,
+    service_account_credentials,
+    wait_condition,
+)
 
 CONTAINER = "hmls-image-test"
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -71,11 +76,11 @@ def in_cluster(env: Environment, tmp_path: Path) -> list[str]:
     CA and namespace files, the service host and port."""
     kubectl(env, "hub", "apply", "--server-side", "-f", "-",
             input=yaml.safe_dump_all(render("default")))
-    token, server, ca = service_account_credentials(env, NAMESPACE, "hmls-controller")
+    token, server, ca = service_account_credentials(env, CONFIG_NAMESPACE, "hmls-controller")
     secrets = tmp_path / "serviceaccount"
     secrets.mkdir(mode=0o755)
     for name, text in (("token", token), ("ca.crt", base64.b64decode(ca).decode()),
-                       ("namespace", NAMESPACE)):
+                       ("namespace", CONFIG_NAMESPACE)):
         (secrets / name).write_text(text)
         (secrets / name).chmod(0o644)
     url = urlsplit(server)

@@ -17,7 +17,7 @@ from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
-from tests.conftest import AS_IS, eventually, hmls_cli, kubectl
+from tests.conftest import AS_IS, REPO, eventually, hmls_cli, kubectl
 
 LIST_HEADER = ["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
                "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]
@@ -243,3 +243,24 @@ def service_account_credentials(env: Environment, namespace: str, name: str) -> 
     ca = cluster.get("certificate-authority-data") or base64.b64encode(
         Path(cluster["certificate-authority"]).read_bytes()).decode()
     return token, cluster["server"], ca
+
+
+# ----- config/ (kustomize) ------------------------------------------------------------------
+CONFIG = REPO / "config"
+CONFIG_NAMESPACE = "hmls-system"
+"""The controller's namespace in config/default."""
+Docs = list[dict[str, Any]]
+
+
+def render(directory: str) -> Docs:
+    """``kubectl kustomize config/<directory>``: the objects, in order."""
+    res = subprocess.run(["kubectl", "kustomize", str(CONFIG / directory)], capture_output=True,
+                         text=True, check=False, timeout=60)
+    assert res.returncode == 0, f"kubectl kustomize config/{directory} failed: {res.stderr}"
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def one(docs: Docs, kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]

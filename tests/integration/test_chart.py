@@ -23,8 +23,8 @@ import hmls
 from hmls.cli import build_parser
 from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
-from tests.conftest import kubectl
-from tests.integration.test_deploy import CONFIG, NAMESPACE, REPO, Docs, one, render
+from tests.conftest import REPO, kubectl
+from tests.integration.helpers import CONFIG, CONFIG_NAMESPACE, Docs, one, render
 
 CHART = REPO / "charts" / "hmls"
 RELEASE = "hmls"
@@ -52,7 +52,7 @@ def helm(helm_env: dict[str, str], *args: str, check: bool = True
 
 
 def template(helm_env: dict[str, str], *values: str) -> Docs:
-    out = helm(helm_env, "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+    out = helm(helm_env, "template", RELEASE, str(CHART), "--namespace", CONFIG_NAMESPACE,
                "--include-crds", *values).stdout
     return [d for d in yaml.safe_load_all(out) if d]
 
@@ -120,7 +120,7 @@ def test_values_become_controller_flags_the_controller_accepts(helm_env: dict[st
         "json", 8, "http://prometheus.monitoring:9090")
     assert (args.allow_exec_kubeconfig, args.allow_file_kubeconfig) == (True, False)
     assert (args.leader_elect, args.namespace, args.metrics_bind_address, args.shards) == (
-        True, NAMESPACE, "0.0.0.0:9000", 1)
+        True, CONFIG_NAMESPACE, "0.0.0.0:9000", 1)
 
 
 @pytest.mark.parametrize(("values", "message"), [
@@ -138,7 +138,7 @@ def test_bad_values_are_refused_with_a_clear_message(helm_env: dict[str, str],
 
 # ----- a release on real API servers ---------------------------------------------------
 
-def _live(env: Environment, cluster: str, kind: str, name: str, namespace: str = NAMESPACE
+def _live(env: Environment, cluster: str, kind: str, name: str, namespace: str = CONFIG_NAMESPACE
           ) -> dict[str, Any] | None:
     res = kubectl(env, cluster, "get", kind, name, "-n", namespace, "-o", "json", check=False)
     return json.loads(res.stdout) if res.returncode == 0 else None
@@ -153,12 +153,17 @@ def _release(helm_env: dict[str, str], kubeconfig: Path, namespace: str) -> dict
 def test_install_upgrade_uninstall_on_the_hub(env: Environment,
                                               helm_env: dict[str, str]) -> None:
     hub = env.kubeconfig("hub")
-    kubectl(env, "hub", "create", "namespace", NAMESPACE, check=False)
+    kubectl(env, "hub", "create", "namespace", CONFIG_NAMESPACE, check=False)
+    # the same objects applied with kubectl (test_deploy) would not be Helm's to take over
+    applied = [d for d in render("default")
+               if d["kind"] not in ("CustomResourceDefinition", "Namespace")]
+    kubectl(env, "hub", "delete", "--ignore-not-found", "--wait=false", "-f", "-",
+            input=yaml.safe_dump_all(applied))
     res = helm(helm_env, "install", RELEASE, str(CHART), "--kubeconfig", str(hub),
-               "-n", NAMESPACE)
+               "-n", CONFIG_NAMESPACE)
     assert "STATUS: deployed" in res.stdout, res.stdout
     assert "hmls cluster join NAME" in res.stdout  # NOTES.txt
-    release = _release(helm_env, hub, NAMESPACE)
+    release = _release(helm_env, hub, CONFIG_NAMESPACE)
     assert (release["version"], release["info"]["status"]) == (1, "deployed")
     for kind, name in normalized(template(helm_env)):
         if kind == "CustomResourceDefinition":
@@ -171,16 +176,16 @@ def test_install_upgrade_uninstall_on_the_hub(env: Environment,
     assert deployment is not None and deployment["spec"]["replicas"] == 2
     # an upgrade that changes values: replicas and a flag
     res = helm(helm_env, "upgrade", RELEASE, str(CHART), "--kubeconfig", str(hub),
-               "-n", NAMESPACE, "--set", "replicas=3", "--set", "flags.workers=8")
+               "-n", CONFIG_NAMESPACE, "--set", "replicas=3", "--set", "flags.workers=8")
     assert "STATUS: deployed" in res.stdout and "REVISION: 2" in res.stdout, res.stdout
     deployment = _live(env, "hub", "deployment", "hmls-controller")
     assert deployment is not None and deployment["spec"]["replicas"] == 3
     assert "--workers=8" in deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     history = json.loads(helm(helm_env, "history", RELEASE, "--kubeconfig", str(hub),
-                              "-n", NAMESPACE, "-o", "json").stdout)
+                              "-n", CONFIG_NAMESPACE, "-o", "json").stdout)
     assert [(h["revision"], h["status"]) for h in history] == [(1, "superseded"), (2, "deployed")]
     # uninstall: the release's objects go, the CRD (and so every HyperMLService) stays
-    res = helm(helm_env, "uninstall", RELEASE, "--kubeconfig", str(hub), "-n", NAMESPACE)
+    res = helm(helm_env, "uninstall", RELEASE, "--kubeconfig", str(hub), "-n", CONFIG_NAMESPACE)
     assert f'release "{RELEASE}" uninstalled' in res.stdout, res.stdout
     for kind, name in (("deployment", "hmls-controller"), ("serviceaccount", "hmls-controller"),
                        ("role", "hmls-controller"), ("service", "hmls-controller-metrics")):

@@ -28,39 +28,26 @@ from hmls.kube.client import ClusterClient
 from hmls.kube.leader import lease_name
 from tests.conftest import Controller, eventually, kubectl
 from tests.integration.helpers import (
+    CONFIG,
+    CONFIG_NAMESPACE,
+    Docs,
     condition,
     configmap,
     create,
     get_hmls,
     hmls,
     namespace_everywhere,
+    one,
+    render,
     service_account_credentials,
     wait_condition,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "config"
-NAMESPACE = "hmls-system"
+NAMESPACE = CONFIG_NAMESPACE
 SA = f"system:serviceaccount:{NAMESPACE}:hmls-controller"
 MANAGER = "hmls-test-deploy"
 ARGS = ["controller", "--leader-elect", "--namespace", "hmls-system",
         "--metrics-bind-address", "0.0.0.0:8080"]
-
-Docs = list[dict[str, Any]]
-
-
-def render(directory: str) -> Docs:
-    res = subprocess.run(["kubectl", "kustomize", str(CONFIG / directory)], capture_output=True,
-                         text=True, check=False, timeout=60)
-    assert res.returncode == 0, f"kubectl kustomize config/{directory} failed: {res.stderr}"
-    return [d for d in yaml.safe_load_all(res.stdout) if d]
-
-
-def one(docs: Docs, kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
-    return found[0]
-
 
 def promtool() -> str:
     path = shutil.which("promtool")
