@@ -22,6 +22,7 @@ from typing import Any, cast
 
 import aiohttp
 import tenacity
+import yaml
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import Configuration
 
@@ -32,15 +33,37 @@ from hmls.kube.resources import Resource
 HOME_KUBECONFIG = "~/.kube/config"
 
 
-def _hub_source(kubeconfig: str | None) -> str:
-    """Where the hub's configuration comes from, in controller-runtime's order: ``file`` (the
-    kubeconfig given, ``$KUBECONFIG``), ``in-cluster``, ``file`` (``~/.kube/config``), or
-    ``none``."""
-    if kubeconfig or os.environ.get("KUBECONFIG"):
-        return "file"
+def hub_kubeconfig(kubeconfig: str | None) -> str | None:
+    """The kubeconfig file(s) the hub client loads, in controller-runtime's order: the one
+    given, ``$KUBECONFIG`` (files separated by ``:``, merged), then — None — the in-cluster
+    service account when ``KUBERNETES_SERVICE_HOST`` is set, then ``~/.kube/config``."""
+    if kubeconfig:
+        return kubeconfig
+    if os.environ.get("KUBECONFIG"):
+        return os.environ["KUBECONFIG"]
     if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        return "in-cluster"
-    return "file" if os.path.isfile(os.path.expanduser(HOME_KUBECONFIG)) else "none"
+        return None
+    home = os.path.expanduser(HOME_KUBECONFIG)
+    if os.path.isfile(home):
+        return home
+    raise errors.KubeError(f"no hub kubeconfig: give --kubeconfig, set $KUBECONFIG or write "
+                           f"{HOME_KUBECONFIG} (in a pod, its service account is used)")
+
+
+
+def current_context(paths: str) -> str | None:
+    """kubectl's current-context of a kubeconfig list: the first file's that sets one (the
+    loader takes the last's)."""
+    for path in paths.split(os.pathsep):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                found = (yaml.safe_load(f) or {}).get("current-context")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if found:
+            return str(found)
+    return None
+
 
 Obj = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
@@ -139,22 +162,19 @@ class ClusterClient:
         kubeconfig (default: its current-context). user_agent names the replica in the
         hub's audit log."""
         cfg = _new_configuration()
-        source = _hub_source(kubeconfig)
-        if source == "in-cluster":
+        path = hub_kubeconfig(kubeconfig)
+        if path is None:
             if context:
                 raise errors.KubeError(f"--context {context}: in a cluster without a kubeconfig "
                                        "(--kubeconfig, $KUBECONFIG) there is none to pick")
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
-        elif source == "file":
+        else:
             try:
-                await k8s_config.load_kube_config(config_file=kubeconfig, context=context,
-                                                  client_configuration=cfg)
+                await k8s_config.load_kube_config(
+                    config_file=path, client_configuration=cfg,
+                    context=context or (current_context(path) if os.pathsep in path else None))
             except k8s_config.ConfigException as exc:
                 raise errors.KubeError(f"hub kubeconfig: {exc}") from None
-        else:
-            raise errors.KubeError(f"no hub kubeconfig: give --kubeconfig, set $KUBECONFIG or "
-                                   f"write {HOME_KUBECONFIG} (in a pod, its service account "
-                                   "is used)")
         return cls("hub", cfg, timeout=timeout, user_agent=user_agent)
 
     def _new_session(self) -> aiohttp.ClientSession:
