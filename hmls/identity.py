@@ -9,7 +9,8 @@ On the spoke, in namespace ``hmls-system``:
   there in that mode (``RULES``), and a Role that lets the ServiceAccount renew its own token
   (``hmls cluster rotate``);
 - the ClusterRole ``hmls-tenant``: what a hub namespace's tenant ServiceAccount may do in the
-  namespaces hmls creates for it (tenant mode).
+  namespaces hmls creates for it (tenant mode), and, after ``hmls cluster grant`` (``grant``,
+  ``revoke``), in a namespace the cluster's owner made.
 
 The token is a TokenRequest with a bounded lifetime (``TOKEN_SECONDS``): it needs nothing but
 the API server (a ServiceAccount token Secret would need the controller-manager's token
