@@ -1,10 +1,10 @@
 # hmls controller image: ghcr.io/tensorstack/hmls:<version> (config/manager/deployment.yaml).
 #
-# NOTE: this Dockerfile has NOT been built in the development environment: that machine has no
-# Docker (or other OCI build) engine. Its steps were rehearsed there without a container
-# (same `pip install .` into a fresh virtualenv, `hmls --help` as an unprivileged user).
+#   docker build -t ghcr.io/tensorstack/hmls:0.1.0 .     (any OCI builder)
+#   make image                                           (podman without a daemon, this file
+#                                                         unmodified: hmls/devenv/image.py)
 #
-#   docker build -t ghcr.io/tensorstack/hmls:0.1.0 .
+# `make image-test` builds it and runs it as config/manager/deployment.yaml does (tests/image/).
 #
 # The image runs as the non-root user 65532 with a read-only root filesystem (only /tmp, an
 # emptyDir in the Deployment, is writable).

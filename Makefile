@@ -3,13 +3,13 @@
 PYTHON ?= python3
 DEMO_DIR ?= .hmls-env/demo
 
-.PHONY: deps binaries lint typecheck unit test demo demo-down clean fuzz-rollout
+.PHONY: deps binaries lint typecheck unit test demo demo-down clean fuzz-rollout image image-test
 
 deps:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 
-# kube-apiserver, etcd and the tests' kstatus client, built from the Go module proxy into
-# ~/.cache/hmls/bin (once)
+# kube-apiserver, etcd, the tests' kstatus client and helm, built from the Go module proxy
+# into ~/.cache/hmls/bin (once)
 binaries:
 	$(PYTHON) -c "from hmls.devenv import binaries; binaries.ensure_all()"
 
@@ -23,6 +23,17 @@ unit:
 # the README's test command: lint, types, unit tests and the real-API-server tests
 test: deps binaries lint
 	$(PYTHON) -m pytest -q -ra
+
+# the controller image from the unmodified Dockerfile with podman, no Docker daemon; state in
+# .hmls-env/podman (hmls/devenv/image.py; needs Debian's podman, runc and mmdebstrap)
+image: deps
+	$(PYTHON) -m hmls.devenv.image build
+
+# built cold then cached, and run as in a cluster against the local hub until the seed sample
+# is Ready (tests/image/); figures in .hmls-env/podman/figures.json
+image-test: deps binaries
+	HMLS_TEST_ENV_DIR=$(CURDIR)/.hmls-env/image-test $(PYTHON) -m pytest tests/image -q -ra -p no:cacheprovider
+	cat .hmls-env/podman/figures.json
 
 # the rollout state machine's stateful property test at random, for longer than make test
 # runs it (FUZZ_EXAMPLES sequences of up to 50 steps; prints hypothesis' statistics)

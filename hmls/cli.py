@@ -67,7 +67,7 @@ def _controller(args: argparse.Namespace) -> int:
 
     host, _, port = args.metrics_bind_address.rpartition(":")
     settings = Settings(
-        kubeconfig=args.kubeconfig, namespace=args.namespace,
+        kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace,
         watch_namespaces=tuple(n for n in args.watch_namespaces.split(",") if n),
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
@@ -91,22 +91,26 @@ def _cluster(args: argparse.Namespace) -> int:
 
     try:
         if args.cluster_command == "join":
-            out = asyncio.run(ops.join(args.name, hub=args.kubeconfig,
+            out = asyncio.run(ops.join(args.name, hub=args.kubeconfig, context=args.context,
                                        cluster_kubeconfig=args.cluster_kubeconfig,
                                        namespace=args.namespace, policy=_policy(args),
                                        labels=args.label, as_is=args.kubeconfig_as_is,
                                        trusted=args.trust_hub_namespaces))
         elif args.cluster_command == "rotate":
-            out = asyncio.run(ops.rotate(args.name, hub=args.kubeconfig,
+            out = asyncio.run(ops.rotate(args.name, hub=args.kubeconfig, context=args.context,
                                          namespace=args.namespace, policy=_policy(args)))
         elif args.cluster_command == "label":
-            out = asyncio.run(ops.label(args.name, args.labels, hub=args.kubeconfig,
+            out = asyncio.run(ops.label(args.name, args.labels, hub=args.kubeconfig, context=args.context,
                                         namespace=args.namespace))
+        elif args.cluster_command == "grant":
+            out = asyncio.run(ops.grant(args.name, namespace=args.namespace,
+                                        cluster_kubeconfig=args.cluster_kubeconfig,
+                                        revoke=args.revoke))
         elif args.cluster_command == "list":
-            out = asyncio.run(ops.list_clusters(hub=args.kubeconfig, namespace=args.namespace,
-                                                policy=_policy(args)))
+            out = asyncio.run(ops.list_clusters(hub=args.kubeconfig, context=args.context,
+                                                namespace=args.namespace, policy=_policy(args)))
         else:
-            out = asyncio.run(ops.unjoin(args.name, hub=args.kubeconfig,
+            out = asyncio.run(ops.unjoin(args.name, hub=args.kubeconfig, context=args.context,
                                          namespace=args.namespace, force=args.force,
                                          cluster_kubeconfig=args.cluster_kubeconfig,
                                          policy=_policy(args)))
@@ -121,7 +125,8 @@ def _status(args: argparse.Namespace) -> int:
     from hmls import operations as ops
 
     try:
-        print(asyncio.run(ops.show_status(args.ref, hub=args.kubeconfig, output=args.output)))
+        print(asyncio.run(ops.show_status(args.ref, hub=args.kubeconfig, context=args.context,
+                                          output=args.output)))
     except ops.OperationError as exc:
         print(f"hmls status: {exc}", file=sys.stderr)
         return 1
@@ -136,9 +141,9 @@ def _diff(args: argparse.Namespace) -> int:
         print("hmls diff: give either -f FILE or NAMESPACE/NAME", file=sys.stderr)
         return preview.ERROR
     try:
-        code, text = asyncio.run(preview.diff(hub=args.kubeconfig, namespace=args.namespace,
-                                              policy=_policy(args), file=args.file,
-                                              ref=args.ref))
+        code, text = asyncio.run(preview.diff(hub=args.kubeconfig, context=args.context,
+                                              namespace=args.namespace, policy=_policy(args),
+                                              file=args.file, ref=args.ref))
     except ops.OperationError as exc:
         print(f"hmls diff: {exc}", file=sys.stderr)
         return preview.ERROR
@@ -151,13 +156,13 @@ def _rollout(args: argparse.Namespace) -> int:
 
     try:
         if args.rollout_command == "status":
-            code, out = asyncio.run(ops.rollout_status(args.ref, hub=args.kubeconfig,
+            code, out = asyncio.run(ops.rollout_status(args.ref, hub=args.kubeconfig, context=args.context,
                                                        watch=args.watch))
         elif args.rollout_command in ("pause", "resume"):
             code, out = 0, asyncio.run(ops.rollout_pause(
-                args.ref, hub=args.kubeconfig, paused=args.rollout_command == "pause"))
+                args.ref, hub=args.kubeconfig, context=args.context, paused=args.rollout_command == "pause"))
         else:
-            code, out = 0, asyncio.run(ops.rollout_undo(args.ref, hub=args.kubeconfig,
+            code, out = 0, asyncio.run(ops.rollout_undo(args.ref, hub=args.kubeconfig, context=args.context,
                                                         to_revision=args.to_revision))
     except ops.OperationError as exc:
         print(f"hmls rollout {args.rollout_command}: {exc}", file=sys.stderr)
@@ -168,7 +173,10 @@ def _rollout(args: argparse.Namespace) -> int:
 
 
 def _hub_flags(p: argparse.ArgumentParser, *, namespace: bool = True) -> None:
-    p.add_argument("--kubeconfig", help="hub kubeconfig (default: in-cluster service account)")
+    p.add_argument("--kubeconfig", help="hub kubeconfig (default: $KUBECONFIG, then the "
+                   "in-cluster service account, then ~/.kube/config)")
+    p.add_argument("--context", help="context of the hub kubeconfig (default: its "
+                   "current-context)")
     if namespace:
         p.add_argument("--namespace", default="hmls-system",
                        help="namespace of the cluster Secrets (default hmls-system)")
@@ -186,8 +194,8 @@ def _policy_flags(p: argparse.ArgumentParser) -> None:
                    help="allow proxy-url in cluster kubeconfigs")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hmls", description=__doc__)
+def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("--log-format", choices=["text", "json"], default="text",
                         help="json: one object per line (time, level, logger, message)")
@@ -271,6 +279,18 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("name")
     _hub_flags(rot)
     _policy_flags(rot)
+    grant = csub.add_parser(
+        "grant", help="tenant mode: let the HyperMLServices of hub namespace NS write in "
+        "namespace NS of the cluster, one its owner made (hmls does it itself in those it "
+        "creates): the ServiceAccount hmls-tenant there and its RoleBinding to ClusterRole "
+        "hmls-tenant")
+    grant.add_argument("name")
+    grant.add_argument("--namespace", required=True, metavar="NS",
+                       help="the namespace, on the cluster and on the hub")
+    grant.add_argument("--cluster-kubeconfig", required=True,
+                       help="the owner's kubeconfig for the cluster (used here, never stored)")
+    grant.add_argument("--revoke", action="store_true",
+                       help="delete the ServiceAccount and RoleBinding grant made")
     unjoin = csub.add_parser("unjoin", help="remove a cluster's registration")
     unjoin.add_argument("name")
     unjoin.add_argument("--cluster-kubeconfig",
@@ -327,8 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def main(argv: list[str] | None = None, *, prog: str = "hmls") -> int:
+    args = build_parser(prog).parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if args.log_format == "json" else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s %(message)s"))
@@ -337,3 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except KeyboardInterrupt:
         return 130
+
+
+def plugin_main() -> int:
+    """``kubectl hmls …``: kubectl runs ``kubectl-hmls`` (found on PATH) with the arguments after
+    the plugin's name and its own environment ($KUBECONFIG), so every verb and flag is hmls's."""
+    return main(prog="kubectl hmls")

@@ -9,7 +9,8 @@ On the spoke, in namespace ``hmls-system``:
   there in that mode (``RULES``), and a Role that lets the ServiceAccount renew its own token
   (``hmls cluster rotate``);
 - the ClusterRole ``hmls-tenant``: what a hub namespace's tenant ServiceAccount may do in the
-  namespaces hmls creates for it (tenant mode).
+  namespaces hmls creates for it (tenant mode), and, after ``hmls cluster grant`` (``grant``,
+  ``revoke``), in a namespace the cluster's owner made.
 
 The token is a TokenRequest with a bounded lifetime (``TOKEN_SECONDS``): it needs nothing but
 the API server (a ServiceAccount token Secret would need the controller-manager's token
@@ -25,11 +26,11 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from hmls.domain.access import TENANT_ROLE, TENANT_SERVICE_ACCOUNT
+from hmls.domain.access import TENANT_ROLE, TENANT_SERVICE_ACCOUNT, tenant_grant
 from hmls.domain.models import timestamp
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.resources import NAMESPACES, SERVICE_ACCOUNTS
+from hmls.kube.resources import CLUSTER_ROLES, NAMESPACES, ROLE_BINDINGS, SERVICE_ACCOUNTS
 
 NAMESPACE = "hmls-system"
 MANAGER = "hmls-cli"
@@ -170,4 +171,33 @@ async def remove(client: ClusterClient, cluster: str) -> list[str]:
         if await client.delete(res, meta.get("namespace") if res.namespaced else None,
                                meta["name"]):
             gone.append(f"{body['kind']} {meta['name']}")
+    return gone
+
+
+async def grant(client: ClusterClient, namespace: str) -> list[str]:
+    """In a namespace the cluster's owner made: the tenant ServiceAccount and its RoleBinding
+    to ``hmls-tenant`` (what hmls makes itself in the namespaces it creates); what was
+    applied."""
+    if await client.get(CLUSTER_ROLES, None, TENANT_ROLE) is None:
+        raise errors.NotFound(f"the ClusterRole {TENANT_ROLE} is missing: join the cluster "
+                              "first (hmls cluster join), which installs it")
+    done = []
+    for body in tenant_grant(namespace, {"app.kubernetes.io/managed-by": MANAGER}):
+        await client.apply(body, field_manager=MANAGER, force=True)
+        done.append(f"{body['kind']} {namespace}/{TENANT_SERVICE_ACCOUNT}")
+    return done
+
+
+async def revoke(client: ClusterClient, namespace: str) -> list[str]:
+    """Take away what ``grant`` made (only objects it labelled); what was deleted."""
+    gone = []
+    for res in (ROLE_BINDINGS, SERVICE_ACCOUNTS):
+        live = await client.get(res, namespace, TENANT_SERVICE_ACCOUNT)
+        if live is None:
+            continue
+        if (live["metadata"].get("labels") or {}).get("app.kubernetes.io/managed-by") != MANAGER:
+            raise errors.Conflict(f"{res.kind} {namespace}/{TENANT_SERVICE_ACCOUNT} was not made "
+                                  "by hmls cluster grant: left in place")
+        if await client.delete(res, namespace, TENANT_SERVICE_ACCOUNT):
+            gone.append(f"{res.kind} {namespace}/{TENANT_SERVICE_ACCOUNT}")
     return gone

@@ -20,7 +20,14 @@ from typing import Any
 import yaml
 
 from hmls import identity
-from hmls.domain.access import TENANCY, TENANT_SERVICE_ACCOUNT, AccessPolicy
+from hmls.domain.access import (
+    AWAITS_GRANT,
+    TENANCY,
+    TENANT_ROLE,
+    TENANT_SERVICE_ACCOUNT,
+    AccessPolicy,
+    tenant_user,
+)
 from hmls.domain.analysis import Tally
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import (
@@ -35,6 +42,7 @@ from hmls.domain.models import (
 from hmls.domain.rollout import HALTED
 from hmls.domain.rollout import summary as rollout_summary
 from hmls.domain.status import Status
+from hmls.engine.spokes import NamespaceView
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import HEALTH_CONFIGMAP, Profile, profile, recorded_health, registration
@@ -68,10 +76,19 @@ class OperationError(RuntimeError):
 
 
 @asynccontextmanager
-async def hub_client(kubeconfig: str | None) -> AsyncIterator[ClusterClient]:
-    client = await ClusterClient.for_hub(kubeconfig)
+async def hub_client(kubeconfig: str | None, context: str | None = None
+                     ) -> AsyncIterator[ClusterClient]:
+    try:
+        client = await ClusterClient.for_hub(kubeconfig, context=context)
+    except errors.KubeError as exc:
+        raise OperationError(str(exc)) from None
     try:
         yield client
+    except errors.KubeError as exc:
+        unserved = isinstance(exc, errors.NotFound) and "page not found" in exc.message
+        raise OperationError(f"hub {client.server}: {exc.message}" + (
+            " (is it the hub? is the HyperMLService CRD installed?)" if unserved else "")
+        ) from None
     finally:
         await client.close()
 
@@ -184,7 +201,8 @@ async def _mint(name: str, path: str, policy: KubeconfigPolicy, *, tenant: bool
                     f"token valid until {expires}")
 
 
-async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace: str,
+async def join(name: str, *, hub: str | None, context: str | None = None,
+               cluster_kubeconfig: str, namespace: str,
                policy: KubeconfigPolicy, labels: list[str] | None = None,
                as_is: bool = False, trusted: bool = False) -> str:
     """Register a cluster.  By default with an identity of its own minted on the cluster and
@@ -202,13 +220,13 @@ async def join(name: str, *, hub: str | None, cluster_kubeconfig: str, namespace
     annotations = {TENANCY: "trusted" if trusted else "tenant",
                    IDENTITY: "as-is" if as_is else
                    f"{identity.NAMESPACE}/{identity.service_account(name)}"}
-    await _write_secret(hub, namespace, name, stored, labels=extra, annotations=annotations)
+    await _write_secret(hub, context, namespace, name, stored, labels=extra, annotations=annotations)
     mode = "trusted: every hub namespace writes with these credentials" if trusted else "tenant"
     return (f"cluster {name} joined ({version}, {mode}); Secret {namespace}/{_secret_name(name)} "
             f"written ({note})")
 
 
-async def _write_secret(hub: str | None, namespace: str, name: str, kubeconfig: Obj, *,
+async def _write_secret(hub: str | None, context: str | None, namespace: str, name: str, kubeconfig: Obj, *,
                         labels: dict[str, str] | None = None,
                         annotations: dict[str, str] | None = None) -> None:
     meta: Obj = {"name": _secret_name(name), "namespace": namespace}
@@ -216,7 +234,7 @@ async def _write_secret(hub: str | None, namespace: str, name: str, kubeconfig: 
         meta["labels"] = {**labels, CLUSTER_LABEL: name}
     if annotations:
         meta["annotations"] = annotations
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         try:
             await client.apply({"apiVersion": "v1", "kind": "Namespace",
                                 "metadata": {"name": namespace}},
@@ -250,11 +268,11 @@ async def _registration(client: ClusterClient, name: str, namespace: str) -> Obj
     return secrets[0]
 
 
-async def rotate(name: str, *, hub: str | None, namespace: str,
+async def rotate(name: str, *, hub: str | None, context: str | None = None, namespace: str,
                  policy: KubeconfigPolicy) -> str:
     """Renew the token of a cluster's minted identity, with that identity itself."""
     _check_name(name)
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         secret = await _registration(client, name, namespace)
     reg = registration(secret, policy)
     minted = ((secret["metadata"].get("annotations") or {}).get(IDENTITY) or "as-is") != "as-is"
@@ -271,7 +289,7 @@ async def rotate(name: str, *, hub: str | None, namespace: str,
         await spoke.close()
     cfg = reg.kubeconfig
     cfg["users"][0]["user"] = {"token": secret_token}
-    await _write_secret(hub, namespace, name, cfg)
+    await _write_secret(hub, context, namespace, name, cfg)
     return f"cluster {name}: token renewed, valid until {expires}"
 
 
@@ -312,6 +330,15 @@ def parse_labels(specs: list[str], *, removals: bool) -> dict[str, str | None]:
     return out
 
 
+def _awaiting_grant(hmls: list[Obj], cluster: str, secret: Obj | None) -> str:
+    """Tenant mode: how many items on this cluster wait for its owner's grant (``grant``)."""
+    if _mode(secret) != "tenant":
+        return "-"
+    return str(sum(1 for obj in hmls for item in Status.of(obj).items
+                   if item.cluster == cluster and not item.applied
+                   and AWAITS_GRANT in item.message))
+
+
 def _profile_state(found: Profile | None) -> str:
     if found is None:
         return "-"
@@ -328,25 +355,26 @@ def _row(name: str, secret: Obj | None, found: Profile | None, hmls: list[Obj],
               **{str(k): str(v) for k, v in ((secret or {}).get("metadata", {}).get("labels")
                                              or {}).items()}}
     used = str(len(_uses(hmls, name, labels)))
+    waiting = _awaiting_grant(hmls, name, secret)
     head = [name, "-", _shown_labels(labels), _mode(secret), _profile_state(found)]
     if secret is None:
         detail = f"no registration Secret: hmls has no credentials ({found.message})" if (
             found and found.message) else "no registration Secret: hmls has no credentials"
         return [*head, "no", "-", "-", found.version if found and found.version else "-", used,
-                detail]
+                waiting, detail]
     reg = registration(secret, policy)
     if reg is None or reg.kubeconfig is None:
-        return [*head, "no", "-", "-", "-", used, (reg.error if reg else None) or "-"]
+        return [*head, "no", "-", "-", "-", used, waiting, (reg.error if reg else None) or "-"]
     head[1] = str(reg.kubeconfig["clusters"][0]["cluster"]["server"])
     verdict = verdicts.get(name)
     if verdict is None:
-        return [*head, "unknown", "-", "-", "-", used, "no probe recorded yet (is the "
-                "controller running?)"]
+        return [*head, "unknown", "-", "-", "-", used, waiting, "no probe recorded yet (is "
+                "the controller running?)"]
     reachable = verdict.get("reachable")
     state = "yes" if reachable else "no"
     last_seen = "now" if reachable else str(verdict.get("lastSeen") or "never")
     return [*head, state, str(verdict.get("since") or "-"), last_seen,
-            str(verdict.get("version") or "-"), used, str(verdict.get("lastError") or "-")]
+            str(verdict.get("version") or "-"), used, waiting, str(verdict.get("lastError") or "-")]
 
 
 async def _profiles(client: ClusterClient) -> dict[str, Profile]:
@@ -361,8 +389,9 @@ async def _profiles(client: ClusterClient) -> dict[str, Profile]:
     return out
 
 
-async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPolicy) -> str:
-    async with hub_client(hub) as client:
+async def list_clusters(*, hub: str | None, context: str | None = None, namespace: str,
+                        policy: KubeconfigPolicy) -> str:
+    async with hub_client(hub, context) as client:
         secrets, _ = await client.list(SECRETS, namespace=namespace, label_selector=CLUSTER_LABEL)
         hmls, _ = await client.list(HMLS)
         verdicts = recorded_health(await client.get(CONFIGMAPS, namespace, HEALTH_CONFIGMAP))
@@ -371,7 +400,7 @@ async def list_clusters(*, hub: str | None, namespace: str, policy: KubeconfigPo
     if not by_name and not profiles:
         return f"no clusters registered in namespace {namespace}"
     table = [["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
-              "VERSION", "HYPERMLSERVICES", "LAST ERROR"]]
+              "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]]
     table += [_row(n, by_name.get(n), profiles.get(n), hmls, policy, verdicts)
               for n in sorted(set(by_name) | set(profiles))]
     trusted = sorted(n for n, s in by_name.items() if _mode(s) == "trusted")
@@ -389,13 +418,13 @@ def _mode(secret: Obj | None) -> str:
         secret["metadata"].get("annotations")).tenant else "trusted"
 
 
-async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool,
+async def unjoin(name: str, *, hub: str | None, context: str | None = None, namespace: str, force: bool,
                  cluster_kubeconfig: str | None = None,
                  policy: KubeconfigPolicy | None = None) -> str:
     """Remove a registration; with the operator's ``cluster_kubeconfig``, also the identity
     join minted on the cluster."""
     _check_name(name)
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         secrets, _ = await client.list(SECRETS, namespace=namespace,
                                        label_selector=f"{CLUSTER_LABEL}={name}")
         if not secrets:
@@ -424,13 +453,51 @@ async def unjoin(name: str, *, hub: str | None, namespace: str, force: bool,
                                           else "") + removed)
 
 
-async def label(name: str, changes: list[str], *, hub: str | None, namespace: str) -> str:
+async def grant(name: str, *, namespace: str, cluster_kubeconfig: str, revoke: bool = False
+                ) -> str:
+    """Tenant mode, in a namespace the cluster's owner made: let the HyperMLServices of hub
+    namespace ``namespace`` write there (the tenant ServiceAccount and its RoleBinding to
+    ``hmls-tenant``, as hmls makes them in the namespaces it creates), or with ``revoke`` take
+    that away; with the owner's kubeconfig of the cluster (as join)."""
+    _check_name(name)
+    if not _NAME.match(namespace) or len(namespace) > 63:
+        raise OperationError(f"namespace {namespace!r} must be a DNS label (a-z, 0-9, '-')")
+    operator = _read_kubeconfig(cluster_kubeconfig, KubeconfigPolicy(allow_exec=True,
+                                                                      allow_files=True))
+    spoke = await _client(name, operator, cluster_kubeconfig)
+    try:
+        found = await spoke.get(NAMESPACES, None, namespace)
+        if revoke:
+            gone = await identity.revoke(spoke, namespace)
+            return (f"revoked on cluster {name}: deleted {', '.join(gone)}" if gone
+                    else f"nothing to revoke in namespace {namespace} on cluster {name}")
+        if found is None:
+            raise OperationError(
+                f"namespace {namespace} does not exist on cluster {name}: hmls creates a missing "
+                "namespace itself, and lets the tenant write there; grant is for namespaces the "
+                "cluster's owner made")
+        if NamespaceView.of(found).created_by_hmls:
+            return (f"namespace {namespace} on cluster {name} was made by hmls, which let its "
+                    "tenant write there already: nothing to grant")
+        done = await identity.grant(spoke, namespace)
+    except errors.KubeError as exc:
+        raise OperationError(f"could not {'revoke' if revoke else 'grant'} on cluster {name} "
+                             f"at {_server(operator)}: {exc.message}") from None
+    finally:
+        await spoke.close()
+    return (f"granted on cluster {name}: {', '.join(done)}; HyperMLServices of hub namespace "
+            f"{namespace} write there as {tenant_user(namespace)}, with what the ClusterRole "
+            f"{TENANT_ROLE} allows")
+
+
+async def label(name: str, changes: list[str], *, hub: str | None, context: str | None = None,
+                namespace: str) -> str:
     """Set (``k=v``) or remove (``k-``) labels of a cluster's registration Secret."""
     _check_name(name)
     patch = parse_labels(changes, removals=True)
     if not patch:
         raise OperationError("give at least one KEY=VALUE or KEY-")
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         secrets, _ = await client.list(SECRETS, namespace=namespace,
                                        label_selector=f"{CLUSTER_LABEL}={name}")
         if not secrets:
@@ -459,9 +526,9 @@ def _status_rows(obj: Obj) -> Iterator[list[str]]:
         ]
 
 
-async def show_status(ref: str, *, hub: str | None, output: str) -> str:
+async def show_status(ref: str, *, hub: str | None, context: str | None = None, output: str) -> str:
     namespace, _, name = ref.rpartition("/")
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         obj = await client.get(HMLS, namespace or "default", name)
     if obj is None:
         raise OperationError(f"HyperMLService {namespace or 'default'}/{name} not found")
@@ -528,11 +595,11 @@ def _analysis_text(tallies: tuple[Tally, ...]) -> str:
         for t in tallies)
 
 
-async def rollout_status(ref: str, *, hub: str | None, watch: bool,
+async def rollout_status(ref: str, *, hub: str | None, context: str | None = None, watch: bool,
                          interval: float = 1.0) -> tuple[int, str]:
     """The rollout's state; with ``watch``, printed on every change until it is rolled out
     (exit 0) or halted (exit 1), as ``kubectl rollout status`` waits."""
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         shown = ""
         while True:
             obj = await _stored(client, ref)
@@ -550,8 +617,8 @@ async def rollout_status(ref: str, *, hub: str | None, watch: bool,
             await asyncio.sleep(interval)
 
 
-async def rollout_pause(ref: str, *, hub: str | None, paused: bool) -> str:
-    async with hub_client(hub) as client:
+async def rollout_pause(ref: str, *, hub: str | None, context: str | None = None, paused: bool) -> str:
+    async with hub_client(hub, context) as client:
         obj = await _stored(client, ref)
         meta = obj["metadata"]
         await client.patch(HMLS, meta["namespace"], meta["name"],
@@ -559,10 +626,11 @@ async def rollout_pause(ref: str, *, hub: str | None, paused: bool) -> str:
     return f"rollout of {meta['namespace']}/{meta['name']} {'paused' if paused else 'resumed'}"
 
 
-async def rollout_undo(ref: str, *, hub: str | None, to_revision: int | None) -> str:
+async def rollout_undo(ref: str, *, hub: str | None, context: str | None = None,
+                       to_revision: int | None) -> str:
     """Put the workloads of an earlier revision (by default the one before the current) back
     into the spec: the rollout then takes them to the clusters as any change."""
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         obj = await _stored(client, ref)
         meta = obj["metadata"]
         owner = Owner.of(obj)

@@ -229,10 +229,10 @@ def _owner_uid(obj: Obj) -> str | None:
     return labels.get(OWNER_UID)
 
 
-async def diff(*, hub: str | None, namespace: str, policy: KubeconfigPolicy,
+async def diff(*, hub: str | None, context: str | None = None, namespace: str, policy: KubeconfigPolicy,
                file: str | None = None, ref: str | None = None) -> tuple[int, str]:
     """(exit code, text) of what applying the CR would change."""
-    async with hub_client(hub) as client:
+    async with hub_client(hub, context) as client:
         if file:
             obj = _load(file)
             meta = obj.get("metadata") or {}

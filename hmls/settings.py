@@ -21,6 +21,7 @@ class PrometheusConfig:
 @dataclass(frozen=True)
 class Settings:
     kubeconfig: str | None = None
+    context: str | None = None
     namespace: str = "hmls-system"
     """Where cluster Secrets live (and the leader-election Lease)."""
     watch_namespaces: tuple[str, ...] = ()

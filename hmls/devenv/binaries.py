@@ -1,5 +1,5 @@
-"""Control-plane binaries (kube-apiserver, etcd) and the tests' kstatus client, built from the
-Go module proxy.
+"""Control-plane binaries (kube-apiserver, etcd), the tests' kstatus client and helm, built from
+the Go module proxy.
 
 The local environment needs real API servers, and the Go module proxy is the one
 registry that serves their sources.  Each binary is built from a small wrapper Go module
@@ -68,7 +68,16 @@ KSTATUS = Binary(  # a real kstatus client for the tests (wrapper main.go: stdin
     package="hmls.local/controlplane/kstatus",
     ldflags="-s -w",
 )
-ALL = (ETCD, KUBE_APISERVER, KSTATUS)
+# the chart's tests install the chart with a real helm
+HELM_VERSION = "v4.3.2"
+HELM = Binary(
+    name="helm",
+    version=HELM_VERSION,
+    package="helm.sh/helm/v4/cmd/helm",
+    ldflags=f"-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}"
+            " -X helm.sh/helm/v4/internal/version.gitTreeState=clean",
+)
+ALL = (ETCD, KUBE_APISERVER, KSTATUS, HELM)
 
 
 @dataclass(frozen=True)

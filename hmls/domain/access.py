@@ -43,6 +43,44 @@ def tenant_user(namespace: str) -> str:
     return f"system:serviceaccount:{namespace}:{TENANT_SERVICE_ACCOUNT}"
 
 
+def tenant_of(user: str) -> str | None:
+    """The hub namespace whose tenant identity ``user`` is (``tenant_user``'s inverse)."""
+    parts = user.split(":")
+    return parts[2] if len(parts) == 4 and user == tenant_user(parts[2]) else None
+
+
+def tenant_grant(namespace: str, labels: Mapping[str, str]) -> list[dict[str, Any]]:
+    """What lets the tenant of hub namespace N write in namespace N of a spoke: the
+    ServiceAccount ``hmls-tenant`` there and its RoleBinding to the ClusterRole ``hmls-tenant``
+    (hmls makes them in the namespaces it creates; ``hmls cluster grant`` in those the spoke's
+    owner made)."""
+    meta = {"name": TENANT_SERVICE_ACCOUNT, "namespace": namespace, "labels": dict(labels)}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": f"{RBAC_GROUP}/v1", "kind": "RoleBinding", "metadata": meta,
+         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": TENANT_ROLE},
+         "subjects": [{"kind": "ServiceAccount", "namespace": namespace,
+                       "name": TENANT_SERVICE_ACCOUNT}]},
+    ]
+
+
+AWAITS_GRANT = "until the cluster's owner grants it"
+"""In the message of an item refused in a namespace the spoke's owner made (``grant_hint``);
+``hmls cluster list`` counts the items whose message has it."""
+
+
+def grant_hint(cluster: str, namespace: str, tenant_namespace: str) -> str:
+    """What the spoke's owner does so that the tenant of hub namespace ``tenant_namespace``
+    may write in ``namespace``, a namespace of theirs on ``cluster`` (not made by hmls)."""
+    grant = (f"hmls cluster grant {cluster} --namespace {namespace} --cluster-kubeconfig "
+             f"<the owner's kubeconfig of {cluster}>") if namespace == tenant_namespace else (
+        f"kubectl create rolebinding {TENANT_ROLE}-{tenant_namespace} --namespace {namespace} "
+        f"--clusterrole={TENANT_ROLE} "
+        f"--serviceaccount={tenant_namespace}:{TENANT_SERVICE_ACCOUNT}")
+    return (f"namespace {namespace} on cluster {cluster} was not made by hmls, so "
+            f"{tenant_user(tenant_namespace)} may not write there {AWAITS_GRANT}: {grant}")
+
+
 @dataclass(frozen=True)
 class KindPattern:
     kind: str

@@ -130,7 +130,7 @@ class Manager:
     async def run(self) -> None:
         s = self.settings
         identity = f"{socket.gethostname()}_{uuid.uuid4().hex[:8]}"
-        hub = await ClusterClient.for_hub(s.kubeconfig, timeout=s.request_timeout,
+        hub = await ClusterClient.for_hub(s.kubeconfig, context=s.context, timeout=s.request_timeout,
                                           user_agent=f"{USER_AGENT} ({identity})")
         runner = await serve(self.metrics, host=s.metrics_host, port=s.metrics_port,
                              ready=self.ready)

@@ -31,7 +31,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from hmls.domain.access import TENANT_ROLE, TENANT_SERVICE_ACCOUNT, AccessPolicy
+from hmls.domain.access import AccessPolicy, grant_hint, tenant_grant, tenant_of
 from hmls.domain.drift import Ownership
 from hmls.domain.health import Health, health, spec_subset
 from hmls.domain.kubeconfig import KubeconfigPolicy
@@ -391,14 +391,17 @@ class Spoke:
                     as_user: str | None = None) -> Observed:
         """Server-side apply, as ``as_user`` (impersonated) when given."""
         assert self.client is not None
-        async with self._sem:
-            try:
+        try:
+            async with self._sem:
                 applied = await self.client.apply(body, field_manager=FIELD_MANAGER,
                                                   resource=resource, force=force,
                                                   impersonate=as_user)
-            except errors.Unreachable:
-                self.kick()
-                raise
+        except errors.Unreachable:
+            self.kick()
+            raise
+        except errors.Forbidden as exc:
+            namespace = _dict(body.get("metadata")).get("namespace")
+            raise await self._refused_tenant(exc, namespace, as_user) from None
         watched = self._watched.get(resource)
         return watched.informer.observe(applied) if watched else Observed.of(applied, resource)
 
@@ -487,21 +490,25 @@ class Spoke:
         log.info("cluster %s: created namespace %s for %s", self.name, name, owner.key)
         return True
 
+    async def _refused_tenant(self, exc: errors.Forbidden, namespace: str | None,
+                              as_user: str | None) -> errors.Forbidden:
+        """A tenant's write refused in a namespace hmls did not make: the refusal, saying what
+        the spoke's owner runs to grant it."""
+        tenant = tenant_of(as_user) if as_user else None
+        if tenant is None or not namespace or exc.status != 403:
+            return exc
+        found = await self.namespace(namespace)
+        if found is None or found.created_by_hmls:
+            return exc
+        return errors.Forbidden(f"{exc.message}; {grant_hint(self.name, namespace, tenant)}",
+                                status=exc.status)
+
     async def _grant_tenant(self, namespace: str) -> None:
         """In a namespace hmls created: the tenant ServiceAccount, bound to the tenant
         ClusterRole that ``hmls cluster join`` installed."""
         assert self.client is not None
-        meta = {"name": TENANT_SERVICE_ACCOUNT, "namespace": namespace,
-                "labels": {CREATED_BY_LABEL: CREATED_BY}}
-        for res, body in (
-                (SERVICE_ACCOUNTS, {"apiVersion": "v1", "kind": "ServiceAccount",
-                                    "metadata": meta}),
-                (ROLE_BINDINGS, {"apiVersion": "rbac.authorization.k8s.io/v1",
-                                 "kind": "RoleBinding", "metadata": meta,
-                                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io",
-                                             "kind": "ClusterRole", "name": TENANT_ROLE},
-                                 "subjects": [{"kind": "ServiceAccount", "namespace": namespace,
-                                               "name": TENANT_SERVICE_ACCOUNT}]})):
+        for res, body in zip((SERVICE_ACCOUNTS, ROLE_BINDINGS),
+                             tenant_grant(namespace, {CREATED_BY_LABEL: CREATED_BY}), strict=True):
             with contextlib.suppress(errors.Conflict):
                 await self.client.create(res, namespace, body, field_manager=FIELD_MANAGER)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
 import time
 from collections.abc import AsyncIterator
@@ -21,12 +22,48 @@ from typing import Any, cast
 
 import aiohttp
 import tenacity
+import yaml
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.client import Configuration
 
 from hmls import __version__
 from hmls.kube import errors
 from hmls.kube.resources import Resource
+
+HOME_KUBECONFIG = "~/.kube/config"
+
+
+def hub_kubeconfig(kubeconfig: str | None) -> str | None:
+    """The kubeconfig file(s) the hub client loads, in controller-runtime's order: the one
+    given, ``$KUBECONFIG`` (files separated by ``:``, merged), then — None — the in-cluster
+    service account when ``KUBERNETES_SERVICE_HOST`` is set, then ``~/.kube/config``."""
+    if kubeconfig:
+        return kubeconfig
+    if os.environ.get("KUBECONFIG"):
+        return os.environ["KUBECONFIG"]
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    home = os.path.expanduser(HOME_KUBECONFIG)
+    if os.path.isfile(home):
+        return home
+    raise errors.KubeError(f"no hub kubeconfig: give --kubeconfig, set $KUBECONFIG or write "
+                           f"{HOME_KUBECONFIG} (in a pod, its service account is used)")
+
+
+
+def current_context(paths: str) -> str | None:
+    """kubectl's current-context of a kubeconfig list: the first file's that sets one (the
+    loader takes the last's)."""
+    for path in paths.split(os.pathsep):
+        try:
+            with open(os.path.expanduser(path)) as f:
+                found = (yaml.safe_load(f) or {}).get("current-context")
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        if found:
+            return str(found)
+    return None
+
 
 Obj = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
@@ -116,16 +153,28 @@ class ClusterClient:
             raise errors.KubeError(f"kubeconfig could not be loaded ({type(exc).__name__})") from None
 
     @classmethod
-    async def for_hub(cls, kubeconfig: str | None, *, timeout: float = 15.0,
-                      user_agent: str = USER_AGENT) -> ClusterClient:
-        """The controller's own client: a kubeconfig file chosen by the operator, or the
-        in-cluster service account when none is given (its token file is re-read as the
-        kubelet rotates it).  user_agent names the replica in the hub's audit log."""
+    async def for_hub(cls, kubeconfig: str | None, *, context: str | None = None,
+                      timeout: float = 15.0, user_agent: str = USER_AGENT) -> ClusterClient:
+        """The controller's and the commands' hub client, from the first of (as
+        controller-runtime chooses): the kubeconfig file given, ``$KUBECONFIG`` (a list of
+        files, merged), the in-cluster service account (its token file is re-read as the
+        kubelet rotates it), ``~/.kube/config``; ``context`` picks a context of the
+        kubeconfig (default: its current-context). user_agent names the replica in the
+        hub's audit log."""
         cfg = _new_configuration()
-        if kubeconfig:
-            await k8s_config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
-        else:
+        path = hub_kubeconfig(kubeconfig)
+        if path is None:
+            if context:
+                raise errors.KubeError(f"--context {context}: in a cluster without a kubeconfig "
+                                       "(--kubeconfig, $KUBECONFIG) there is none to pick")
             k8s_config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                await k8s_config.load_kube_config(
+                    config_file=path, client_configuration=cfg,
+                    context=context or (current_context(path) if os.pathsep in path else None))
+            except k8s_config.ConfigException as exc:
+                raise errors.KubeError(f"hub kubeconfig: {exc}") from None
         return cls("hub", cfg, timeout=timeout, user_agent=user_agent)
 
     def _new_session(self) -> aiohttp.ClientSession:

@@ -41,6 +41,8 @@ EVENTS = Resource("v1", "Event", "events", namespaced=True)
 SERVICE_ACCOUNTS = Resource("v1", "ServiceAccount", "serviceaccounts", namespaced=True)
 ROLE_BINDINGS = Resource("rbac.authorization.k8s.io/v1", "RoleBinding", "rolebindings",
                          namespaced=True)
+CLUSTER_ROLES = Resource("rbac.authorization.k8s.io/v1", "ClusterRole", "clusterroles",
+                         namespaced=False)
 LEASES = Resource("coordination.k8s.io/v1", "Lease", "leases", namespaced=True)
 CLUSTER_PROFILES = Resource("multicluster.x-k8s.io/v1alpha1", "ClusterProfile", "clusterprofiles",
                             namespaced=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import re
@@ -16,10 +17,10 @@ from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
-from tests.conftest import AS_IS, eventually, hmls_cli, kubectl
+from tests.conftest import AS_IS, REPO, eventually, hmls_cli, kubectl
 
 LIST_HEADER = ["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
-               "VERSION", "HYPERMLSERVICES", "LAST ERROR"]
+               "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]
 Clients = dict[str, ClusterClient]
 VS = Resource("networking.istio.io/v1beta1", "VirtualService", "virtualservices", namespaced=True)
 
@@ -230,3 +231,36 @@ def hub_namespace(env: Environment, ns: str) -> None:
 
 def delete(env: Environment, ns: str) -> None:
     kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--timeout=30s", check=False)
+
+
+def service_account_credentials(env: Environment, namespace: str, name: str) -> tuple[str, str, str]:
+    """A fresh token (1 h) of the hub's ServiceAccount namespace/name, and the hub's server and
+    CA bundle (base64 PEM): what a pod of that ServiceAccount is given."""
+    token = kubectl(env, "hub", "create", "token", name, "-n", namespace,
+                    "--duration=1h").stdout.strip()
+    hub = yaml.safe_load(env.kubeconfig("hub").read_text())
+    cluster = hub["clusters"][0]["cluster"]
+    ca = cluster.get("certificate-authority-data") or base64.b64encode(
+        Path(cluster["certificate-authority"]).read_bytes()).decode()
+    return token, cluster["server"], ca
+
+
+# ----- config/ (kustomize) ------------------------------------------------------------------
+CONFIG = REPO / "config"
+CONFIG_NAMESPACE = "hmls-system"
+"""The controller's namespace in config/default."""
+Docs = list[dict[str, Any]]
+
+
+def render(directory: str) -> Docs:
+    """``kubectl kustomize config/<directory>``: the objects, in order."""
+    res = subprocess.run(["kubectl", "kustomize", str(CONFIG / directory)], capture_output=True,
+                         text=True, check=False, timeout=60)
+    assert res.returncode == 0, f"kubectl kustomize config/{directory} failed: {res.stderr}"
+    return [d for d in yaml.safe_load_all(res.stdout) if d]
+
+
+def one(docs: Docs, kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]

@@ -236,6 +236,7 @@ async def test_list_shows_the_probe_verdicts_versions_and_use(
             "NAME": "brokenx", "SERVER": "-", "LABELS": "-", "MODE": "trusted", "PROFILE": "-",
             "REACHABLE": "no",
             "SINCE": "-", "LAST SEEN": "-", "VERSION": "-", "HYPERMLSERVICES": "0",
+            "AWAITING GRANT": "-",
             "LAST ERROR": "kubeconfig has no current-context"}
         assert before["deadlist"]["SERVER"] == "https://127.0.0.1:9"
         assert before["deadlist"]["LAST SEEN"] == "never"

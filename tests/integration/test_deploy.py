@@ -10,7 +10,6 @@ expected here.
 
 from __future__ import annotations
 
-import base64
 import copy
 import json
 import shutil
@@ -29,38 +28,26 @@ from hmls.kube.client import ClusterClient
 from hmls.kube.leader import lease_name
 from tests.conftest import Controller, eventually, kubectl
 from tests.integration.helpers import (
+    CONFIG,
+    CONFIG_NAMESPACE,
+    Docs,
     condition,
     configmap,
     create,
     get_hmls,
     hmls,
     namespace_everywhere,
+    one,
+    render,
+    service_account_credentials,
     wait_condition,
 )
 
-REPO = Path(__file__).resolve().parents[2]
-CONFIG = REPO / "config"
-NAMESPACE = "hmls-system"
+NAMESPACE = CONFIG_NAMESPACE
 SA = f"system:serviceaccount:{NAMESPACE}:hmls-controller"
 MANAGER = "hmls-test-deploy"
 ARGS = ["controller", "--leader-elect", "--namespace", "hmls-system",
         "--metrics-bind-address", "0.0.0.0:8080"]
-
-Docs = list[dict[str, Any]]
-
-
-def render(directory: str) -> Docs:
-    res = subprocess.run(["kubectl", "kustomize", str(CONFIG / directory)], capture_output=True,
-                         text=True, check=False, timeout=60)
-    assert res.returncode == 0, f"kubectl kustomize config/{directory} failed: {res.stderr}"
-    return [d for d in yaml.safe_load_all(res.stdout) if d]
-
-
-def one(docs: Docs, kind: str, name: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
-    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
-    return found[0]
-
 
 def promtool() -> str:
     path = shutil.which("promtool")
@@ -344,15 +331,10 @@ def test_promtool_rule_unit_tests() -> None:
 # ----- the controller with the ServiceAccount's own credentials ---------------------------
 
 def _service_account_kubeconfig(env: Environment, path: Path) -> Path:
-    token = kubectl(env, "hub", "create", "token", "hmls-controller", "-n", NAMESPACE,
-                    "--duration=1h").stdout.strip()
-    hub = yaml.safe_load(env.kubeconfig("hub").read_text())
-    cluster = hub["clusters"][0]["cluster"]
-    ca = cluster.get("certificate-authority-data") or base64.b64encode(
-        Path(cluster["certificate-authority"]).read_bytes()).decode()
+    token, server, ca = service_account_credentials(env, NAMESPACE, "hmls-controller")
     path.write_text(yaml.safe_dump({
         "apiVersion": "v1", "kind": "Config", "current-context": "sa",
-        "clusters": [{"name": "hub", "cluster": {"server": cluster["server"],
+        "clusters": [{"name": "hub", "cluster": {"server": server,
                                                  "certificate-authority-data": ca}}],
         "users": [{"name": "sa", "user": {"token": token}}],
         "contexts": [{"name": "sa", "context": {"cluster": "hub", "user": "sa"}}],

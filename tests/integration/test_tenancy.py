@@ -260,6 +260,64 @@ async def test_join_mints_a_tenant_identity_and_the_spoke_decides_what_a_tenant_
                    check=False).returncode != 0
 
 
+async def test_a_namespace_the_spokes_owner_made_waits_for_a_grant(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """The usual case: the platform team made the namespace (quotas, policies) before hmls came.
+    Every item is refused there, says which command the owner runs, and `cluster list` counts
+    them; after `hmls cluster grant` they are applied, and `--revoke` takes the grant away."""
+    name, ns = "tenant2", "t-tenant-owned"
+    owner = str(env.kubeconfig("spoke2"))
+    user = f"system:serviceaccount:{ns}:hmls-tenant"
+    kubectl(env, "spoke2", "create", "namespace", ns)  # the spoke's owner made it
+    kubectl(env, "hub", "create", "namespace", ns, check=False)
+    try:
+        hmls_cli("cluster", "join", name, *hub(env), "--cluster-kubeconfig", owner)
+        create(env, sample_with(ns, [name], []))
+        obj = await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied", "False")
+        hint = (f"namespace {ns} on cluster {name} was not made by hmls, so {user} may not "
+                f"write there until the cluster's owner grants it: hmls cluster grant {name} "
+                f"--namespace {ns} --cluster-kubeconfig <the owner's kubeconfig of {name}>")
+        got = messages(obj)
+        assert sorted(got) == ["MLService", "MLServiceRuntime", "Secret"]
+        for applied, message in got.values():
+            assert not applied and message.startswith(f"forbidden by cluster {name}: ")
+            assert message.endswith(f"; {hint}"), message
+        rows = cluster_rows(env)
+        assert (rows[name]["AWAITING GRANT"], rows["spoke1"]["AWAITING GRANT"]) == ("3", "-")
+
+        res = hmls_cli("cluster", "grant", name, "--namespace", ns, "--cluster-kubeconfig", owner)
+        assert res.stdout == (f"granted on cluster {name}: ServiceAccount {ns}/hmls-tenant, "
+                              f"RoleBinding {ns}/hmls-tenant; HyperMLServices of hub namespace "
+                              f"{ns} write there as {user}, with what the ClusterRole hmls-tenant"
+                              " allows\n"), res.stdout
+        assert can(env, "spoke2", user, "patch", "mlservices.tensorstack.dev", "-n", ns) == "yes"
+        # the next retry applies them (a change of the HyperMLService makes it come at once)
+        kubectl(env, "hub", "annotate", "hmls", "-n", ns, "hmls-sample", "granted=now")
+        await wait_condition(clients["hub"], ns, "hmls-sample", "FullyApplied")
+        assert cluster_rows(env)[name]["AWAITING GRANT"] == "0"
+        # deleting it cleans up as the tenant, which the grant allows
+        kubectl(env, "hub", "delete", "hmls", "-n", ns, "hmls-sample", "--timeout=30s")
+        assert await clients["spoke2"].get(MLSERVICE, ns, "torch-mnist-s3") is None
+
+        res = hmls_cli("cluster", "grant", name, "--namespace", ns, "--cluster-kubeconfig", owner,
+                       "--revoke")
+        assert res.stdout == (f"revoked on cluster {name}: deleted RoleBinding {ns}/hmls-tenant, "
+                              f"ServiceAccount {ns}/hmls-tenant\n"), res.stdout
+        assert can(env, "spoke2", user, "patch", "mlservices.tensorstack.dev", "-n", ns) == "no"
+        # bad input: a namespace the owner has not made; hmls's own namespaces need none
+        res = hmls_cli("cluster", "grant", name, "--namespace", "t-nowhere",
+                       "--cluster-kubeconfig", owner, check=False)
+        assert res.returncode == 1 and res.stderr == (
+            f"hmls cluster grant: namespace t-nowhere does not exist on cluster {name}: hmls "
+            "creates a missing namespace itself, and lets the tenant write there; grant is for "
+            "namespaces the cluster's owner made\n"), res.stderr
+    finally:
+        kubectl(env, "hub", "delete", "hmls", "-n", ns, "hmls-sample", "--timeout=30s",
+                check=False)
+        hmls_cli("cluster", "unjoin", name, "--force", *hub(env), "--cluster-kubeconfig", owner,
+                 check=False)
+
+
 def test_tenant_mode_needs_credentials_that_may_impersonate(
         env: Environment, tmp_path: Path) -> None:
     ca = CertificateAuthority.create(env.pki)

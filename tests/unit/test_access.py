@@ -10,9 +10,14 @@ from hmls.domain.access import (
     ALLOW_OTHER_NAMESPACES,
     ALLOWED_KINDS,
     ALLOWED_NAMESPACES,
+    AWAITS_GRANT,
     DENIED_KINDS,
     AccessPolicy,
+    grant_hint,
     host_access,
+    tenant_grant,
+    tenant_of,
+    tenant_user,
 )
 
 
@@ -110,3 +115,32 @@ def test_host_access_is_refused_unless_allowed() -> None:
     assert msg.endswith(f'refused unless the cluster Secret has {ALLOW_HOST_ACCESS}: "true"')
     assert refused(AccessPolicy.from_annotations({ALLOW_HOST_ACCESS: "true"}), "v1", "Pod",
                    EVIL_POD) is None
+
+
+def test_tenant_of_inverts_tenant_user_and_nothing_else() -> None:
+    assert tenant_of(tenant_user("demo")) == "demo"
+    for other in ("system:serviceaccount:demo:default", "system:serviceaccount:demo",
+                  "alice", "system:serviceaccount:a:b:hmls-tenant"):
+        assert tenant_of(other) is None, other
+
+
+def test_the_grant_binds_the_namespaces_tenant_to_the_tenant_role() -> None:
+    sa, binding = tenant_grant("demo", {"x": "y"})
+    assert (sa["kind"], sa["metadata"]) == (
+        "ServiceAccount", {"name": "hmls-tenant", "namespace": "demo", "labels": {"x": "y"}})
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": "hmls-tenant"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "namespace": "demo",
+                                    "name": "hmls-tenant"}]
+
+
+def test_the_grant_hint_names_the_command_the_owner_runs() -> None:
+    own = grant_hint("spoke1", "demo", "demo")
+    assert AWAITS_GRANT in own
+    assert own.endswith(": hmls cluster grant spoke1 --namespace demo --cluster-kubeconfig "
+                        "<the owner's kubeconfig of spoke1>"), own
+    # a manifest in another namespace (allow-other-namespaces): a RoleBinding there
+    other = grant_hint("spoke1", "shared", "demo")
+    assert AWAITS_GRANT in other
+    assert other.endswith(": kubectl create rolebinding hmls-tenant-demo --namespace shared "
+                          "--clusterrole=hmls-tenant --serviceaccount=demo:hmls-tenant"), other
