@@ -160,8 +160,11 @@ async def test_all_unhealthy_keeps_routes_then_removal_deletes_them(
         vs, _ = await clients["ingress"].list(VS, namespace=ns)
         return not se and not vs
     await eventually(gone, what="ingress objects deleted")
-    final = await get_hmls(clients["hub"], ns, "hmls-sample")
-    assert final is not None and "traffic" not in final["status"]
+
+    async def untracked() -> Obj | None:  # the status is written after the objects are gone
+        o = await get_hmls(clients["hub"], ns, "hmls-sample")
+        return o if o and "traffic" not in o["status"] else None
+    final = await eventually(untracked, what="status without traffic")
     assert condition(final, "TrafficReady") == {}
 
 
