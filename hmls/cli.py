@@ -71,6 +71,7 @@ def _controller(args: argparse.Namespace) -> int:
         watch_namespaces=tuple(n for n in args.watch_namespaces.split(",") if n),
         metrics_host=host or "0.0.0.0", metrics_port=int(port),
         workers=args.workers, per_cluster_concurrency=args.per_cluster_concurrency,
+        cluster_qps=args.cluster_qps, cluster_burst=args.cluster_burst,
         probe_interval=args.probe_interval, probe_timeout=args.probe_timeout,
         batch_window=args.batch_window,
         resync_period=args.resync_period,
@@ -207,9 +208,18 @@ def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
                      help="comma-separated hub namespaces to reconcile (default: all)")
     ctl.add_argument("--metrics-bind-address", default="0.0.0.0:8080",
                      help="serves /metrics, /healthz and /readyz (default 0.0.0.0:8080)")
-    ctl.add_argument("--workers", type=int, default=4, help="parallel reconciles (default 4)")
-    ctl.add_argument("--per-cluster-concurrency", type=int, default=8,
-                     help="parallel API writes per cluster (default 8)")
+    ctl.add_argument("--workers", type=int, default=32,
+                     help="parallel reconciles (default 32): a reconcile waiting on a "
+                          "far-away cluster costs little; --cluster-qps protects each cluster")
+    ctl.add_argument("--cluster-qps", type=float, default=50.0,
+                     help="requests a second to one cluster, a token bucket as client-go's "
+                          "(default 50; 0: unlimited); a 429 pauses the cluster's requests "
+                          "for its Retry-After")
+    ctl.add_argument("--cluster-burst", type=int, default=100,
+                     help="requests one cluster may get at once above --cluster-qps "
+                          "(default 100)")
+    ctl.add_argument("--per-cluster-concurrency", type=int, default=32,
+                     help="parallel API writes per cluster (default 32)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
                      help="seconds between cluster health probes, GET /readyz (default 10)")
     ctl.add_argument("--probe-timeout", type=float, default=5.0,

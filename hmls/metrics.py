@@ -78,6 +78,10 @@ class Metrics:
             "hmls_rollout_analysis_query_seconds",
             "Duration of one Prometheus query of a rollout step's analysis.", registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+        self.cluster_throttled = Counter(
+            "hmls_cluster_throttled_total",
+            "429 answers (rate limits, API Priority and Fairness rejections) by cluster: each "
+            "paused the cluster's requests for its Retry-After.", ["cluster"], registry=r)
         self.watch_restarts = Counter(
             "hmls_watch_restarts_total", "Watches restarted, by cluster, resource and reason.",
             ["cluster", "resource", "reason"], registry=r)

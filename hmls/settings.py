@@ -28,8 +28,13 @@ class Settings:
     """Hub namespaces whose HyperMLServices are reconciled; empty means all."""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
-    workers: int = 4
-    per_cluster_concurrency: int = 8
+    workers: int = 32
+    """Reconciles at once: a reconcile waiting on a far-away cluster costs a coroutine, so
+    latency is not made to wait for a slot; each cluster is protected by its budget."""
+    per_cluster_concurrency: int = 32
+    cluster_qps: float = 50.0
+    """Requests a second hmls sends one cluster (a token bucket; 0: unlimited)."""
+    cluster_burst: int = 100
     probe_interval: float = 10.0
     probe_timeout: float = 5.0
     """A probe that has no answer after this long has failed (a black-holed cluster answers

@@ -157,6 +157,7 @@ class Manager:
                                   probe_timeout=min(s.probe_timeout, s.request_timeout),
                                   failure_threshold=s.probe_failure_threshold,
                                   per_cluster_concurrency=s.per_cluster_concurrency,
+                                  cluster_qps=s.cluster_qps, cluster_burst=s.cluster_burst,
                                   request_timeout=s.request_timeout),
                               emit=self.router.emit,
                               kubeconfig_policy=s.kubeconfig_policy,

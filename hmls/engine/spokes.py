@@ -49,6 +49,7 @@ from hmls.domain.render import Fleet as FleetLabels
 from hmls.domain.status import UNREACHABLE
 from hmls.engine.routing import ClusterEvent, Emit, OwnerEvent, Source
 from hmls.kube import errors
+from hmls.kube.budget import Budget
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import ClusterRegistry, Profile, Registration, profile
 from hmls.kube.resources import NAMESPACES, ROLE_BINDINGS, SERVICE_ACCOUNTS, Resource
@@ -160,7 +161,9 @@ class SpokeConfig:
     probe_timeout: float = 5.0
     failure_threshold: int = 3
     """Consecutive failed probes before a reachable cluster is declared unreachable."""
-    per_cluster_concurrency: int = 8
+    per_cluster_concurrency: int = 32
+    cluster_qps: float = 50.0
+    cluster_burst: int = 100
     request_timeout: float = 10.0
     sync_timeout: float = 10.0
     """How long a reconcile waits for a new informer's first list."""
@@ -603,6 +606,8 @@ class Fleet:
             try:
                 client = await ClusterClient.from_kubeconfig(
                     reg.name, reg.kubeconfig, timeout=self._config.request_timeout)
+                client.budget = Budget(self._config.cluster_qps, self._config.cluster_burst)
+                client.on_throttle = self._metrics.cluster_throttled.labels(reg.name).inc
             except errors.KubeError as exc:
                 error = exc.message
         spoke = Spoke(reg, client, error=error, config=self._config, metrics=self._metrics,

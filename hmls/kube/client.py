@@ -16,7 +16,7 @@ import json
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,6 +28,7 @@ from kubernetes_asyncio.client import Configuration
 
 from hmls import __version__
 from hmls.kube import errors
+from hmls.kube.budget import Budget
 from hmls.kube.resources import Resource
 
 HOME_KUBECONFIG = "~/.kube/config"
@@ -69,6 +70,19 @@ Obj = dict[str, Any]
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
 DISCOVERY_TTL = 30.0
+THROTTLE_PATIENCE = 60.0
+"""Seconds a request keeps being sent again while the cluster answers 429."""
+
+
+def _throttle_wait(state: tenacity.RetryCallState) -> float:
+    """The Retry-After of the 429 (capped at 10 s), else 0.1 s doubling up to 2 s."""
+    exc = state.outcome.exception() if state.outcome else None
+    after: float | None = exc.retry_after if isinstance(exc, errors.Throttled) else None
+    if after is not None:
+        return min(max(after, 0.0), 10.0)
+    return min(2.0, 0.1 * 2.0 ** (state.attempt_number - 1))
+
+
 USER_AGENT = f"hmls/{__version__}"
 
 
@@ -137,6 +151,10 @@ class ClusterClient:
         self._timeout = timeout
         self._discovery: dict[str, tuple[float, dict[str, Resource]]] = {}
         self._discovery_lock = asyncio.Lock()
+        self.budget: Budget | None = None
+        """How fast requests may go (``hmls.kube.budget``); None: as fast as they come."""
+        self.on_throttle: Callable[[], None] | None = None
+        """Called for each 429 the cluster answers."""
 
     @classmethod
     async def from_kubeconfig(cls, name: str, kubeconfig: Obj, *, timeout: float = 15.0
@@ -205,14 +223,26 @@ class ClusterClient:
 
     # ----- raw calls ---------------------------------------------------------------
     async def _call(self, method: str, path: str, **kwargs: Any) -> aiohttp.ClientResponse:
-        """One request; a 429 (throttled, or a watch cache initializing) is retried briefly."""
+        """One request within the cluster's budget (a probe goes at once).  A 429 pauses
+        every request to the cluster for its Retry-After (else a short backoff) and is sent
+        again, for up to ``THROTTLE_PATIENCE`` seconds: backpressure, not a failure."""
         async for attempt in tenacity.AsyncRetrying(
                 retry=tenacity.retry_if_exception_type(errors.Throttled),
-                wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
-                stop=tenacity.stop_after_attempt(8), reraise=True):
+                wait=_throttle_wait, before_sleep=self._throttled,
+                stop=tenacity.stop_after_delay(THROTTLE_PATIENCE), reraise=True):
             with attempt:
+                if self.budget is not None and not kwargs.get("probe"):
+                    await self.budget.take()
                 return await self._call_once(method, path, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _throttled(self, state: tenacity.RetryCallState) -> None:
+        """Before a throttled request waits: every other request to the cluster waits too."""
+        wait = state.next_action.sleep if state.next_action else 0.0
+        if self.budget is not None:
+            self.budget.pause(wait)
+        if self.on_throttle is not None:
+            self.on_throttle()
 
     async def _call_once(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,
                          body: Any = None, content_type: str | None = None,
@@ -245,7 +275,8 @@ class ClusterClient:
                 raw = b""
             finally:
                 resp.release()
-            raise errors.from_status(resp.status, raw, resp.reason or "")
+            raise errors.from_status(resp.status, raw, resp.reason or "",
+                                     resp.headers.get("Retry-After"))
         return resp
 
     async def request(self, method: str, path: str, *, query: list[tuple[str, str]] | None = None,

@@ -64,9 +64,16 @@ class Malformed(KubeError):
 
 
 class Throttled(KubeError):
-    """429: the server asks to retry shortly (rate limit, or a watch cache still initializing)."""
+    """429: the server asks to retry shortly (a rate limit, API Priority and Fairness
+    rejecting the request, or a watch cache still initializing), after ``retry_after``
+    seconds when it says (its ``Retry-After``)."""
 
     status = 429
+
+    def __init__(self, message: str, *, status: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status=status)
+        self.retry_after = retry_after
 
 
 class UnknownKind(KubeError):
@@ -94,10 +101,16 @@ def status_message(raw: bytes | str | dict[str, Any] | None, fallback: str) -> s
     return fallback
 
 
-def from_status(code: int, body: bytes | str | dict[str, Any] | None, reason: str = "") -> KubeError:
+def from_status(code: int, body: bytes | str | dict[str, Any] | None, reason: str = "",
+                retry_after: str | None = None) -> KubeError:
+    """The typed error of an answer; ``retry_after``: its Retry-After header (seconds)."""
     message = status_message(body, reason or f"HTTP {code}")
     if code == 429:
-        return Throttled(message, status=code)
+        try:
+            after = float(retry_after) if retry_after else None
+        except ValueError:  # an HTTP date: not what Kubernetes sends
+            after = None
+        return Throttled(message, status=code, retry_after=after)
     if code >= 500:
         return ServerError(message, status=code)
     cls = _BY_STATUS.get(code, KubeError)
