@@ -73,9 +73,6 @@ class WorkQueue:
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)
 
-    def failures(self, key: str) -> int:
-        return self._failures.get(key, 0)
-
     async def get(self) -> str:
         while True:
             key = await self._queue.get()
