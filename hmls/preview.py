@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from hmls.domain import plan as plan_mod
 from hmls.domain import traffic as traffic_mod
 from hmls.domain.health import health
 from hmls.domain.kubeconfig import KubeconfigPolicy
@@ -34,12 +35,20 @@ from hmls.domain.models import (
     Spec,
     parse_spec,
 )
-from hmls.domain.render import Desired, ResourceRef, render, scoped
+from hmls.domain.render import Desired, ResourceRef, scoped
 from hmls.domain.status import ItemResult, Status
+from hmls.engine import rollouts
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.registry import HEALTH_CONFIGMAP, Registration, recorded_health, registration
-from hmls.kube.resources import CONFIGMAPS, HMLS, SECRETS
+from hmls.kube.registry import (
+    HEALTH_CONFIGMAP,
+    Registration,
+    fleet_labels,
+    profile,
+    recorded_health,
+    registration,
+)
+from hmls.kube.resources import CLUSTER_PROFILES, CONFIGMAPS, HMLS, SECRETS
 from hmls.operations import OperationError, hub_client
 
 NO_CHANGE, CHANGES, ERROR = 0, 1, 2
@@ -100,6 +109,8 @@ class _Preview:
         self.hub, self.namespace, self.policy = hub, namespace, policy
         self.fleet: dict[str, Registration] = {}
         self.reachable: dict[str, bool | None] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+        """Each cluster's labels as the controller places by (ClusterProfile, Secret)."""
         self.live: dict[tuple[str, ResourceRef], Obj | None] = {}
         self.writers: dict[str, str | None] = {}
         """Per cluster, who the controller would write as (a tenant-mode cluster: the hub
@@ -115,6 +126,12 @@ class _Preview:
         verdicts = recorded_health(await self.hub.get(CONFIGMAPS, self.namespace,
                                                       HEALTH_CONFIGMAP))
         self.reachable = {n: v.get("reachable") for n, v in verdicts.items()}
+        try:
+            listed, _ = await self.hub.list(CLUSTER_PROFILES)
+        except (errors.NotFound, errors.UnknownKind):  # the hub serves no ClusterProfile API
+            listed = []
+        self.labels = fleet_labels(map(profile, listed),
+                                   {n: r.labels for n, r in self.fleet.items()})
 
     async def cluster(self, name: str, owner: Owner, spec: Spec, items: list[Desired],
                       inventory: set[ResourceRef], report: Report) -> None:
@@ -122,6 +139,10 @@ class _Preview:
         if reg is None or reg.kubeconfig is None:
             why = reg.error if reg else "not registered"
             report.error(f"cluster {name} cannot be used: {why}")
+            return
+        refused = reg.access.refuse_owner(name, owner.namespace)
+        if refused:
+            report.error(refused)
             return
         self.writers[name] = reg.access.writer(owner.namespace)
         try:
@@ -144,6 +165,13 @@ class _Preview:
             return
         try:
             res = await client.resource(item.ref.api_version, item.ref.kind)
+            refused = self.fleet[cluster].access.refuse_object(
+                cluster, kind=item.ref.kind, namespaced=res.namespaced,
+                namespace=item.ref.namespace, owner_namespace=owner.namespace,
+                api_version=item.ref.api_version, body=item.body)
+            if refused:
+                report.error(f"{item.ref}: {refused}")
+                return
             ns = item.ref.namespace if res.namespaced else None
             body = scoped(item.body, res.namespaced)
             live = await client.get(res, ns, item.ref.name)
@@ -203,7 +231,7 @@ class _Preview:
             plan = traffic_mod.plan(owner=owner, traffic=spec.traffic, items=items,
                                     reachable=self.reachable, previous=previous.traffic,
                                     now=dt.datetime.now(dt.UTC),
-                                    labels={n: r.labels for n, r in self.fleet.items()})
+                                    labels=self.labels)
         except ValueError as exc:
             report.error(f"HeadIngress: {exc}")
             return
@@ -255,7 +283,16 @@ async def diff(*, hub: str | None, context: str | None = None, namespace: str, p
         previous = Status.of(stored)
         preview = _Preview(client, namespace, policy)
         await preview.load_fleet()
-        desired = render(owner, spec, {n: r.labels for n, r in preview.fleet.items()})
+        history = None
+        workloads = list((obj.get("spec") or {}).get("workloads") or [])
+        if spec.rollout.strategy == "Progressive":  # what the controller would record
+            known = await rollouts.Revisions(client).of(owner) if owner.uid else {}
+            history = rollouts.planned(known, workloads)
+        # the controller's own plan phase: placement, the rollout's revision per cluster
+        planned = plan_mod.plan(owner=owner, spec=spec, raw_spec=obj.get("spec") or {},
+                                fleet=preview.labels, previous=previous, history=history,
+                                now=dt.datetime.now(dt.UTC))
+        desired = planned.desired
         by_cluster: dict[str, list[Desired]] = {}
         for d in desired:
             by_cluster.setdefault(d.cluster, []).append(d)
@@ -264,8 +301,14 @@ async def diff(*, hub: str | None, context: str | None = None, namespace: str, p
             inventory.get(spec.traffic.ingress_cluster, set()).difference_update(
                 previous.traffic.objects if previous.traffic else ())
         report = Report()
+        rendered_at = planned.rendered_at or {}
         for name in sorted(set(by_cluster) | {c for c, refs in inventory.items() if refs}):
-            report.lines.append(f"cluster {name}:")
+            line = f"cluster {name}:"
+            if history is not None and name in rendered_at:
+                at = rendered_at[name]
+                line += f" revision {history.current}" + ("" if at == history.current else
+                    f" waits for its rollout step (runs revision {'-' if at is None else at})")
+            report.lines.append(line)
             await preview.cluster(name, owner, spec, by_cluster.get(name, []),
                                   inventory.get(name, set()), report)
         if spec.traffic is not None:

@@ -122,6 +122,23 @@ class Revisions:
         self._by_uid.pop(owner.uid, None)
 
 
+def planned(known: dict[int, Revision], workloads: list[Any]) -> History:
+    """The History ``history`` would give for these workloads, recording nothing (``hmls
+    diff``): the newest revision if they are its workloads, an older one renumbered if they
+    are its, else a new one."""
+    digest = _fingerprint(workloads)
+    latest = max(known, default=0)
+    found = next((r for r in known.values() if r.digest == digest), None)
+    by_number = {n: r.workloads for n, r in known.items()}
+    if found is not None and found.number == latest:
+        return History(latest, by_number, aliases(known))
+    number = latest + 1
+    renumbered = {found.number: number, **dict.fromkeys(found.history, number)} if found else {}
+    by_number = {n: w for n, w in by_number.items() if n not in renumbered} | {
+        number: workloads}
+    return History(number, by_number, aliases(known) | renumbered)
+
+
 def _selector(owner: Owner) -> str:
     return ",".join(f"{k}={v}" for k, v in owner_labels(owner).items())
 

@@ -51,7 +51,7 @@ from hmls.engine.routing import ClusterEvent, Emit, OwnerEvent, Source
 from hmls.kube import errors
 from hmls.kube.budget import Budget
 from hmls.kube.client import ClusterClient, Obj
-from hmls.kube.registry import ClusterRegistry, Profile, Registration, profile
+from hmls.kube.registry import ClusterRegistry, Profile, Registration, fleet_labels, profile
 from hmls.kube.resources import NAMESPACES, ROLE_BINDINGS, SERVICE_ACCOUNTS, Resource
 from hmls.kube.watching import Informer
 from hmls.metrics import Metrics
@@ -558,11 +558,9 @@ class Fleet:
     def labels(self) -> FleetLabels:
         """Every known cluster's labels: a ClusterProfile's, overlaid by its registration
         Secret's (the Secret, which hmls's operators write, wins)."""
-        out = {name: same_name[min(same_name)].labels
-               for name, same_name in self._profiles.items()}
-        for name, (spoke, _) in self._spokes.items():
-            out[name] = {**out.get(name, {}), **spoke.registration.labels}
-        return out
+        return fleet_labels((p for same_name in self._profiles.values()
+                             for p in same_name.values()),
+                            {name: s.registration.labels for name, (s, _) in self._spokes.items()})
 
     # ----- ClusterProfiles (called from the hub ClusterProfile informer) ----------------
     def on_profile_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:

@@ -20,7 +20,7 @@ import binascii
 import hashlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,6 +74,21 @@ def profile(obj: Obj) -> Profile:
                    {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}, healthy,
                    str((cond or {}).get("message") or ""),
                    str((status.get("version") or {}).get("kubernetes") or ""))
+
+
+def fleet_labels(profiles: Iterable[Profile], registered: Mapping[str, Mapping[str, str]]
+                 ) -> dict[str, dict[str, str]]:
+    """Every known cluster's labels, as selectors and overrides see them: its ClusterProfile's
+    (of the first namespace, by name, that has one), overlaid by its registration Secret's
+    (the Secret, which hmls's operators write, wins).  The controller and ``hmls diff`` both
+    place workloads by this."""
+    first: dict[str, Profile] = {}
+    for p in sorted(profiles, key=lambda p: (p.name, p.namespace)):
+        first.setdefault(p.name, p)
+    out = {name: dict(p.labels) for name, p in first.items()}
+    for name, labels in registered.items():
+        out[name] = {**out.get(name, {}), **labels}
+    return out
 
 
 def registration(secret: Obj, policy: KubeconfigPolicy) -> Registration | None:

@@ -4,6 +4,8 @@ nothing; and ClusterProfiles as a second source of cluster names, labels and hea
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,11 @@ from tests.integration.helpers import (
     join,
     mlservice,
     not_registered,
+    phase,
+    progressive,
     replace_spec,
+    revised,
+    rolled_out,
     wait_condition,
 )
 
@@ -198,8 +204,9 @@ async def test_overrides_give_one_region_its_own_spec_and_a_broken_one_fails_alo
 
 
 # ----- diff ----------------------------------------------------------------------------------------
-def diff(env: Environment, *args: str) -> tuple[int, list[str]]:
-    res = hmls_cli("diff", *args, *hub(env), check=False)
+def diff(env: Environment, *args: str, input: str | None = None) -> tuple[int, list[str]]:
+    res = subprocess.run([sys.executable, "-m", "hmls", "diff", *args, *hub(env)], input=input,
+                         text=True, capture_output=True, check=False, timeout=60)
     return res.returncode, (res.stdout + res.stderr).splitlines()
 
 
@@ -260,6 +267,42 @@ async def test_diff_shows_what_would_change_and_writes_nothing(
         kubectl(env, "hub", "delete", "hmls", "-n", ns, "svc", "--timeout=20s", check=False)
 
 
+async def test_diff_answers_as_the_controller_mid_rollout_and_for_a_refused_kind(
+        env: Environment, clients: Clients, controller: Controller) -> None:
+    """hmls diff runs the controller's plan phase: mid-rollout a cluster waiting for its step
+    is diffed at the revision the controller applies there now, and a kind the cluster's
+    access policy refuses is refused by both, in the same words."""
+    ns = "t-fleet-diff-plan"
+    hub_namespace(env, ns)
+    obj = progressive(ns, traffic=False, soakSeconds=1, order=["spoke1", "spoke2"])
+    refused = hmls(ns, "roles", (["spoke1"], [{
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "hmls-test-refused"}, "rules": []}]))
+    try:
+        create(env, obj)
+        await rolled_out(clients, ns, 1)
+        slow = revised(obj)  # revision 2: spoke1 soaks it for a minute
+        slow["spec"]["rollout"]["soakSeconds"] = 60
+        replace_spec(env, slow)
+        await phase(clients, ns, "spoke1", "Soaking")
+        code, out = diff(env, f"{ns}/svc")
+        assert code == 0, out  # what the controller applies now is on the clusters
+        assert out == ["cluster spoke1: revision 2", f"  = MLService {ns}/svc unchanged",
+                       "cluster spoke2: revision 2 waits for its rollout step (runs revision 1)",
+                       f"  = MLService {ns}/svc unchanged", "no changes"], out
+
+        code, out = diff(env, "-f", "-", input=yaml.safe_dump(refused))
+        why = ("ClusterRole is cluster-scoped on cluster spoke1; refused unless the cluster "
+               'Secret has hmls.tensorstack.dev/allow-cluster-scoped: "true"')
+        assert code == 2 and f"  ! ClusterRole hmls-test-refused: {why}" in out, out
+        create(env, refused)
+        got = await wait_condition(clients["hub"], ns, "roles", "FullyApplied", "False")
+        assert items(got)[0]["appliedMessage"] == why
+    finally:
+        for name in ("svc", "roles"):
+            kubectl(env, "hub", "delete", "hmls", "-n", ns, name, "--timeout=30s", check=False)
+
+
 # ----- ClusterProfiles ---------------------------------------------------------------------
 def cluster_profile(name: str, labels: dict[str, str], healthy: bool, message: str) -> Obj:
     return {
@@ -296,6 +339,12 @@ async def test_cluster_profiles_name_label_and_report_clusters(
         assert messages["ghost"] == (False, "cluster ghost has a ClusterProfile "
                                      f"(fleet-inventory/ghost) but no credentials: "
                                      f"{not_registered('ghost')}")
+        # hmls diff places by the ClusterProfile's labels too, as the controller did
+        code, out = diff(env, f"{ns}/svc")
+        assert code == 2 and out[:3] == [
+            "cluster ghost:", "  ! cluster ghost cannot be used: not registered",
+            "cluster spoke1:"], out
+        assert f"  = ConfigMap {ns}/c unchanged" in out
         rows = cluster_rows(env)
         assert rows["spoke1"]["PROFILE"] == "healthy (fleet-inventory)"
         assert f"{label}=gold" in rows["spoke1"]["LABELS"].split(",")
