@@ -88,7 +88,8 @@ def _controller(args: argparse.Namespace) -> int:
 
 
 def _cluster(args: argparse.Namespace) -> int:
-    from hmls import operations as ops
+    from hmls.commands import cluster as ops
+    from hmls.commands.common import OperationError
 
     try:
         if args.cluster_command == "join":
@@ -115,7 +116,7 @@ def _cluster(args: argparse.Namespace) -> int:
                                          namespace=args.namespace, force=args.force,
                                          cluster_kubeconfig=args.cluster_kubeconfig,
                                          policy=_policy(args)))
-    except ops.OperationError as exc:
+    except OperationError as exc:
         print(f"hmls cluster {args.cluster_command}: {exc}", file=sys.stderr)
         return 1
     print(out)
@@ -123,37 +124,39 @@ def _cluster(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from hmls import operations as ops
+    from hmls.commands import status as ops
+    from hmls.commands.common import OperationError
 
     try:
         print(asyncio.run(ops.show_status(args.ref, hub=args.kubeconfig, context=args.context,
                                           output=args.output)))
-    except ops.OperationError as exc:
+    except OperationError as exc:
         print(f"hmls status: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def _diff(args: argparse.Namespace) -> int:
-    from hmls import operations as ops
-    from hmls import preview
+    from hmls.commands import diff
+    from hmls.commands.common import OperationError
 
     if bool(args.file) == bool(args.ref):
         print("hmls diff: give either -f FILE or NAMESPACE/NAME", file=sys.stderr)
-        return preview.ERROR
+        return diff.ERROR
     try:
-        code, text = asyncio.run(preview.diff(hub=args.kubeconfig, context=args.context,
-                                              namespace=args.namespace, policy=_policy(args),
-                                              file=args.file, ref=args.ref))
-    except ops.OperationError as exc:
+        code, text = asyncio.run(diff.diff(hub=args.kubeconfig, context=args.context,
+                                           namespace=args.namespace, policy=_policy(args),
+                                           file=args.file, ref=args.ref))
+    except OperationError as exc:
         print(f"hmls diff: {exc}", file=sys.stderr)
-        return preview.ERROR
+        return diff.ERROR
     print(text)
     return code
 
 
 def _rollout(args: argparse.Namespace) -> int:
-    from hmls import operations as ops
+    from hmls.commands import rollout as ops
+    from hmls.commands.common import OperationError
 
     try:
         if args.rollout_command == "status":
@@ -165,7 +168,7 @@ def _rollout(args: argparse.Namespace) -> int:
         else:
             code, out = 0, asyncio.run(ops.rollout_undo(args.ref, hub=args.kubeconfig, context=args.context,
                                                         to_revision=args.to_revision))
-    except ops.OperationError as exc:
+    except OperationError as exc:
         print(f"hmls rollout {args.rollout_command}: {exc}", file=sys.stderr)
         return 2
     if out:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import aiohttp
 
-from hmls import operations as ops
+from hmls.commands import cluster as ops
 from hmls.devenv.environment import Environment, _alive
 from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.kubeconfig import KubeconfigPolicy, vet

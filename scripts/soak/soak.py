@@ -77,7 +77,8 @@ from faults import Injector, retrying
 from invariants import Checker, Key, Snapshot, condition, one_writer, rollout_time
 from report import machine
 
-from hmls import operations as ops
+from hmls.commands import cluster as cluster_cmd
+from hmls.commands import rollout as rollout_cmd
 from hmls.devenv.environment import Environment
 from hmls.devenv.proxy import FaultProxy
 from hmls.devenv.simulator import MLSERVICE, READY_KNOB
@@ -209,7 +210,7 @@ class World:
             self.proxies[s] = proxy
         hub = str(self.env.kubeconfig("hub"))
         await asyncio.gather(*(self.register(s, variant=0) for s in self.spokes()),
-                             ops.join("ingress", hub=hub,
+                             cluster_cmd.join("ingress", hub=hub,
                                       cluster_kubeconfig=str(self.env.kubeconfig("ingress")),
                                       namespace=SECRET_NS, policy=KubeconfigPolicy(),
                                       as_is=True, trusted=True))
@@ -239,7 +240,7 @@ class World:
         return path
 
     async def register(self, cluster: str, *, variant: int) -> None:
-        await ops.join(cluster, hub=str(self.env.kubeconfig("hub")),
+        await cluster_cmd.join(cluster, hub=str(self.env.kubeconfig("hub")),
                        cluster_kubeconfig=str(self.kubeconfig_via_proxy(cluster, variant)),
                        namespace=SECRET_NS, policy=KubeconfigPolicy(), as_is=True, trusted=True)
 
@@ -494,7 +495,7 @@ class World:
         await retrying(lambda: self._write(cr, {"rollout": self._body(cr)["spec"]["rollout"]}))
         try:
             with self.changing([cr.uid]):
-                await ops.rollout_undo(f"{cr.namespace}/{cr.name}", hub=self.hub_kubeconfig,
+                await rollout_cmd.rollout_undo(f"{cr.namespace}/{cr.name}", hub=self.hub_kubeconfig,
                                        to_revision=None)
         except Exception as exc:  # not repeatable (a second undo goes further back): fix
             self.rollouts["undo_failed"] += 1
@@ -537,7 +538,7 @@ class World:
         """``hmls rollout pause`` / ``resume`` (idempotent: retried)."""
         async def once() -> None:
             with self.changing([cr.uid]):
-                await ops.rollout_pause(f"{cr.namespace}/{cr.name}", hub=self.hub_kubeconfig,
+                await rollout_cmd.rollout_pause(f"{cr.namespace}/{cr.name}", hub=self.hub_kubeconfig,
                                         paused=paused)
         cr.paused = cr.paused or paused  # a write that fails may still land
         await retrying(once)

@@ -27,7 +27,8 @@ def test_cryptography_is_only_in_the_dev_extra() -> None:
 
 def test_the_controller_runs_without_the_dev_extra() -> None:
     code = ("import sys; sys.modules['cryptography'] = None; "
-            "import hmls.engine.manager, hmls.operations; from hmls.cli import main; "
+            "import hmls.engine.manager, hmls.commands.cluster, hmls.commands.diff; "
+            "from hmls.cli import main; "
             "sys.exit(main(['dev', 'down', '--dir', '/nonexistent']))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=False, cwd=REPO, timeout=60)

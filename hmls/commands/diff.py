@@ -20,6 +20,7 @@ from pathlib import Path
 
 import yaml
 
+from hmls.commands.common import OperationError, hub_client
 from hmls.domain import plan as plan_mod
 from hmls.domain import traffic as traffic_mod
 from hmls.domain.health import health
@@ -49,7 +50,6 @@ from hmls.kube.registry import (
     registration,
 )
 from hmls.kube.resources import CLUSTER_PROFILES, CONFIGMAPS, HMLS, SECRETS
-from hmls.operations import OperationError, hub_client
 
 NO_CHANGE, CHANGES, ERROR = 0, 1, 2
 _NOISE = ("managedFields", "resourceVersion", "generation", "uid", "creationTimestamp")

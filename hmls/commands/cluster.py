@@ -1,18 +1,17 @@
-"""Operator commands behind the CLI: cluster join/list/unjoin and ``hmls status``.
+"""``hmls cluster …``: join, rotate, label, list, unjoin and grant, with the operator's
+kubeconfig for the spoke (never stored) and the hub's for the registration Secrets.
 
-Each function talks to the hub (and, for join/list, the spoke) through ``ClusterClient``
-and returns text for the terminal or raises ``OperationError`` with a precise message.
+Each function talks to the hub (and, for join/list/grant, the spoke) through
+``ClusterClient`` and returns text for the terminal or raises ``OperationError`` with a
+precise message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import yaml
 
 from hmls import identity
+from hmls.commands.common import CLI_MANAGER, OperationError, hub_client, table
 from hmls.domain.access import (
     AWAITS_GRANT,
     TENANCY,
@@ -28,19 +28,13 @@ from hmls.domain.access import (
     AccessPolicy,
     tenant_user,
 )
-from hmls.domain.analysis import Tally
 from hmls.domain.kubeconfig import KubeconfigPolicy, KubeconfigRefused, vet
 from hmls.domain.models import (
     CLUSTER_LABEL,
-    OWNER_UID,
     InvalidSpec,
-    Owner,
     label_problem,
     parse_spec,
-    timestamp,
 )
-from hmls.domain.rollout import HALTED
-from hmls.domain.rollout import summary as rollout_summary
 from hmls.domain.status import Status
 from hmls.engine.spokes import NamespaceView
 from hmls.kube import errors
@@ -49,7 +43,6 @@ from hmls.kube.registry import HEALTH_CONFIGMAP, Profile, profile, recorded_heal
 from hmls.kube.resources import (
     CLUSTER_PROFILES,
     CONFIGMAPS,
-    CONTROLLER_REVISIONS,
     HMLS,
     NAMESPACES,
     SECRETS,
@@ -58,7 +51,6 @@ from hmls.kube.resources import (
 
 SSAR = Resource("authorization.k8s.io/v1", "SelfSubjectAccessReview",
                 "selfsubjectaccessreviews", namespaced=False)
-CLI_MANAGER = identity.MANAGER
 IDENTITY = "hmls.tensorstack.dev/identity"
 """On a cluster Secret: ``as-is`` (the operator's kubeconfig was stored) or the namespace/name
 of the ServiceAccount join minted on the cluster."""
@@ -69,34 +61,6 @@ NEEDED = [(verb, group, res) for group, res in (
     ("tensorstack.dev", "mlservices"), ("tensorstack.dev", "mlserviceruntimes"), ("", "secrets"))
     for verb in ("get", "list", "watch", "patch", "delete")] + [
     (verb, "", "namespaces") for verb in ("get", "list", "watch", "create")]
-
-
-class OperationError(RuntimeError):
-    """Refused or failed; the message is meant for the terminal."""
-
-
-@asynccontextmanager
-async def hub_client(kubeconfig: str | None, context: str | None = None
-                     ) -> AsyncIterator[ClusterClient]:
-    try:
-        client = await ClusterClient.for_hub(kubeconfig, context=context)
-    except errors.KubeError as exc:
-        raise OperationError(str(exc)) from None
-    try:
-        yield client
-    except errors.KubeError as exc:
-        unserved = isinstance(exc, errors.NotFound) and "page not found" in exc.message
-        raise OperationError(f"hub {client.server}: {exc.message}" + (
-            " (is it the hub? is the HyperMLService CRD installed?)" if unserved else "")
-        ) from None
-    finally:
-        await client.close()
-
-
-def _table(rows: list[list[str]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
 
 
 def _secret_name(cluster: str) -> str:
@@ -399,16 +363,16 @@ async def list_clusters(*, hub: str | None, context: str | None = None, namespac
     by_name = {s["metadata"]["labels"][CLUSTER_LABEL]: s for s in secrets}
     if not by_name and not profiles:
         return f"no clusters registered in namespace {namespace}"
-    table = [["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
-              "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]]
-    table += [_row(n, by_name.get(n), profiles.get(n), hmls, policy, verdicts)
-              for n in sorted(set(by_name) | set(profiles))]
+    rows = [["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
+             "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]]
+    rows += [_row(n, by_name.get(n), profiles.get(n), hmls, policy, verdicts)
+             for n in sorted(set(by_name) | set(profiles))]
     trusted = sorted(n for n, s in by_name.items() if _mode(s) == "trusted")
     warning = (f"\n\nwarning: trusted clusters ({', '.join(trusted)}) write every hub "
                "namespace's manifests with the registration's own credentials, under their "
                "kind policy only; join them again without --trust-hub-namespaces for tenant "
                "mode") if trusted else ""
-    return _table(table) + warning
+    return table(rows) + warning
 
 
 def _mode(secret: Obj | None) -> str:
@@ -511,147 +475,3 @@ async def label(name: str, changes: list[str], *, hub: str | None, context: str 
             raise OperationError(f"labelling Secret {namespace}/{secret} failed: "
                                  f"{exc.message}") from None
     return f"cluster {name} labelled: {_shown_labels(updated['metadata'].get('labels') or {})}"
-
-
-def _status_rows(obj: Obj) -> Iterator[list[str]]:
-    for item in Status.of(obj).items:
-        address = (item.status or {}).get("address")
-        yield [
-            item.cluster,
-            f"{item.resource.kind}/{item.resource.name}",
-            "yes" if item.applied else "no",
-            "-" if item.ready is None else ("yes" if item.ready else "no"),
-            str((address if isinstance(address, dict) else {}).get("url") or "-"),
-            "" if item.applied and item.ready is not False else item.message,
-        ]
-
-
-async def show_status(ref: str, *, hub: str | None, context: str | None = None, output: str) -> str:
-    namespace, _, name = ref.rpartition("/")
-    async with hub_client(hub, context) as client:
-        obj = await client.get(HMLS, namespace or "default", name)
-    if obj is None:
-        raise OperationError(f"HyperMLService {namespace or 'default'}/{name} not found")
-    view = Status.of(obj)
-    if output == "json":
-        return json.dumps(view.to_wire(), indent=2)
-    if output == "yaml":
-        return yaml.safe_dump(view.to_wire(), sort_keys=False).rstrip()
-    lines = [_table([["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"],
-                     *_status_rows(obj)])] if view.items else ["no status yet"]
-    for cond in view.conditions:
-        lines.append(f"{cond.type}={cond.status} ({cond.reason}): {cond.message}")
-    return "\n".join(lines)
-
-
-# ----- rollout ---------------------------------------------------------------------------
-def _split(ref: str) -> tuple[str, str]:
-    namespace, _, name = ref.rpartition("/")
-    return namespace or "default", name
-
-
-async def _stored(client: ClusterClient, ref: str) -> Obj:
-    namespace, name = _split(ref)
-    obj = await client.get(HMLS, namespace, name)
-    if obj is None:
-        raise OperationError(f"HyperMLService {namespace}/{name} not found")
-    return obj
-
-
-def _rollout_text(obj: Obj) -> tuple[str, bool]:
-    """The rollout as a table and its RolledOut condition; True when it is over (rolled out
-    or halted)."""
-    view = Status.of(obj)
-    if view.rollout is None:
-        strategy = ((obj.get("spec") or {}).get("rollout") or {}).get("strategy", "All")
-        return (f"no progressive rollout (strategy {strategy})", True)
-    state, order = view.rollout.state, list(view.rollout.order)
-    steps = [state.steps[c] for c in order]
-    analysed = any(s.analysis for s in steps)
-    rows = [["CLUSTER", "REVISION", "PHASE", "SINCE", *(["ANALYSIS"] if analysed else [])]]
-    rows += [[s.cluster, ("-" if s.revision is None else str(s.revision)) + (
-        f" -> {s.target}" if s.target not in (None, s.revision) else ""), s.phase,
-        timestamp(s.since) if s.since else "-",
-        *([_analysis_text(s.analysis)] if analysed else [])] for s in steps]
-    cond = view.condition("RolledOut")
-    lines = [f"revision {state.current} (last good: "
-             f"{'none' if state.last_good is None else state.last_good}): "
-             f"{rollout_summary(state, order)}", _table(rows),
-             f"RolledOut={cond.status} ({cond.reason}): {cond.message}" if cond
-             else "RolledOut=None (None): None"]
-    observed = view.observed_generation == obj["metadata"].get("generation")
-    over = observed and cond is not None and (cond.status == "True" or cond.reason == HALTED)
-    return "\n".join(lines), over
-
-
-def _analysis_text(tallies: tuple[Tally, ...]) -> str:
-    """Each metric's last measurement: "error-ratio=0.002 Successful (3 ok, 0 failed)"."""
-    if not tallies:
-        return "-"
-    return ", ".join(
-        f"{t.metric}={'-' if t.last is None or t.last.value is None else f'{t.last.value:.4g}'}"
-        f" {t.last.result if t.last else 'unmeasured'} ({t.successes} ok, {t.failures} failed"
-        + (f", {t.inconclusive} inconclusive" if t.inconclusive else "") + ")"
-        for t in tallies)
-
-
-async def rollout_status(ref: str, *, hub: str | None, context: str | None = None, watch: bool,
-                         interval: float = 1.0) -> tuple[int, str]:
-    """The rollout's state; with ``watch``, printed on every change until it is rolled out
-    (exit 0) or halted (exit 1), as ``kubectl rollout status`` waits."""
-    async with hub_client(hub, context) as client:
-        shown = ""
-        while True:
-            obj = await _stored(client, ref)
-            text, over = _rollout_text(obj)
-            if not watch:
-                return 0, text
-            if text != shown:
-                print(text, flush=True)
-                shown = text
-            if over:
-                view = Status.of(obj)
-                cond = view.condition("RolledOut")
-                return (0 if view.rollout is None or (cond and cond.status == "True")
-                        else 1), ""
-            await asyncio.sleep(interval)
-
-
-async def rollout_pause(ref: str, *, hub: str | None, context: str | None = None, paused: bool) -> str:
-    async with hub_client(hub, context) as client:
-        obj = await _stored(client, ref)
-        meta = obj["metadata"]
-        await client.patch(HMLS, meta["namespace"], meta["name"],
-                           {"spec": {"rollout": {"paused": paused}}}, field_manager=CLI_MANAGER)
-    return f"rollout of {meta['namespace']}/{meta['name']} {'paused' if paused else 'resumed'}"
-
-
-async def rollout_undo(ref: str, *, hub: str | None, context: str | None = None,
-                       to_revision: int | None) -> str:
-    """Put the workloads of an earlier revision (by default the one before the current) back
-    into the spec: the rollout then takes them to the clusters as any change."""
-    async with hub_client(hub, context) as client:
-        obj = await _stored(client, ref)
-        meta = obj["metadata"]
-        owner = Owner.of(obj)
-        listed, _ = await client.list(CONTROLLER_REVISIONS, namespace=owner.namespace,
-                                      label_selector=f"{OWNER_UID}={owner.uid}")
-        revisions = {o["revision"]: o for o in listed if isinstance(o.get("revision"), int)}
-        stored = Status.of(obj).rollout
-        current = stored.state.current if stored else None
-        if not revisions:
-            raise OperationError(f"{owner.key} has no recorded revisions (is its rollout "
-                                 "strategy Progressive?)")
-        if to_revision is None:
-            older = [n for n in revisions if current is None or n < current]
-            if not older:
-                raise OperationError(f"{owner.key} has no revision before {current}")
-            to_revision = max(older)
-        found = revisions.get(to_revision)
-        if found is None:
-            raise OperationError(f"{owner.key} has no revision {to_revision} (kept: "
-                                 f"{', '.join(map(str, sorted(revisions)))})")
-        await client.patch(HMLS, meta["namespace"], meta["name"],
-                           {"spec": {"workloads": found["data"]["workloads"]}},
-                           field_manager=CLI_MANAGER)
-    return f"{owner.key} rolled back to the workloads of revision {to_revision}"
