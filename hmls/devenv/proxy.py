@@ -1,11 +1,19 @@
 """A TCP proxy in front of one spoke's API server port, for network faults (the chaos soak
-and the fault tests).
+and the fault tests) and far-away spokes (the benchmarks' round-trip cases).
 
 The controller reaches the spoke only through it (the spoke is joined with a kubeconfig that
 names the proxy's port; TLS is end to end, the proxy only moves bytes).  Modes:
 
   pass        bytes flow as they come
-  slow        every chunk waits ``delay`` seconds in each direction (a slow link)
+  slow        every chunk waits ``delay`` seconds in each direction, one after the other, so
+              a response of many chunks waits many times (a slow link: closer to a bandwidth
+              cap than to a far-away cluster)
+  latency     a far-away cluster: each direction delivers every chunk ``delay`` seconds (the
+              one-way delay, half the round trip) after it arrived, in order, without
+              waiting for the chunks before it to be delivered, so neither concurrent
+              connections nor back-to-back chunks wait more than the link's latency; a new
+              connection first waits a round trip (the TCP handshake, which the local accept
+              skips)
   drop        every open connection is reset, new ones are closed at once (a partition that
               the client notices)
   blackhole   connections stay open but nothing moves until the mode changes (a partition
@@ -18,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-MODES = ("pass", "slow", "drop", "blackhole")
+MODES = ("pass", "slow", "latency", "drop", "blackhole")
 
 
 class FaultProxy:
@@ -65,21 +73,53 @@ class FaultProxy:
             writer.transport.abort()
             return
         self._writers |= {writer, up_writer}
+        # in latency mode, what the client sends before its handshake would have ended
+        # leaves then: the local accept let it send at once
+        handshake = asyncio.get_running_loop().time() + (
+            2 * self.delay if self.mode == "latency" else 0.0)
         try:
-            await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+            await asyncio.gather(self._pipe(reader, up_writer, not_before=handshake),
+                                 self._pipe(up_reader, writer))
         finally:
             for w in (writer, up_writer):
                 self._writers.discard(w)
                 w.close()
 
-    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-            while data := await src.read(65536):
-                await self._flowing.wait()
-                if self.mode == "slow":
-                    await asyncio.sleep(self.delay)
-                if dst.transport.is_closing():
-                    return
-                dst.write(data)
-                await dst.drain()
-        dst.close()  # one side ended: end the other once its bytes are out
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, *,
+                    not_before: float = 0.0) -> None:
+        """One direction: a reader stamps each chunk with its arrival time, the writer (this
+        task) delivers it when due.  Outside ``latency`` the reader waits for each chunk to
+        be delivered before reading the next (one chunk in flight: the peer's TCP window holds
+        the rest, as before); in ``latency`` it reads on, as a link carries the bytes sent
+        meanwhile."""
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def read() -> None:
+            with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+                while data := await src.read(65536):
+                    chunks.put_nowait((max(loop.time(), not_before), data))
+                    if self.mode != "latency":
+                        await chunks.join()
+            chunks.put_nowait((loop.time(), b""))  # the end travels the link too
+
+        reader = asyncio.create_task(read())
+        try:
+            with contextlib.suppress(OSError):
+                while True:
+                    arrived, data = await chunks.get()
+                    if self.mode == "latency":
+                        await asyncio.sleep(arrived + self.delay - loop.time())
+                    if not data:
+                        return
+                    await self._flowing.wait()
+                    if self.mode == "slow":
+                        await asyncio.sleep(self.delay)
+                    if dst.transport.is_closing():
+                        return
+                    dst.write(data)
+                    await dst.drain()
+                    chunks.task_done()
+        finally:
+            reader.cancel()
+            dst.close()  # one side ended: end the other once its bytes are out
