@@ -26,6 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import yaml
+
 MODES = ("pass", "slow", "latency", "drop", "blackhole")
 
 
@@ -50,6 +52,12 @@ class FaultProxy:
         if self._server:
             self._server.close()
             await self._server.wait_closed()
+
+    def kubeconfig(self, kubeconfig: str) -> str:
+        """The target's kubeconfig (YAML) made to reach it through this proxy."""
+        cfg = yaml.safe_load(kubeconfig)
+        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{self.port}"
+        return str(yaml.safe_dump(cfg))
 
     def set(self, mode: str, delay: float = 0.0) -> None:
         if mode not in MODES:

@@ -20,7 +20,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ import aiohttp
 
 from hmls.commands import cluster as ops
 from hmls.devenv.environment import Environment, _alive
+from hmls.devenv.proxy import FaultProxy
 from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.kubeconfig import KubeconfigPolicy, vet
 from hmls.domain.models import API_VERSION, KIND, OWNER_UID
@@ -68,6 +69,11 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict[str, float]:
 
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 2) if b else None
+
+
+def rtt_list(text: str) -> list[int]:
+    """--rtt: comma-separated round trips in whole milliseconds."""
+    return list(dict.fromkeys(int(ms) for ms in text.split(",") if ms))
 
 
 # ----- objects -----------------------------------------------------------------------
@@ -291,13 +297,41 @@ class Bench:
         if self.http:
             await self.http.close()
 
-    async def join_spokes(self) -> None:
-        """Register every spoke on the hub, as ``hmls cluster join`` does (in process)."""
+    async def join_spokes(self, via: Mapping[str, FaultProxy] | None = None) -> None:
+        """Register every spoke on the hub, as ``hmls cluster join`` does (in process); those
+        in ``via`` with a kubeconfig that reaches them through their proxy."""
         hub = str(self.env.kubeconfig("hub"))
-        await asyncio.gather(*(ops.join(s, hub=hub, cluster_kubeconfig=str(self.env.kubeconfig(s)),
+
+        def kubeconfig(spoke: str) -> str:
+            path = self.env.kubeconfig(spoke)
+            if via is None or spoke not in via:
+                return str(path)
+            proxied = self.env.dir / "proxied" / f"{spoke}.kubeconfig"
+            proxied.parent.mkdir(exist_ok=True)
+            proxied.write_text(via[spoke].kubeconfig(path.read_text()))
+            return str(proxied)
+
+        await asyncio.gather(*(ops.join(s, hub=hub, cluster_kubeconfig=kubeconfig(s),
                                         namespace="hmls-system", policy=KubeconfigPolicy(),
                                         as_is=True, trusted=True)
                                for s in self.spokes))
+
+    @contextlib.asynccontextmanager
+    async def far_away(self, rtt: float) -> AsyncIterator[None]:
+        """Every spoke joined through a FaultProxy of this process in ``latency`` mode:
+        ``rtt`` seconds of round trip (0: the proxy in the path on loopback), joined directly
+        again afterwards.  A controller started inside reaches the spokes only through them."""
+        proxies = {s: FaultProxy(s, self.env.state().clusters[s].port) for s in self.spokes}
+        try:
+            for proxy in proxies.values():
+                await proxy.start()
+                proxy.set("latency", rtt / 2)
+            await self.join_spokes(via=proxies)
+            yield
+        finally:
+            await self.join_spokes()
+            for proxy in proxies.values():
+                await proxy.close()
 
     async def namespace(self, name: str, clusters: Iterable[str] | None = None) -> None:
         for c in clusters or self.clients:

@@ -29,9 +29,12 @@ target 0) and a restart (a second controller on the settled fleet: re-applies, s
 writes, seconds to settled; target 0 re-applies).
 
 A case whose floor estimate exceeds ``--budget`` seconds is not run; the report says so
-and why.  Results: OUT/scale.json, OUT/scale.md, OUT/scale.png.
+and why.  With ``--rtt 0,50,200`` each case run is then run again with every spoke that many
+milliseconds away (scale.far_away: behind a latency proxy, against a latency floor and the
+0 ms case).  Results: OUT/scale.json, OUT/scale.md, OUT/scale.png.
 
   python scripts/bench/fleet.py [--out docs/benchmarks] [--budget 900] [--cases 1000x4,...]
+                                [--rtt 0,50,200]
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ from common import (
     mutating,
     ratio,
     requests_delta,
+    rtt_list,
     stop_env,
 )
 from floors import apply_ops_max
-from report import machine
+from report import far_away, machine
 
 from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
@@ -73,7 +77,7 @@ FLOOR_TARGET = 1.5
 
 
 def floor_s(n: int, k: int, write_ops: float) -> float:
-    return (n * k * PER_CR + 2 * n) / write_ops
+    return scale.request_floor_s(n, k, PER_CR, write_ops)
 
 
 async def base_rss(b: Bench) -> float:
@@ -151,8 +155,8 @@ def _fits(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def suite(env: Environment, budget: float, wanted: list[tuple[int, int]]
-                ) -> dict[str, Any]:
+async def suite(env: Environment, budget: float, wanted: list[tuple[int, int]],
+                rtts: list[int]) -> dict[str, Any]:
     b = Bench(env, quick=False)
     await b.open()
     try:
@@ -201,6 +205,8 @@ async def suite(env: Environment, budget: float, wanted: list[tuple[int, int]]
             cases.append(c)
         result["cases"] = cases
         result["growth"] = _fits(cases)
+        result["rtt"] = [await scale.far_away(b, c["crs"], c["spokes"], rtts, write_ops,
+                                              per_cr=PER_CR) for c in cases if rtts]
         return result
     finally:
         await b.close()
@@ -256,6 +262,8 @@ def markdown(r: dict[str, Any], chart: str) -> str:
                       f"{s['restart']['reapplies']} re-applies and "
                       f"{s['restart']['status_writes']} status writes."]
     lines += ["", f"![wall time against the floor]({chart})", ""]
+    for far in r.get("rtt", []):
+        lines += far_away(far)
     return "\n".join(lines)
 
 
@@ -296,6 +304,9 @@ def main() -> int:
                         help="seconds of request floor above which a case is not run")
     parser.add_argument("--cases", default=",".join(f"{n}x{k}" for n, k in CASES),
                         help="comma-separated CRSxSPOKES")
+    parser.add_argument("--rtt", type=rtt_list, default=[],
+                        help="also run each case with the spokes this far away: round trips "
+                             "in ms, comma-separated (e.g. 0,50,200; 0: the proxy on loopback)")
     args = parser.parse_args()
     wanted = [(int(n), int(k)) for n, k in (c.split("x") for c in args.cases.split(","))]
     env = Environment(Path(args.dir), die_with_parent=True, log=log)
@@ -303,7 +314,7 @@ def main() -> int:
     try:
         env.down()
         env.up(spokes=max(k for _, k in wanted))
-        result = asyncio.run(suite(env, args.budget, wanted))
+        result = asyncio.run(suite(env, args.budget, wanted, args.rtt))
     finally:
         stop_env(env)
     result["total_s"] = time.perf_counter() - started

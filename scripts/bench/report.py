@@ -258,6 +258,28 @@ def _scale(s: dict[str, Any], chart: str, quick: bool) -> list[str]:
     return out
 
 
+def far_away(r: dict[str, Any]) -> list[str]:
+    """The round-trip cases of one size (``scale.far_away``)."""
+    rows = [[c["rtt_ms"], f"{c['to_fully_applied_s']:.1f}", f"{c['latency_floor_s']:.1f}",
+             f"x{c['wall_over_floor']}", f"x{c['over_loopback']}", c["controller"]["reconciles"],
+             f"{c['cpu_s']['settled']:.0f}"] for c in r["cases"]]
+    flags = " ".join(r["controller_flags"]) or "the default flags"
+    return [f"## Far-away spokes: {r['crs']} CRs x {r['spokes']} spokes at each round trip", "",
+            *_table(["round trip ms", "→FullyApplied s", "latency floor s", "wall/floor",
+                     "wall/loopback", "reconciles", "CPU s"], rows),
+            f"Cold start as in the scale cases, each CR the seed's {r['manifests_per_cr']} "
+            f"manifests, the controller with {flags}, every spoke behind a proxy in the bench "
+            "process that delays each direction by half the round trip without serialising "
+            "the bytes (`FaultProxy` mode `latency`; a new connection waits one more round "
+            "trip, its handshake); 0 ms is the same proxy on loopback, the baseline of "
+            "wall/loopback. Latency floor = request floor (every write: CRs x spokes x "
+            f"manifests applies, a finalizer patch and a status write per CR, at "
+            f"{r['write_ops_per_s']:.0f} writes/s, the floors' best) + {r['round_trips']} "
+            "sequential round trips x the round trip (a connection: TCP and TLS handshakes, "
+            "2; discovery with the namespace read beside it, 1; the dependency groups Secret "
+            "→ MLServiceRuntime → MLService, 3; the hub is on the controller's side).", ""]
+
+
 def _profile(s: dict[str, Any], folded: str | None) -> list[str]:
     p = s["profiled_run"]
     prof = p["profile"]
@@ -363,6 +385,8 @@ def markdown(r: dict[str, Any], chart: str, folded: str | None,
         lines += _idle(r["idle"])
     if "scale" in r:
         lines += _scale(r["scale"], chart, r["mode"] == "quick") + _profile(r["scale"], folded)
+    if "rtt" in r:
+        lines += far_away(r["rtt"])
     if before is not None:
         lines += _before_after(before, r)
     return "\n".join(lines).rstrip() + "\n"

@@ -17,6 +17,9 @@ measurements run one after the other:
   idle           writes and CPU while idle vs a no-controller baseline, restart (idle.py),
                  on a second environment (hub, 4 spokes, ingress): it is set up first, its
                  two T-long windows run while the others run, its restart comes last
+  rtt            far-away spokes: the cold start of 300 CRs (the seed's 3 manifests) x 4
+                 spokes behind a latency proxy at each --rtt round trip (0, 50, 200 ms),
+                 against a latency floor and the 0 ms case                  (scale.far_away)
 
 Results go to OUT/<mode>.json, OUT/<mode>.md and OUT/<mode>.png (mode: full or quick).
 Nothing is asserted: figures are printed and written, with ratios against the floors and
@@ -24,6 +27,7 @@ baselines of the same run.  Timings on a shared machine are noisy; the report re
 load average around each phase.
 
   python scripts/bench/run.py [--quick] [--dir DIR] [--out docs/benchmarks] [--only a,b]
+                             [--rtt 0,50,200]
 """
 
 from __future__ import annotations
@@ -46,16 +50,17 @@ import idle
 import propagation
 import rollout
 import scale
-from common import REPO, Bench, Controller, log, stop_env
+from common import REPO, Bench, Controller, log, rtt_list, stop_env
 from latency import NAMESPACE
 from report import loadavg, machine, write
 
 from hmls.devenv import binaries
 from hmls.devenv.environment import Environment
 
-PHASES = ("floors", "apply", "propagation", "rollout", "scale", "idle")
+PHASES = ("floors", "apply", "propagation", "rollout", "scale", "idle", "rtt")
 SPOKES = 8
 QUICK_SPOKES = 4  # fewer servers to start and no 8-spoke apply cases: the 3-minute budget
+RTT_CASE = (300, 4)  # CRs x spokes; the issue's probe
 
 
 async def _phase(result: dict[str, Any], name: str, body: Callable[[], Awaitable[Any]]) -> Any:
@@ -85,7 +90,7 @@ def _kubectl_version() -> str:
 
 
 async def suite(main_env: Environment, idle_env: Environment | None, quick: bool,
-                only: set[str], profiler: str) -> dict[str, Any]:
+                only: set[str], profiler: str, rtts: list[int]) -> dict[str, Any]:
     b = Bench(main_env, quick)
     ib = Bench(idle_env, quick) if idle_env else None
     benches = [x for x in (b, ib) if x]
@@ -125,6 +130,9 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
             await b.clean(apply_latency.KUBECTL_NS, b.spokes, owned_only=False)
         if "scale" in only:
             result["scale"] = await _phase(result, "scale", lambda: scale.run(b, fl, profiler=profiler))
+        if "rtt" in only:
+            result["rtt"] = await _phase(result, "rtt", lambda: scale.far_away(
+                b, *RTT_CASE, rtts, floors.apply_ops_max(fl)))
         if ib and background:
             log("waiting for the idle windows to end")
             result["idle"] = await background
@@ -151,6 +159,8 @@ def main() -> int:
                         help="for the worst scale case (auto: py-spy unless ptrace is refused)")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated subset of {','.join(PHASES)} (floors always run)")
+    parser.add_argument("--rtt", type=rtt_list, default=[0, 50, 200],
+                        help="round trips (ms) of the rtt phase (default 0,50,200)")
     args = parser.parse_args()
     only = {p for p in args.only.split(",") if p}
     if only - set(PHASES):
@@ -174,7 +184,8 @@ def main() -> int:
         for up in ups:
             up.result()
         up_s = time.perf_counter() - started
-        result = asyncio.run(suite(main_env, idle_env, args.quick, only, args.profiler))
+        result = asyncio.run(suite(main_env, idle_env, args.quick, only, args.profiler,
+                                   args.rtt))
     finally:
         for env in envs:
             stop_env(env)

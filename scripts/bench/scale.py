@@ -18,6 +18,11 @@ smallest to the largest N.  The worst case (largest N x k) is then run once more
 profiler attached (so that the fitted cases are not disturbed by it): py-spy sampling
 without pausing the controller (its own CPU use, on the same cores, is reported), or the
 controller under cProfile if ptrace is refused.
+
+Far-away spokes (``far_away``): the same cold start with every spoke behind a latency proxy
+(``Bench.far_away``) at each of some round trips, 0 ms (the proxy in the path, loopback)
+included, against a latency floor: the request floor (``request_floor_s``) plus the
+sequential round trips a cold start cannot avoid (``ROUND_TRIPS``) times the round trip.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ from latency import cond
 from profiling import PySpy, ptrace_refusal, top_cprofile, top_pyspy
 
 SUPERLINEAR = 1.5
+ROUND_TRIPS = 6
+"""Spoke round trips one after the other before a CR can be FullyApplied, however many
+requests run at once: a connection (the TCP and the TLS 1.3 handshakes: 2), discovery of the
+manifests' kinds with the namespace read beside it (1), the three dependency groups Secret ->
+MLServiceRuntime -> MLService, each sent once the one before is accepted (3).  The hub's
+finalizer patch and status write are on the controller's side of the link (in the request
+floor)."""
 SIMULATOR = (("PATCH", "mlservices/status"), ("GET", "mlservices"))
 
 
@@ -128,6 +140,35 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
     if after is not None:
         result["settled"] = after
     return result
+
+
+def request_floor_s(n: int, k: int, per_cr: int, write_ops: float) -> float:
+    """Every write of a cold start — an apply per (CR x cluster x manifest), a finalizer
+    patch and at least one status write per CR — at the best write throughput measured."""
+    return (n * k * per_cr + 2 * n) / write_ops
+
+
+async def far_away(b: Bench, n: int, k: int, rtts_ms: list[int], write_ops: float, *,
+                   per_cr: int = 3) -> dict[str, Any]:
+    """``case`` with every spoke ``rtt`` ms away, for each of ``rtts_ms``; wall time against
+    the latency floor and against the 0 ms (loopback through the proxy) case of the run."""
+    cases = []
+    for ms in rtts_ms:
+        async with b.far_away(ms / 1000):
+            c = await case(b, n, k, per_cr=per_cr, tag=f"rtt{ms}")
+        c["rtt_ms"] = ms
+        c["request_floor_s"] = request_floor_s(n, k, per_cr, write_ops)
+        c["latency_floor_s"] = c["request_floor_s"] + ROUND_TRIPS * ms / 1000
+        c["wall_over_floor"] = ratio(c["to_fully_applied_s"], c["latency_floor_s"])
+        cases.append(c)
+    loopback = next((c["to_fully_applied_s"] for c in cases if c["rtt_ms"] == 0), None)
+    for c in cases:
+        c["over_loopback"] = ratio(c["to_fully_applied_s"], loopback) if loopback else None
+        log(f"{n} CRs x {k} spokes at {c['rtt_ms']} ms round trip: FullyApplied in "
+            f"{c['to_fully_applied_s']:.1f} s, floor {c['latency_floor_s']:.1f} s "
+            f"(x{c['wall_over_floor']}), x{c['over_loopback']} the loopback case")
+    return {"crs": n, "spokes": k, "manifests_per_cr": per_cr, "round_trips": ROUND_TRIPS,
+            "write_ops_per_s": write_ops, "controller_flags": [], "cases": cases}
 
 
 def growth(cases: list[dict[str, Any]]) -> dict[str, Any]:

@@ -230,8 +230,8 @@ class World:
     def kubeconfig_via_proxy(self, cluster: str, variant: int) -> Path:
         """The spoke's kubeconfig pointing at its proxy; context names vary with ``variant``
         so that a rotation writes new bytes."""
-        cfg = yaml.safe_load(self.env.kubeconfig(cluster).read_text())
-        cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{self.proxies[cluster].port}"
+        cfg = yaml.safe_load(self.proxies[cluster].kubeconfig(
+            self.env.kubeconfig(cluster).read_text()))
         name = f"{cluster}-v{variant}"
         cfg["contexts"][0]["name"] = cfg["current-context"] = name
         path = self.env.dir / "proxied" / f"{name}.kubeconfig"

@@ -349,9 +349,7 @@ async def _proxied_spoke1(env: Environment, name: str) -> tuple[FaultProxy, str]
     through it."""
     proxy = FaultProxy(name, env.state().clusters["spoke1"].port)
     await proxy.start()
-    cfg = yaml.safe_load(env.kubeconfig("spoke1").read_text())
-    cfg["clusters"][0]["cluster"]["server"] = f"https://127.0.0.1:{proxy.port}"
-    return proxy, yaml.safe_dump(cfg)
+    return proxy, proxy.kubeconfig(env.kubeconfig("spoke1").read_text())
 
 
 async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeouts(
