@@ -467,7 +467,10 @@ def write(out: Path, r: dict[str, Any]) -> list[Path]:
     stored_before = out / f"{mode}-before.json"
     before = json.loads(stored_before.read_text()) if stored_before.exists() else None
     paths[1].write_text(markdown(r, paths[2].name, folded, before))
-    chart(r, paths[2])
+    if "scale" in r or "apply" in r:  # what the chart draws
+        chart(r, paths[2])
+    else:
+        paths.remove(paths[2])
     print(paths[1].read_text())
     return paths
 
