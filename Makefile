@@ -52,7 +52,7 @@ clean: demo-down
 	rm -rf .hmls-env .pytest_cache .mypy_cache .ruff_cache
 
 # benchmark suite against real local API servers (scripts/bench/run.py); writes docs/benchmarks/
-# full.{json,md,png} (bench, < 20 min) or quick.* (bench-quick, < 3 min). BENCH_FLAGS="--dir D"
+# full.{json,md,png} (bench, < 20 min) or quick.* (bench-quick, < 6 min with the rtt phase). BENCH_FLAGS="--dir D"
 # bench-ab: before/after of the controller in one run (scripts/bench/ab.py; AB_FLAGS="--base REV")
 .PHONY: bench bench-quick bench-ab
 bench: deps binaries
