@@ -97,6 +97,7 @@ class SpokeAPI(Protocol):
     async def resource(self, api_version: str, kind: str) -> Resource: ...
     async def cached(self, resource: Resource, namespace: str | None, name: str
                      ) -> Observed | None: ...
+    async def watch(self, resources: Iterable[Resource]) -> None: ...
     async def apply(self, body: Obj, resource: Resource, *, force: bool,
                     as_user: str | None = None) -> Observed: ...
     def owned(self, uid: str, kinds: Iterable[tuple[str, str]] = ()) -> list[Ref]: ...
@@ -347,25 +348,17 @@ class Reconciler:
         run = _ClusterRun(spoke, owner, force=force, correct_drift=correct_drift)
         results: dict[int, ItemResult] = {}
         resolved: list[tuple[int, Desired, Resource]] = []
-        for i, item in items:
-            failure = ("InvalidManifest", item.error) if item.error else None
-            if failure is None:
-                try:
-                    res = await spoke.resource(item.ref.api_version, item.ref.kind)
-                    refusal = spoke.access.refuse_object(
-                        name, kind=item.ref.kind, namespaced=res.namespaced,
-                        namespace=item.ref.namespace, owner_namespace=owner.namespace,
-                        api_version=item.ref.api_version, body=item.body)
-                    if refusal:
-                        self.metrics.apply_total.labels(name, "refused").inc()
-                        failure = ("Refused", refusal)
-                except errors.KubeError as exc:
-                    failure = self._failed(run, exc)
-            if failure is None:
-                resolved.append((i, item, res))
+        # the round trips a far-away cluster costs are paid side by side: every kind is
+        # resolved at once (discovery), then the namespaces are made while the informers of
+        # every kind list together, before the dependency groups go out one after another
+        kinds = await asyncio.gather(*(self._kind(run, item) for _, item in items))
+        for (i, item), kind in zip(items, kinds, strict=True):
+            if isinstance(kind, Resource):
+                resolved.append((i, item, kind))
             else:
-                results[i] = _unapplied(name, item, *failure)
-        missing = await self._namespaces(run, resolved)
+                results[i] = _unapplied(name, item, *kind)
+        missing, _ = await asyncio.gather(self._namespaces(run, resolved),
+                                          spoke.watch({res for _, _, res in resolved}))
         ready: dict[int, tuple[int, Resource]] = {}
         for i, item, res in resolved:
             namespace_failure = missing.get(item.ref.namespace) if res.namespaced else None
@@ -379,6 +372,25 @@ class Reconciler:
             for item, result in zip(group, done, strict=True):
                 results[ready[id(item)][0]] = result
         return Applied(results, run.notices)
+
+    async def _kind(self, run: _ClusterRun, item: Desired) -> Resource | tuple[str, str]:
+        """The item's Resource on the cluster, or why it cannot be applied there (reason,
+        message): an invalid manifest, a kind not served, the cluster's access policy."""
+        if item.error:
+            return "InvalidManifest", item.error
+        name = run.spoke.name
+        try:
+            res = await run.spoke.resource(item.ref.api_version, item.ref.kind)
+        except errors.KubeError as exc:
+            return self._failed(run, exc)
+        refusal = run.spoke.access.refuse_object(
+            name, kind=item.ref.kind, namespaced=res.namespaced,
+            namespace=item.ref.namespace, owner_namespace=run.owner.namespace,
+            api_version=item.ref.api_version, body=item.body)
+        if refusal:
+            self.metrics.apply_total.labels(name, "refused").inc()
+            return "Refused", refusal
+        return res
 
     async def _namespaces(self, run: _ClusterRun, resolved: list[tuple[int, Desired, Resource]]
                           ) -> dict[str, tuple[str, str]]:

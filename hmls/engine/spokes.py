@@ -386,6 +386,12 @@ class Spoke:
         assert self.client is not None
         return await self.client.resource(api_version, kind)
 
+    async def watch(self, resources: Iterable[Resource]) -> None:
+        """Start the informers of these kinds together, so that a cold cluster lists them side
+        by side instead of one per dependency group; a kind that cannot be listed is
+        reported by ``cached`` for its items."""
+        await asyncio.gather(*(self._informer(r) for r in resources), return_exceptions=True)
+
     async def cached(self, resource: Resource, namespace: str | None, name: str) -> Observed | None:
         """The watched copy of an object hmls labels as owned (None: absent or not ours)."""
         return (await self._informer(resource)).get(namespace, name)

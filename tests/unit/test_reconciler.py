@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -70,6 +71,7 @@ class FakeSpoke:
         """The status the object of this name reports once applied."""
         self.namespaces: dict[str, NamespaceView] = {}
         self.ensured: list[str] = []
+        self.watched: set[Resource] = set()
 
     def unusable(self) -> tuple[str, str] | None:
         return None
@@ -82,6 +84,9 @@ class FakeSpoke:
 
     async def cached(self, resource: Resource, namespace: str | None, name: str) -> Observed | None:
         return self.objects.get((resource.kind, name))
+
+    async def watch(self, resources: Iterable[Resource]) -> None:
+        self.watched.update(resources)
 
     async def apply(self, body: Obj, resource: Resource, *, force: bool,
                     as_user: str | None = None) -> Observed:
@@ -239,6 +244,8 @@ async def test_each_failure_is_its_items_own() -> None:
     assert out["dup"].message == "conflict by cluster s1: Apply failed with 1 conflict"
     assert out["good"].applied is True
     assert spoke.reachable is True  # the reconciler never decides reachability
+    # every served kind's informer is started together, before the first group is applied
+    assert {r.kind for r in spoke.watched} == {"ConfigMap"}
 
 
 async def test_a_transport_failure_ends_the_clusters_turn() -> None:
