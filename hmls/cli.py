@@ -211,9 +211,9 @@ def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
                      help="comma-separated hub namespaces to reconcile (default: all)")
     ctl.add_argument("--metrics-bind-address", default="0.0.0.0:8080",
                      help="serves /metrics, /healthz and /readyz (default 0.0.0.0:8080)")
-    ctl.add_argument("--workers", type=int, default=32,
-                     help="parallel reconciles (default 32): a reconcile waiting on a "
-                          "far-away cluster costs little; --cluster-qps protects each cluster")
+    ctl.add_argument("--workers", type=int, default=4,
+                     help="parallel reconciles (default 4; 32 for spokes far away: a reconcile "
+                          "waiting on a cluster costs little, --cluster-qps protects each)")
     ctl.add_argument("--cluster-qps", type=float, default=50.0,
                      help="requests a second to one cluster, a token bucket as client-go's "
                           "(default 50; 0: unlimited); a 429 pauses the cluster's requests "
@@ -221,8 +221,8 @@ def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
     ctl.add_argument("--cluster-burst", type=int, default=100,
                      help="requests one cluster may get at once above --cluster-qps "
                           "(default 100)")
-    ctl.add_argument("--per-cluster-concurrency", type=int, default=32,
-                     help="parallel API writes per cluster (default 32)")
+    ctl.add_argument("--per-cluster-concurrency", type=int, default=8,
+                     help="parallel API writes per cluster (default 8)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
                      help="seconds between cluster health probes, GET /readyz (default 10)")
     ctl.add_argument("--probe-timeout", type=float, default=5.0,

@@ -161,7 +161,7 @@ class SpokeConfig:
     probe_timeout: float = 5.0
     failure_threshold: int = 3
     """Consecutive failed probes before a reachable cluster is declared unreachable."""
-    per_cluster_concurrency: int = 32
+    per_cluster_concurrency: int = 8
     cluster_qps: float = 50.0
     cluster_burst: int = 100
     request_timeout: float = 10.0
