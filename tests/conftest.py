@@ -73,9 +73,11 @@ def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
     return out["status"], out["message"]
 
 
-def hmls_cli(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    res = subprocess.run([sys.executable, "-m", "hmls", *args], capture_output=True, text=True,
-                         check=False, timeout=60)
+def hmls_cli(*args: str, check: bool = True, input: str | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """``hmls ARGS`` (``input``: its standard input, as ``-f -`` reads it)."""
+    res = subprocess.run([sys.executable, "-m", "hmls", *args], input=input,
+                         capture_output=True, text=True, check=False, timeout=60)
     if check and res.returncode != 0:
         raise AssertionError(f"hmls {' '.join(args)} failed: {res.stderr}")
     return res

@@ -91,8 +91,6 @@ class SpokeAPI(Protocol):
 
     @property
     def server(self) -> str: ...
-    @property
-    def reachable(self) -> bool | None: ...
     def unusable(self) -> tuple[str, str] | None: ...
     async def resource(self, api_version: str, kind: str) -> Resource: ...
     async def cached(self, resource: Resource, namespace: str | None, name: str
@@ -244,9 +242,9 @@ class Reconciler:
                 self.hub.revisions, owner, list(raw_spec.get("workloads") or []),
                 previous=previous, limit=spec.rollout.revision_history_limit)
         # plan (pure) -> apply per cluster -> traffic -> prune -> status value -> one write
-        planned = plan_mod.plan(owner=owner, spec=spec, raw_spec=raw_spec,
-                                fleet=self.fleet.labels(), previous=previous, history=history,
-                                now=self._now())
+        labels = self.fleet.labels()  # placement, analysis and tiers read the same labels
+        planned = plan_mod.plan(owner=owner, spec=spec, raw_spec=raw_spec, fleet=labels,
+                                previous=previous, history=history, now=self._now())
         desired = planned.desired
         inventory = previous.inventory()
         applied = await self.apply(owner, desired, force=spec.take_over,
@@ -258,9 +256,10 @@ class Reconciler:
         extra: list[Condition] = []
         if spec.drift_policy == "Report":
             extra.append(status_mod.in_sync(items))
+        due = planned.rollout.due() if planned.rollout else {}
         measured = await analysis.measure(
-            self.prometheus, planned.rollout.due(), owner=owner, labels=self.fleet.labels(),
-            now=planned.rollout.now, metrics=self.metrics) if planned.rollout else {}
+            self.prometheus, due, owner=owner, labels=labels,
+            now=planned.rollout.now, metrics=self.metrics) if planned.rollout and due else {}
         step = planned.finish(items, previous, measured)
         if step is not None:
             extra.append(step.condition)
@@ -268,7 +267,7 @@ class Reconciler:
         if spec.traffic is not None:
             drained = {c: f"drained for the rollout of revision {step.state.current}"
                        for c in step.drained} if step else {}
-            routed = await self._traffic(owner, spec.traffic, items, previous, drained)
+            routed = await self._traffic(owner, spec.traffic, items, previous, drained, labels)
             extra.append(routed.condition)
             notices += routed.notices
             if routed.status:
@@ -507,14 +506,15 @@ class Reconciler:
         return found
 
     async def _traffic(self, owner: Owner, spec: TrafficSpec, items: list[ItemResult],
-                       previous: Status, drained: Mapping[str, str]) -> Routed:
+                       previous: Status, drained: Mapping[str, str],
+                       labels: Mapping[str, Mapping[str, str]]) -> Routed:
         """Plan and apply the HeadIngress objects.  Their apply is reported as any other:
         drift put back, namespaces created, and (once per new failure) ApplyFailed."""
         try:
             plan = traffic_mod.plan(owner=owner, traffic=spec, items=items,
                                     reachable=self.fleet.reachability(),
                                     previous=previous.traffic, now=self._now(), drained=drained,
-                                    labels=self.fleet.labels())
+                                    labels=labels)
         except ValueError as exc:
             return Routed(None, None, Condition("TrafficReady", "False", "InvalidTraffic",
                                                 str(exc)))

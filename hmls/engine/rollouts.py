@@ -47,7 +47,7 @@ def _revision(obj: Obj) -> Revision | None:
     annotation = ((obj["metadata"].get("annotations") or {})
                   .get(REVISION_HISTORY_ANNOTATION) or "")
     history = tuple(int(n) for n in annotation.split(",") if n.strip().isdigit())
-    return Revision(number, obj["metadata"]["name"], _fingerprint(data["workloads"]),
+    return Revision(number, obj["metadata"]["name"], fingerprint(data["workloads"]),
                     data["workloads"], history)
 
 
@@ -56,7 +56,8 @@ def aliases(known: dict[int, Revision]) -> dict[int, int]:
     return {old: r.number for r in known.values() for old in r.history}
 
 
-def _fingerprint(workloads: list[Any]) -> str:
+def fingerprint(workloads: list[Any]) -> str:
+    """The digest that identifies a revision's workloads."""
     return content_hash({"workloads": workloads})
 
 
@@ -79,12 +80,10 @@ class Revisions:
         """The revision of these workloads, made the newest (created, or renumbered when they
         equal an older one); history beyond ``limit`` that ``keep`` does not need is deleted."""
         known = await self.of(owner)
-        digest = _fingerprint(workloads)
-        latest = max(known, default=0)
-        found = next((r for r in known.values() if r.digest == digest), None)
-        if found is not None and found.number == latest:
+        digest = fingerprint(workloads)
+        number, found = _placed(known, digest)
+        if found is not None and found.number == number:
             return found
-        number = latest + 1
         if found is not None:
             history = (*found.history, found.number)
             await self._hub.patch(CONTROLLER_REVISIONS, owner.namespace, found.name, {
@@ -122,17 +121,23 @@ class Revisions:
         self._by_uid.pop(owner.uid, None)
 
 
+def _placed(known: dict[int, Revision], digest: str) -> tuple[int, Revision | None]:
+    """The number workloads of this digest have as the newest revision, and the revision
+    that already holds them (the newest itself: nothing to record; an older one: it is
+    renumbered; None: a new revision)."""
+    latest = max(known, default=0)
+    found = next((r for r in known.values() if r.digest == digest), None)
+    return (latest if found is not None and found.number == latest else latest + 1), found
+
+
 def planned(known: dict[int, Revision], workloads: list[Any]) -> History:
     """The History ``history`` would give for these workloads, recording nothing (``hmls
     diff``): the newest revision if they are its workloads, an older one renumbered if they
     are its, else a new one."""
-    digest = _fingerprint(workloads)
-    latest = max(known, default=0)
-    found = next((r for r in known.values() if r.digest == digest), None)
+    number, found = _placed(known, fingerprint(workloads))
     by_number = {n: r.workloads for n, r in known.items()}
-    if found is not None and found.number == latest:
-        return History(latest, by_number, aliases(known))
-    number = latest + 1
+    if found is not None and found.number == number:
+        return History(number, by_number, aliases(known))
     renumbered = {found.number: number, **dict.fromkeys(found.history, number)} if found else {}
     by_number = {n: w for n, w in by_number.items() if n not in renumbered} | {
         number: workloads}

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from typing import Any
 
@@ -165,8 +163,7 @@ def test_a_bad_analysis_section_is_refused_at_admission_and_by_diff(env: Environ
     assert res.returncode != 0
     assert "unknown placeholder: use ${cluster.name}" in res.stderr, res.stderr
     assert "thresholdRange min must not be above max" in res.stderr, res.stderr
-    diff = subprocess.run([sys.executable, "-m", "hmls", "diff", "-f", "-", *hub(env)],
-                          input=manifest, text=True, capture_output=True, check=False)
+    diff = hmls_cli("diff", "-f", "-", *hub(env), input=manifest, check=False)
     assert diff.returncode == 2, diff
     assert "unknown placeholder ${cluster.nme}" in diff.stderr, diff.stderr
     assert "thresholdRange min 2.0 is above max 1.0" in diff.stderr, diff.stderr

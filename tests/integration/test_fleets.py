@@ -4,8 +4,6 @@ nothing; and ClusterProfiles as a second source of cluster names, labels and hea
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -205,8 +203,7 @@ async def test_overrides_give_one_region_its_own_spec_and_a_broken_one_fails_alo
 
 # ----- diff ----------------------------------------------------------------------------------------
 def diff(env: Environment, *args: str, input: str | None = None) -> tuple[int, list[str]]:
-    res = subprocess.run([sys.executable, "-m", "hmls", "diff", *args, *hub(env)], input=input,
-                         text=True, capture_output=True, check=False, timeout=60)
+    res = hmls_cli("diff", *args, *hub(env), input=input, check=False)
     return res.returncode, (res.stdout + res.stderr).splitlines()
 
 

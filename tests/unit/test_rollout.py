@@ -335,3 +335,19 @@ def test_a_step_whose_revision_renders_as_the_new_one_goes_on() -> None:
         "spoke1: the step to revision 2 is superseded by revision 3"]
     plan, _ = tick(spec, plan.state, 3, 112, ready=both, traffic=False)
     assert phases(plan)["spoke2"] == (DONE, 3)  # soaked from 101, as it was
+
+
+def test_planned_history_numbers_as_record_would_without_writing() -> None:
+    """``hmls diff``'s view of a Progressive CR's revisions (rollouts.planned)."""
+    from hmls.engine.rollouts import Revision, fingerprint, planned
+
+    def rev(n: int, w: list[str], history: tuple[int, ...] = ()) -> Revision:
+        return Revision(n, f"r{n}", fingerprint(list(w)), list(w), history)
+    known = {1: rev(1, ["a"], (0,)), 2: rev(2, ["b"])}
+    same = planned(known, ["b"])  # the newest: nothing new
+    assert (same.current, sorted(same.workloads), dict(same.aliases)) == (2, [1, 2], {0: 1})
+    new = planned(known, ["c"])
+    assert (new.current, new.workloads[3], dict(new.aliases)) == (3, ["c"], {0: 1})
+    back = planned(known, ["a"])  # an older one comes back, renumbered with its history
+    assert (back.current, sorted(back.workloads), dict(back.aliases)) == (3, [2, 3],
+                                                                          {0: 3, 1: 3})
