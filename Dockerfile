@@ -2,7 +2,7 @@
 #
 #   docker build -t ghcr.io/tensorstack/hmls:0.1.0 .     (any OCI builder)
 #   make image                                           (podman without a daemon, this file
-#                                                         unmodified: hmls/devenv/image.py)
+#                                                         unmodified: devenv/hmls_devenv/image.py)
 #
 # `make image-test` builds it and runs it as config/manager/deployment.yaml does (tests/image/).
 #
@@ -13,8 +13,8 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-# only what `pip install .` needs (see .dockerignore); no `dev` extra: the local environment's
-# tooling (cryptography) is not in the image
+# only what `pip install .` needs (see .dockerignore); the local environment (devenv/, its own
+# package) is not in the image
 COPY pyproject.toml README.md ./
 COPY hmls ./hmls
 RUN python -m venv /opt/hmls \

@@ -1,20 +1,21 @@
 # hmls — make targets. Everything runs with the machine's python3; `make deps` installs the
-# package in editable mode with its test tools.
+# package in editable mode with its test tools, and the local environment (devenv/, its own
+# package: the tests, benchmarks, soak and demo run on it; the hmls wheel and image do not carry it).
 PYTHON ?= python3
 DEMO_DIR ?= .hmls-env/demo
 
 .PHONY: deps binaries lint typecheck unit test demo demo-down clean fuzz-rollout image image-test
 
 deps:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e '.[test]' -e ./devenv
 
 # kube-apiserver, etcd, the tests' kstatus client and helm, built from the Go module proxy
 # into ~/.cache/hmls/bin (once)
 binaries:
-	$(PYTHON) -c "from hmls.devenv import binaries; binaries.ensure_all()"
+	$(PYTHON) -c "from hmls_devenv import binaries; binaries.ensure_all()"
 
 lint:
-	$(PYTHON) -m ruff check hmls tests scripts
+	$(PYTHON) -m ruff check hmls devenv tests scripts
 	$(PYTHON) -m mypy
 
 unit:
@@ -25,9 +26,9 @@ test: deps binaries lint
 	$(PYTHON) -m pytest -q -ra
 
 # the controller image from the unmodified Dockerfile with podman, no Docker daemon; state in
-# .hmls-env/podman (hmls/devenv/image.py; needs Debian's podman, runc and mmdebstrap)
+# .hmls-env/podman (devenv/hmls_devenv/image.py; needs Debian's podman, runc and mmdebstrap)
 image: deps
-	$(PYTHON) -m hmls.devenv.image build
+	$(PYTHON) -m hmls_devenv.image build
 
 # built cold then cached, and run as in a cluster against the local hub until the seed sample
 # is Ready (tests/image/); figures in .hmls-env/podman/figures.json
@@ -46,7 +47,7 @@ demo: deps binaries
 	$(PYTHON) scripts/demo.py --dir $(DEMO_DIR) $(DEMO_FLAGS)
 
 demo-down:
-	$(PYTHON) -m hmls dev down --dir $(DEMO_DIR)
+	$(PYTHON) -m hmls_devenv down --dir $(DEMO_DIR)
 
 clean: demo-down
 	rm -rf .hmls-env .pytest_cache .mypy_cache .ruff_cache

@@ -1,4 +1,5 @@
-"""The ``hmls`` command: controller, cluster registration, status, and the local dev environment."""
+"""The ``hmls`` command: controller, cluster registration, status, rollouts and diff (``hmls dev``
+hands over to the local environment of a checkout, when it is installed)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ import asyncio
 import json
 import logging
 import sys
-from pathlib import Path
 
 from hmls.domain.kubeconfig import KubeconfigPolicy
 from hmls.settings import PrometheusConfig, Settings
@@ -23,29 +23,15 @@ class JsonFormatter(logging.Formatter):
 
 
 def _dev(args: argparse.Namespace) -> int:
+    """The local environment lives beside the product, in a checkout's ``devenv`` package."""
     try:
-        from hmls.devenv.environment import DevEnvError, Environment
-    except ImportError as exc:
-        print(f"hmls dev needs the local environment's tooling ({exc.name} is missing): "
-              "pip install 'hmls[dev]'", file=sys.stderr)
+        from hmls_devenv.cli import main as dev_main
+    except ImportError:
+        print("hmls dev: the local environment is not installed; it is not part of the hmls "
+              "package. It comes with a checkout of the hmls repository: run 'make deps' there "
+              "(or pip install -e ./devenv), then 'hmls dev up --dir DIR'.", file=sys.stderr)
         return 1
-
-    env = Environment(Path(args.dir))
-    try:
-        if args.dev_command == "up":
-            env.up(spokes=args.spokes)
-            for name in env.state().clusters:
-                print(f"{name}: kubectl --kubeconfig {env.kubeconfig(name)} get ns")
-        elif args.dev_command == "down":
-            env.down()
-        elif args.dev_command == "simulate":
-            from hmls.devenv.simulator import run
-
-            asyncio.run(run(Path(args.dir), delay=args.delay))
-    except DevEnvError as exc:
-        print(f"hmls dev {args.dev_command}: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return dev_main(args.dev_args)
 
 
 def _policy(args: argparse.Namespace) -> KubeconfigPolicy:
@@ -345,17 +331,10 @@ def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
     _policy_flags(diff)
     diff.set_defaults(func=_diff)
 
-    dev = sub.add_parser("dev", help="local environment: real API servers on this machine")
-    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
-    up = dev_sub.add_parser("up", help="start hub, spokes and ingress in the background")
-    up.add_argument("--dir", required=True, help="state, kubeconfigs, pids and logs go here")
-    up.add_argument("--spokes", type=int, default=2, help="number of spoke clusters (default 2)")
-    down = dev_sub.add_parser("down", help="stop every process that 'up' started")
-    down.add_argument("--dir", required=True)
-    sim = dev_sub.add_parser("simulate", help="run the MLService simulator (started by 'up')")
-    sim.add_argument("--dir", required=True)
-    sim.add_argument("--delay", type=float, default=0.5,
-                     help="seconds before a changed MLService gets its status (default 0.5)")
+    dev = sub.add_parser("dev", help="local environment of a checkout: real API servers on this "
+                         "machine (up, down, simulate; 'hmls dev -h' lists them when installed)",
+                         add_help=False, prefix_chars="+")
+    dev.add_argument("dev_args", nargs=argparse.REMAINDER)
     dev.set_defaults(func=_dev)
     return parser
 

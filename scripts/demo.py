@@ -23,8 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import yaml
-
-from hmls.devenv.environment import Environment
+from hmls_devenv.environment import Environment
 
 REPO = Path(__file__).resolve().parents[1]
 

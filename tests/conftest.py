@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv import binaries
+from hmls_devenv.environment import Environment, _set_pdeathsig, running
 
-from hmls.devenv import binaries
-from hmls.devenv.environment import Environment, _set_pdeathsig, running
 from hmls.domain.kubeconfig import vet
 from hmls.kube.client import ClusterClient
 

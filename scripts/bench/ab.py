@@ -35,10 +35,9 @@ from typing import Any
 import scale
 from apply_latency import MANIFESTS, sample
 from common import REPO, Bench, Controller, log, pct, ratio, stop_env
+from hmls_devenv.environment import Environment
 from latency import Watcher
 from report import loadavg, machine
-
-from hmls.devenv.environment import Environment
 
 BASE = "4b52e73"  # the last commit before issue 7's controller changes
 

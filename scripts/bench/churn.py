@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from common import REPO, Bench, free_port, hyper, log, stop_env
+from hmls_devenv.environment import Environment
 
-from hmls.devenv.environment import Environment
 from hmls.engine.manager import Manager
 from hmls.kube.resources import HMLS
 from hmls.settings import Settings

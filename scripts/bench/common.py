@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
+from hmls_devenv.environment import Environment, _alive
+from hmls_devenv.proxy import FaultProxy
+from hmls_devenv.simulator import MLSERVICE
 
 from hmls.commands import cluster as ops
-from hmls.devenv.environment import Environment, _alive
-from hmls.devenv.proxy import FaultProxy
-from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.kubeconfig import KubeconfigPolicy, vet
 from hmls.domain.models import API_VERSION, KIND, OWNER_UID
 from hmls.kube import errors

@@ -62,10 +62,10 @@ from common import (
     stop_env,
 )
 from floors import apply_ops_max
+from hmls_devenv import binaries
+from hmls_devenv.environment import Environment
 from report import far_away, machine
 
-from hmls.devenv import binaries
-from hmls.devenv.environment import Environment
 from hmls.kube import errors
 
 SPOKES = 16

@@ -34,10 +34,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from common import MLSERVICE_BYTES, Bench, hyper, log, mlservice, summary
+from hmls_devenv.simulator import MLSERVICE
 from kubernetes_asyncio import client as k8s_client
 from kubernetes_asyncio import config as k8s_config
 
-from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.health import Health
 from hmls.domain.render import ResourceRef
 from hmls.domain.status import ItemResult, Status, aggregate, status_patch

@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 from common import summary
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import MLSERVICE
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.kubeconfig import vet
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS

@@ -19,9 +19,9 @@ from typing import Any
 
 from common import Bench, Controller, hyper, log, mlservice, summary
 from floors import p50_s
+from hmls_devenv.simulator import MLSERVICE
 from latency import NAMESPACE, Watcher
 
-from hmls.devenv.simulator import MLSERVICE
 from hmls.kube.client import Obj
 from hmls.kube.resources import HMLS
 from hmls.kube.watching import Informer

@@ -51,11 +51,10 @@ import propagation
 import rollout
 import scale
 from common import REPO, Bench, Controller, log, rtt_list, stop_env
+from hmls_devenv import binaries
+from hmls_devenv.environment import Environment
 from latency import NAMESPACE
 from report import loadavg, machine, write
-
-from hmls.devenv import binaries
-from hmls.devenv.environment import Environment
 
 PHASES = ("floors", "apply", "propagation", "rollout", "scale", "idle", "rtt")
 SPOKES = 8

@@ -14,8 +14,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.proxy import FaultProxy
+from hmls_devenv.environment import Environment
+from hmls_devenv.proxy import FaultProxy
 
 T = TypeVar("T")
 

@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any
 
 from faults import GLOBAL, Injector
+from hmls_devenv.audit import status_writers
 from pydantic import ValidationError
 
-from hmls.devenv.audit import status_writers
 from hmls.domain.models import OWNER_UID, RolloutSpec
 from hmls.kube.client import Obj
 

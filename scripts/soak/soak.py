@@ -74,14 +74,14 @@ from common import (
     stop_env,
 )
 from faults import Injector, retrying
+from hmls_devenv.environment import Environment
+from hmls_devenv.proxy import FaultProxy
+from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 from invariants import Checker, Key, Snapshot, condition, one_writer, rollout_time
 from report import machine
 
 from hmls.commands import cluster as cluster_cmd
 from hmls.commands import rollout as rollout_cmd
-from hmls.devenv.environment import Environment
-from hmls.devenv.proxy import FaultProxy
-from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.kubeconfig import KubeconfigPolicy
 from hmls.domain.models import API_VERSION, KIND, RolloutSpec
 from hmls.kube import errors

@@ -1,6 +1,6 @@
 """The controller image (make image-test; not part of make test: a cold build takes minutes).
 
-The unmodified Dockerfile is built with podman (hmls.devenv.image), without and then with the
+The unmodified Dockerfile is built with podman (hmls_devenv.image), without and then with the
 layer cache, and the image is run as config/manager/deployment.yaml runs it in a cluster: user
 65532, read-only root with only /tmp writable, no capabilities, the hub reached through the
 in-cluster configuration (the ServiceAccount's token and CA at the standard path,
@@ -20,9 +20,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.image import IMAGE, Build, Podman
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.image import IMAGE, Build, Podman
 from hmls.kube.client import ClusterClient
 from tests.conftest import free_port, hmls_cli, kubectl, load_sample
 from tests.integration.helpers import (

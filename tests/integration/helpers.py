@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource

@@ -12,9 +12,9 @@ import time
 from typing import Any
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import ERROR_RATIO_KNOB, MLSERVICE
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import ERROR_RATIO_KNOB, MLSERVICE
 from hmls.kube.client import Obj
 from tests.conftest import Controller, eventually, hmls_cli, kstatus, kubectl
 from tests.integration.helpers import (

@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import READY_KNOB
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import READY_KNOB
 from hmls.kube.client import ClusterClient, Obj
 from tests.conftest import REPO, Controller, eventually, kstatus, kubectl, load_sample
 from tests.integration.helpers import (

@@ -6,8 +6,8 @@ cluster never counts as unreachable."""
 from __future__ import annotations
 
 import yaml
+from hmls_devenv.environment import Environment
 
-from hmls.devenv.environment import Environment
 from hmls.kube.client import Obj
 from tests.conftest import Controller, hmls_cli, kubectl
 from tests.integration.helpers import (

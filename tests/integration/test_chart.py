@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv import binaries
+from hmls_devenv.environment import Environment
 
 import hmls
 from hmls.cli import build_parser
-from hmls.devenv import binaries
-from hmls.devenv.environment import Environment
 from tests.conftest import REPO, kubectl
 from tests.integration.helpers import CONFIG, CONFIG_NAMESPACE, Docs, one, render
 

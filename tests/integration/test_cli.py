@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.pki import CertificateAuthority, KeyPair
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.pki import CertificateAuthority, KeyPair
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS

@@ -7,9 +7,9 @@ import base64
 from pathlib import Path
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import READY_KNOB
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import READY_KNOB
 from hmls.domain.models import (
     CLUSTER_LABEL,
     FIELD_MANAGER,

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment, _free_port
 
-from hmls.devenv.environment import Environment, _free_port
 from hmls.domain.models import FINALIZER
 from hmls.kube.client import ClusterClient
 from hmls.kube.leader import lease_name

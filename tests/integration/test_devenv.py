@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hmls_devenv import binaries
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 
-from hmls.devenv import binaries
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.domain.health import health
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient

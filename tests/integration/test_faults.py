@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv.audit import status_writers
+from hmls_devenv.environment import Environment
+from hmls_devenv.pki import CertificateAuthority, KeyPair
+from hmls_devenv.proxy import FaultProxy
+from hmls_devenv.simulator import READY_KNOB
 
-from hmls.devenv.audit import status_writers
-from hmls.devenv.environment import Environment
-from hmls.devenv.pki import CertificateAuthority, KeyPair
-from hmls.devenv.proxy import FaultProxy
-from hmls.devenv.simulator import READY_KNOB
 from hmls.domain.access import (
     ALLOW_CLUSTER_SCOPED,
     ALLOW_OTHER_NAMESPACES,

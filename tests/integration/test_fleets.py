@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import MLSERVICE
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONFIGMAPS, Resource
 from tests.conftest import Controller, eventually, hmls_cli, kubectl

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment
 
-from hmls.devenv.environment import Environment
 from hmls.kube.client import ClusterClient
 from tests.conftest import Controller, hmls_cli
 from tests.integration.helpers import configmap, create, hmls, namespace_everywhere, wait_condition

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment
 
-from hmls.devenv.environment import Environment
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
 from tests.conftest import Controller, Prometheus, eventually, kubectl

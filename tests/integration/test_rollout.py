@@ -8,9 +8,9 @@ import asyncio
 import copy
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE, READY_KNOB
 from hmls.kube.client import Obj
 from hmls.kube.resources import CONTROLLER_REVISIONS, HMLS
 from hmls.kube.watching import Informer

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import ERROR_RATIO_KNOB, LATENCY_KNOB, RATE
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import ERROR_RATIO_KNOB, LATENCY_KNOB, RATE
 from tests.conftest import Prometheus, eventually, kubectl
 from tests.integration.helpers import mlservice
 

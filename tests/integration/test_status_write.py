@@ -12,9 +12,9 @@ import asyncio
 import itertools
 
 import pytest
+from hmls_devenv.environment import Environment
 from hypothesis import HealthCheck, given, settings
 
-from hmls.devenv.environment import Environment
 from hmls.domain.kubeconfig import vet
 from hmls.domain.models import API_VERSION, KIND
 from hmls.domain.status import Status

@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.pki import CertificateAuthority, KeyPair
+from hmls_devenv.simulator import MLSERVICE
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.pki import CertificateAuthority, KeyPair
-from hmls.devenv.simulator import MLSERVICE
 from hmls.domain.access import ALLOW_HOST_ACCESS, ALLOWED_KINDS, DENIED_KINDS, POD_SECURITY
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import READY_KNOB
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import READY_KNOB
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource
 from tests.conftest import Controller, eventually, kubectl

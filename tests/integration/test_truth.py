@@ -11,11 +11,11 @@ import time
 from typing import Any
 
 import yaml
+from hmls_devenv.environment import Environment
+from hmls_devenv.simulator import MLSERVICE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hmls.devenv.environment import Environment
-from hmls.devenv.simulator import MLSERVICE
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONFIGMAPS, NAMESPACES, Resource
 from tests.conftest import Controller, eventually, free_port, kubectl, load_sample

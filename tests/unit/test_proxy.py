@@ -9,8 +9,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
-
-from hmls.devenv.proxy import FaultProxy
+from hmls_devenv.proxy import FaultProxy
 
 ONE_WAY = 0.1
 RTT = 2 * ONE_WAY

@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from hmls_devenv.simulator import READY_KNOB, Simulator, Traffic, desired_status
 
-from hmls.devenv.simulator import READY_KNOB, Simulator, Traffic, desired_status
 from hmls.kube.errors import Unreachable
 
 DOMAIN = "spoke1.example.com"

@@ -8,10 +8,7 @@ from fractions import Fraction
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
-
-from hmls.devenv.simulator import (
+from hmls_devenv.simulator import (
     ERROR_RATIO_KNOB,
     LATENCY_KNOB,
     READY_KNOB,
@@ -20,6 +17,8 @@ from hmls.devenv.simulator import (
     desired_status,
     knobs,
 )
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 
 def mlservice(name: str = "torch", *, canary_percent: int | None = None,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import yaml
 
-from hmls.devenv import binaries
-from hmls.devenv.pki import CertificateAuthority, KeyPair, service_account_keys
+from hmls_devenv import binaries
+from hmls_devenv.pki import CertificateAuthority, KeyPair, service_account_keys
 
 MANIFESTS = binaries.REPO_ROOT / "manifests"
 STATE_FILE = "state.json"
@@ -460,7 +460,7 @@ class Environment:
 
     def _start_simulator(self) -> int:
         return self._spawn("simulator", [
-            sys.executable, "-m", "hmls", "dev", "simulate", "--dir", str(self.dir)])
+            sys.executable, "-m", "hmls_devenv", "simulate", "--dir", str(self.dir)])
 
     def _wait_simulator(self, st: State) -> None:
         deadline = time.monotonic() + 60

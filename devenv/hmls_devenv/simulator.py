@@ -316,8 +316,8 @@ class Simulator:
 
 async def run(directory: Path, *, delay: float) -> None:
     """Run one simulator per spoke recorded in DIR/state.json until cancelled."""
-    from hmls.devenv.environment import Environment
     from hmls.domain.kubeconfig import vet
+    from hmls_devenv.environment import Environment
 
     env = Environment(directory)
     state = env.state()

@@ -10,7 +10,7 @@ filesystem with python3 made by mmdebstrap stands in for it, imported under that
 (``podman build --pull=never`` then finds it locally). Build steps run with the host's
 network and the host's CA bundle mounted, so pip works behind a TLS-intercepting proxy.
 
-    python -m hmls.devenv.image build [--no-cache]      (make image)
+    python -m hmls_devenv.image build [--no-cache]      (make image)
 
 tests/image/ runs the image as it runs in a cluster (make image-test).
 """
@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hmls import __version__
-from hmls.devenv.binaries import REPO_ROOT
+from hmls_devenv.binaries import REPO_ROOT
 
 IMAGE = f"ghcr.io/tensorstack/hmls:{__version__}"
 BASE = "docker.io/library/python:3.11-slim"
@@ -186,7 +186,7 @@ def _logged(cmd: list[str], log: Path, *, env: dict[str, str], timeout: float) -
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hmls.devenv.image",
+    parser = argparse.ArgumentParser(prog="python -m hmls_devenv.image",
                                      description="build the controller image with podman")
     sub = parser.add_subparsers(dest="verb", required=True)
     build = sub.add_parser("build", help=f"build {IMAGE} from the Dockerfile")
