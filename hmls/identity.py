@@ -6,7 +6,7 @@ On the spoke, in namespace ``hmls-system``:
 - a ServiceAccount ``hmls-<cluster>`` per registration (so two hubs, or two names for one
   cluster, never share a token), bound by a ClusterRoleBinding of the same name to
 - the ClusterRole ``hmls-controller-tenant`` or ``hmls-controller-trusted``: what hmls does
-  there in that mode (``RULES``), and a Role that lets the ServiceAccount renew its own token
+  there in that mode (``hmls.permissions.spoke``), and a Role that lets the ServiceAccount renew its own token
   (``hmls cluster rotate``);
 - the ClusterRole ``hmls-tenant``: what a hub namespace's tenant ServiceAccount may do in the
   namespaces hmls creates for it (tenant mode), and, after ``hmls cluster grant`` (``grant``,
@@ -26,6 +26,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
+from hmls import permissions
 from hmls.domain.access import TENANT_ROLE, TENANT_SERVICE_ACCOUNT, tenant_grant
 from hmls.domain.models import timestamp
 from hmls.kube import errors
@@ -36,51 +37,6 @@ NAMESPACE = "hmls-system"
 MANAGER = "hmls-cli"
 TOKEN_SECONDS = 90 * 24 * 3600
 RBAC = "rbac.authorization.k8s.io/v1"
-
-_READ = ["get", "list", "watch"]
-_WRITE = ["create", "patch", "delete"]
-MANAGED: list[tuple[str, list[str]]] = [
-    ("tensorstack.dev", ["mlservices", "mlserviceruntimes"]),
-    ("", ["secrets", "configmaps", "services", "serviceaccounts"]),
-    ("apps", ["deployments"]),
-    ("networking.istio.io", ["serviceentries", "virtualservices"]),
-    ("gateway.networking.k8s.io", ["httproutes"]),
-]
-"""The kinds hmls watches (and, trusted, writes) on a spoke; grant more with another
-ClusterRoleBinding to its ServiceAccount."""
-TENANT_KINDS: list[tuple[str, list[str]]] = [
-    *MANAGED, ("", ["pods", "persistentvolumeclaims"]),
-    ("apps", ["statefulsets", "replicasets"]), ("batch", ["jobs", "cronjobs"]),
-    ("rbac.authorization.k8s.io", ["roles", "rolebindings"])]
-"""What a tenant may do in a namespace hmls created for it: what a namespace admin does with
-these kinds; a RoleBinding can grant only what the tenant itself holds (Kubernetes' escalation
-prevention), and Pods meet the namespace's Pod Security level."""
-
-
-def _rules(kinds: list[tuple[str, list[str]]], verbs: list[str]) -> list[Obj]:
-    return [{"apiGroups": [g], "resources": r, "verbs": verbs} for g, r in kinds]
-
-
-def controller_rules(*, tenant: bool) -> list[Obj]:
-    """What hmls's ServiceAccount may do on the spoke.  Tenant mode: read every kind (it
-    watches whatever the tenants apply) and write none but namespaces and, in those it
-    creates, the tenant's ServiceAccount and RoleBinding.  Trusted mode: read and write the
-    ``MANAGED`` kinds."""
-    rules = ([{"apiGroups": ["*"], "resources": ["*"], "verbs": _READ}] if tenant
-             else _rules(MANAGED, _READ + _WRITE))
-    rules.append({"apiGroups": [""], "resources": ["namespaces"], "verbs": [*_READ, "create"]})
-    if tenant:  # writes go as the tenant; hmls makes its identity in the namespaces it creates
-        rules += [
-            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["impersonate"],
-             "resourceNames": [TENANT_SERVICE_ACCOUNT]},
-            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"],
-             "verbs": ["create"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
-             "verbs": ["bind"], "resourceNames": [TENANT_ROLE]},
-        ]
-    return rules
-
 
 def service_account(cluster: str) -> str:
     return f"hmls-{cluster}"
@@ -97,10 +53,10 @@ def objects(cluster: str, *, tenant: bool) -> list[Obj]:
         {"apiVersion": "v1", "kind": "ServiceAccount",
          "metadata": {"name": sa, "namespace": NAMESPACE, "labels": labels}},
         {"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": role, "labels": labels},
-         "rules": controller_rules(tenant=tenant)},
+         "rules": [r.policy_rule() for r in permissions.spoke(tenant=tenant)]},
         {"apiVersion": RBAC, "kind": "ClusterRole",
          "metadata": {"name": TENANT_ROLE, "labels": labels},
-         "rules": _rules(TENANT_KINDS, [*_READ, *_WRITE, "update"])},
+         "rules": [r.policy_rule() for r in permissions.TENANT]},
         {"apiVersion": RBAC, "kind": "ClusterRoleBinding",
          "metadata": {"name": sa, "labels": labels},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",

@@ -18,13 +18,12 @@ from typing import Any
 
 import yaml
 
-from hmls import identity
+from hmls import identity, permissions
 from hmls.commands.common import CLI_MANAGER, OperationError, hub_client, table
 from hmls.domain.access import (
     AWAITS_GRANT,
     TENANCY,
     TENANT_ROLE,
-    TENANT_SERVICE_ACCOUNT,
     AccessPolicy,
     tenant_user,
 )
@@ -56,42 +55,24 @@ IDENTITY = "hmls.tensorstack.dev/identity"
 of the ServiceAccount join minted on the cluster."""
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
-# What the controller does on a spoke: (verb, group, resource).
-NEEDED = [(verb, group, res) for group, res in (
-    ("tensorstack.dev", "mlservices"), ("tensorstack.dev", "mlserviceruntimes"), ("", "secrets"))
-    for verb in ("get", "list", "watch", "patch", "delete")] + [
-    (verb, "", "namespaces") for verb in ("get", "list", "watch", "create")]
-
-
 def _secret_name(cluster: str) -> str:
     return f"cluster-{cluster}"
 
 
-# What the controller does on a tenant-mode spoke with its own identity: reads, namespaces,
-# and impersonating the tenants (writes go as them).
-NEEDED_TENANT = [(verb, group, res) for group, res in (
-    ("tensorstack.dev", "mlservices"), ("tensorstack.dev", "mlserviceruntimes"), ("", "secrets"))
-    for verb in ("get", "list", "watch")] + [
-    (verb, "", "namespaces") for verb in ("get", "list", "watch", "create")] + [
-    ("impersonate", "", "serviceaccounts"), ("create", "rbac.authorization.k8s.io", "rolebindings")]
+async def _probe(client: ClusterClient, needed: list[permissions.Access]
+                 ) -> tuple[str, list[permissions.Access]]:
+    """(gitVersion, what of ``needed`` these credentials may not do); raises KubeError."""
+    async def allowed(access: permissions.Access) -> bool:
+        review = await client.create(SSAR, None, {
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+            "spec": {"resourceAttributes": access.attributes()}})
+        return bool((review.get("status") or {}).get("allowed"))
 
-
-async def _probe(client: ClusterClient, needed: list[tuple[str, str, str]]
-                 ) -> tuple[str, list[str]]:
-    """(gitVersion, missing permissions) of the cluster; raises KubeError."""
     try:
         version = await client.version()
-        missing = []
-        for verb, group, res in needed:
-            attrs = {"verb": verb, "group": group, "resource": res}
-            if verb == "impersonate":
-                attrs["name"] = TENANT_SERVICE_ACCOUNT
-            review = await client.create(SSAR, None, {
-                "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
-                "spec": {"resourceAttributes": attrs}})
-            if not (review.get("status") or {}).get("allowed"):
-                missing.append(f"{verb} {res}{'.' + group if group else ''}")
-        return str(version.get("gitVersion", "")), missing
+        answers = await asyncio.gather(*(allowed(a) for a in needed))
+        return str(version.get("gitVersion", "")), [a for a, ok in zip(needed, answers, strict=True)
+                                                     if not ok]
     finally:
         await client.close()
 
@@ -123,7 +104,7 @@ def _server(cfg: Obj) -> str:
     return str(cfg["clusters"][0]["cluster"]["server"])
 
 
-async def _checked(name: str, cfg: Obj, path: str, needed: list[tuple[str, str, str]], *,
+async def _checked(name: str, cfg: Obj, path: str, needed: list[permissions.Access], *,
                    settle: float = 0.0) -> str:
     """The cluster's version, once these credentials may do what hmls needs (RBAC just
     written may take ``settle`` seconds to be seen)."""
@@ -138,7 +119,7 @@ async def _checked(name: str, cfg: Obj, path: str, needed: list[tuple[str, str, 
             return version
         if time.monotonic() >= deadline:
             raise OperationError(f"the kubeconfig for {name} lacks permissions hmls needs: "
-                                 + ", ".join(missing))
+                                 + permissions.describe(missing))
         await asyncio.sleep(0.2)
 
 
@@ -174,7 +155,7 @@ async def join(name: str, *, hub: str | None, context: str | None = None,
     registration's credentials for every hub namespace."""
     _check_name(name)
     extra = {k: v for k, v in parse_labels(labels or [], removals=False).items() if v is not None}
-    needed = NEEDED if trusted else NEEDED_TENANT
+    needed = permissions.checks(permissions.spoke(tenant=not trusted))
     if as_is:
         stored, note = _read_kubeconfig(cluster_kubeconfig, policy), "kubeconfig stored as given"
         version = await _checked(name, stored, cluster_kubeconfig, needed)

@@ -329,12 +329,23 @@ class RolloutSpec(BaseModel):
         return max(1, clusters * int(self.max_concurrency[:-1]) // 100)
 
 
+DeletionPolicy = Literal["Delete", "Orphan"]
+
+
+def deletion_policy(spec: Any) -> DeletionPolicy:
+    """What a deleted HyperMLService asks for its objects, read from the raw spec because the
+    finalizer must clean up after a CR whose spec is invalid elsewhere: ``Orphan`` only when
+    the spec says so (the CRD's enum admits nothing else), otherwise ``Delete``."""
+    return "Orphan" if isinstance(spec, dict) and spec.get("deletionPolicy") == "Orphan" else "Delete"
+
+
 class Spec(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
     workloads: list[Workload] = Field(min_length=1)
     rollout: RolloutSpec = Field(default_factory=lambda: RolloutSpec.model_validate({}))
-    deletion_policy: Literal["Delete", "Orphan"] = Field("Delete", alias="deletionPolicy")
+    deletion_policy: DeletionPolicy = Field("Delete", alias="deletionPolicy")
+    """Validated here (a bad value is the CR's error); read, at deletion, by ``deletion_policy``."""
     traffic: TrafficSpec | None = None
     take_over: bool = Field(False, alias="takeOver")
     """Force server-side apply: take fields that another field manager owns on a spoke."""

@@ -40,6 +40,7 @@ from hmls.domain.models import (
     InvalidSpec,
     Owner,
     TrafficSpec,
+    deletion_policy,
     named_kinds,
     parse_spec,
     timestamp,
@@ -570,7 +571,7 @@ class Reconciler:
         if FINALIZER not in (meta.get("finalizers") or []):
             return True
         owner = Owner.of(obj)
-        policy = (obj.get("spec") or {}).get("deletionPolicy", "Delete")
+        policy = deletion_policy(obj.get("spec"))
         orphaned = {c.strip() for c in (meta.get("annotations") or {}).get(
             ORPHAN_ANNOTATION, "").split(",") if c.strip()}
         inventory = previous.inventory()

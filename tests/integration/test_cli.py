@@ -16,6 +16,7 @@ import yaml
 from hmls_devenv.environment import Environment
 from hmls_devenv.pki import CertificateAuthority, KeyPair
 
+from hmls import permissions
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS
@@ -42,10 +43,8 @@ from tests.integration.helpers import (
 Clients = dict[str, ClusterClient]
 VERSION = "v1.34.4"
 STATUS_HEADER = ["CLUSTER", "RESOURCE", "APPLIED", "READY", "URL", "MESSAGE"]
-NEEDED = [f"{verb} {res}" for res in ("mlservices.tensorstack.dev",
-                                      "mlserviceruntimes.tensorstack.dev", "secrets")
-          for verb in ("get", "list", "watch", "patch", "delete")] + [
-    f"{verb} namespaces" for verb in ("get", "list", "watch", "create")]
+NEEDED = permissions.checks(permissions.spoke(tenant=False))
+"""What join checks a trusted registration's credentials for: the minted ClusterRole's verbs."""
 
 
 # ----- helpers ---------------------------------------------------------------------------
@@ -154,8 +153,10 @@ async def test_join_lists_the_permissions_the_credentials_lack(
     assert 'User "nobody" cannot list resource "mlservices"' in who.stderr, who.stderr
     res = assert_join_refused(env, "joinnobody", nobody,
                               "the kubeconfig for joinnobody lacks permissions hmls needs: "
-                              + ", ".join(NEEDED))
-    assert "patch mlservices.tensorstack.dev" in res.stderr
+                              + permissions.describe(NEEDED))
+    assert ("get, list, watch, create, patch, delete mlservices.tensorstack.dev; "
+            "get, list, watch, create, patch, delete mlserviceruntimes.tensorstack.dev;"
+            ) in res.stderr
 
     # Read-only access: exactly the write verbs are reported missing.
     reader = kubeconfig_for("hmls-cli-reader")
@@ -173,10 +174,11 @@ async def test_join_lists_the_permissions_the_credentials_lack(
                        "name": "hmls-cli-reader"}]},
     ]
     kubectl(env, "spoke1", "apply", "-f", "-", input=yaml.safe_dump_all(rbac))
-    missing = [n for n in NEEDED if n.split()[0] in ("patch", "delete")
-               or n.endswith(" namespaces")]
+    readable = {"mlservices", "mlserviceruntimes", "secrets"}
+    missing = [a for a in NEEDED if a.verb not in ("get", "list", "watch") or a.resource not in readable]
     expected = ("hmls cluster join: the kubeconfig for joinreader lacks permissions hmls needs: "
-                + ", ".join(missing) + "\n")
+                + permissions.describe(missing) + "\n")
+    assert "create, patch, delete mlservices.tensorstack.dev; " in expected
 
     async def refused_for_writes() -> subprocess.CompletedProcess[str] | None:
         res = join(env, "joinreader", reader)

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from hmls.domain.models import InvalidSpec, Owner, parse_spec
+from hmls.domain.models import InvalidSpec, Owner, deletion_policy, parse_spec
 
 CM = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"}}
 
@@ -82,6 +82,15 @@ def test_deletion_policy_defaults_to_delete() -> None:
 def test_deletion_policy_alias_and_field_name(key: str) -> None:
     spec = parse_spec({"workloads": [workload(["a"])], key: "Orphan"})
     assert spec.deletion_policy == "Orphan"
+
+
+def test_the_finalizer_reads_the_deletion_policy_of_an_invalid_spec() -> None:
+    broken = {"workloads": [], "deletionPolicy": "Orphan"}
+    invalid(broken)
+    assert deletion_policy(broken) == "Orphan"
+    assert deletion_policy({"workloads": "not a list"}) == "Delete"
+    assert deletion_policy(None) == "Delete"
+    assert deletion_policy({"deletionPolicy": "orphan"}) == "Delete"  # the CRD's enum refuses it
 
 
 def test_bad_deletion_policy_is_reported_under_its_wire_name() -> None:
