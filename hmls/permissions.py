@@ -59,7 +59,8 @@ class Access:
     def target(self) -> str:
         if self.resource == "*":
             return "every kind"
-        return self.resource + (f".{self.group}" if self.group else "")
+        return (self.resource + (f".{self.group}" if self.group else "")
+                + (f" ({self.name})" if self.name else ""))
 
 
 HUB_CLUSTER: tuple[Rule, ...] = (

@@ -333,7 +333,7 @@ def test_tenant_mode_needs_credentials_that_may_impersonate(
     assert res.returncode == 1
     assert res.stderr.startswith("hmls cluster join: the kubeconfig for plainjoin lacks "
                                  "permissions hmls needs: get, list, watch every kind; ")
-    assert "impersonate serviceaccounts" in res.stderr
+    assert "; impersonate serviceaccounts (hmls-tenant); create serviceaccounts; " in res.stderr
     res = hmls_cli("cluster", "join", "plainjoin", *hub(env), "--cluster-kubeconfig", str(path),
                    check=False)
     assert res.returncode == 1

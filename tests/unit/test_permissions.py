@@ -64,6 +64,6 @@ def test_missing_permissions_are_described_per_resource_in_the_tables_order() ->
                Access("impersonate", "", "serviceaccounts", "hmls-tenant")]
     assert permissions.describe(missing) == (
         "patch, delete mlservices.tensorstack.dev; create namespaces; get every kind; "
-        "impersonate serviceaccounts")
+        "impersonate serviceaccounts (hmls-tenant)")
     assert Access("impersonate", "", "serviceaccounts", "hmls-tenant").attributes() == {
         "verb": "impersonate", "group": "", "resource": "serviceaccounts", "name": "hmls-tenant"}
