@@ -49,8 +49,10 @@ def _positive(text: str) -> int:
 
 
 def _controller(args: argparse.Namespace) -> int:
+    from hmls.allocator import fix_thresholds
     from hmls.engine.manager import run_until_signalled
 
+    fix_thresholds()
     host, _, port = args.metrics_bind_address.rpartition(":")
     settings = Settings(
         kubeconfig=args.kubeconfig, context=args.context, namespace=args.namespace,
@@ -197,9 +199,9 @@ def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
                      help="comma-separated hub namespaces to reconcile (default: all)")
     ctl.add_argument("--metrics-bind-address", default="0.0.0.0:8080",
                      help="serves /metrics, /healthz and /readyz (default 0.0.0.0:8080)")
-    ctl.add_argument("--workers", type=int, default=4,
-                     help="parallel reconciles (default 4; 32 for spokes far away: a reconcile "
-                          "waiting on a cluster costs little, --cluster-qps protects each)")
+    ctl.add_argument("--workers", type=int, default=Settings.workers,
+                     help="parallel reconciles (default 32: a reconcile waiting on a far-away "
+                          "cluster costs little; --cluster-qps protects each cluster)")
     ctl.add_argument("--cluster-qps", type=float, default=50.0,
                      help="requests a second to one cluster, a token bucket as client-go's "
                           "(default 50; 0: unlimited); a 429 pauses the cluster's requests "
@@ -207,8 +209,9 @@ def build_parser(prog: str = "hmls") -> argparse.ArgumentParser:
     ctl.add_argument("--cluster-burst", type=int, default=100,
                      help="requests one cluster may get at once above --cluster-qps "
                           "(default 100)")
-    ctl.add_argument("--per-cluster-concurrency", type=int, default=8,
-                     help="parallel API writes per cluster (default 8)")
+    ctl.add_argument("--per-cluster-concurrency", type=int,
+                     default=Settings.per_cluster_concurrency,
+                     help="parallel API writes per cluster (default 32)")
     ctl.add_argument("--probe-interval", type=float, default=10.0,
                      help="seconds between cluster health probes, GET /readyz (default 10)")
     ctl.add_argument("--probe-timeout", type=float, default=5.0,

@@ -28,11 +28,12 @@ class Settings:
     """Hub namespaces whose HyperMLServices are reconciled; empty means all."""
     metrics_host: str = "0.0.0.0"
     metrics_port: int = 8080
-    workers: int = 4
+    workers: int = 32
     """Reconciles at once.  A reconcile waiting on a far-away cluster costs a coroutine, so
-    32 hides round trips (each cluster is protected by its budget); the default stays 4
-    until the higher concurrency's RSS growth in the churn soak is understood."""
-    per_cluster_concurrency: int = 8
+    32 hides round trips (each cluster is protected by its budget; the RSS creep this
+    concurrency showed in the churn soak was glibc's dynamic mmap threshold, see
+    hmls.allocator)."""
+    per_cluster_concurrency: int = 32
     cluster_qps: float = 50.0
     """Requests a second hmls sends one cluster (a token bucket; 0: unlimited)."""
     cluster_burst: int = 100
