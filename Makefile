@@ -52,29 +52,30 @@ demo-down:
 clean: demo-down
 	rm -rf .hmls-env .pytest_cache .mypy_cache .ruff_cache
 
-# benchmark suite against real local API servers (scripts/bench/run.py); writes docs/benchmarks/
+# benchmarks: one command line, scripts/bench/bench.py suite|scale|ab. The suite against real
+# local API servers (scripts/bench/run.py) writes docs/benchmarks/
 # full.{json,md,png} (bench, < 20 min) or quick.* (bench-quick, < 6 min with the rtt phase). BENCH_FLAGS="--dir D"
-# bench-ab: before/after of the controller in one run (scripts/bench/ab.py; AB_FLAGS="--base REV")
+# bench-ab: before/after of the controller in one run (bench.py ab: scripts/bench/ab.py; AB_FLAGS="--base REV")
 .PHONY: bench bench-quick bench-ab
 bench: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
-	$(PYTHON) scripts/bench/run.py $(BENCH_FLAGS)
+	$(PYTHON) scripts/bench/bench.py suite $(BENCH_FLAGS)
 
 bench-quick: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
-	$(PYTHON) scripts/bench/run.py --quick $(BENCH_FLAGS)
+	$(PYTHON) scripts/bench/bench.py suite --quick $(BENCH_FLAGS)
 
 bench-ab: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
-	$(PYTHON) scripts/bench/ab.py $(AB_FLAGS)
+	$(PYTHON) scripts/bench/bench.py ab $(AB_FLAGS)
 
-# fleet scale (scripts/bench/fleet.py): 1k/3k/10k CRs x 4/16 spokes against the request floor,
+# fleet scale (bench.py scale: scripts/bench/fleet.py): 1k/3k/10k CRs x 4/16 spokes against the request floor,
 # idle window and restart at the largest case run; writes docs/benchmarks/scale.{json,md,png}.
 # SCALE_FLAGS="--budget S --cases 1000x4,3000x16"
 .PHONY: bench-scale
 bench-scale: deps binaries
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
-	$(PYTHON) scripts/bench/fleet.py $(SCALE_FLAGS)
+	$(PYTHON) scripts/bench/bench.py scale $(SCALE_FLAGS)
 
 # chaos soak (scripts/soak/soak.py): hub, 4 spokes behind fault proxies, ingress, 2 leader-elected
 # replicas, ~100 HyperMLServices, random faults, invariants checked all along; fails on any

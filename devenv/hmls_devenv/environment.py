@@ -78,13 +78,13 @@ class State:
         tmp.replace(path)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def _set_pdeathsig() -> None:  # runs in the child between fork and exec
+def set_pdeathsig() -> None:  # runs in the child between fork and exec
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
@@ -190,12 +190,12 @@ class Environment:
         (self.dir / "logs").mkdir(exist_ok=True)
         self.audit_log.unlink(missing_ok=True)  # a new environment, a new audit trail
         names = ["hub", *(f"spoke{i}" for i in range(1, spokes + 1)), "ingress"]
-        st = State(etcd_port=_free_port(), etcd_peer_port=_free_port(),
-                   simulator_metrics_port=_free_port(), cluster_domain=cluster_domain,
+        st = State(etcd_port=free_port(), etcd_peer_port=free_port(),
+                   simulator_metrics_port=free_port(), cluster_domain=cluster_domain,
                    audit=audit)
         for name in names:
             role = name if name in ("hub", "ingress") else "spoke"
-            st.clusters[name] = ClusterState(name=name, role=role, port=_free_port())
+            st.clusters[name] = ClusterState(name=name, role=role, port=free_port())
         st.save(self.state_path)
         try:
             self._make_pki(names)
@@ -224,12 +224,14 @@ class Environment:
             self._log(f"no environment recorded in {self.dir}; nothing to stop")
             return
         st = self.state()
-        for pid in st.extras.values():
+        # SIGTERM to all but etcd at once, so they shut down side by side; etcd goes last
+        servers = [*st.extras.values(), st.simulator_pid, *(c.pid for c in st.clusters.values())]
+        for pid in servers:
+            if _alive(pid, self._marker):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
+        for pid in [*servers, st.etcd_pid]:
             _stop_pid(pid, self._marker)
-        _stop_pid(st.simulator_pid, self._marker)
-        for c in st.clusters.values():
-            _stop_pid(c.pid, self._marker)
-        _stop_pid(st.etcd_pid, self._marker)
         for child in self._children.values():
             with contextlib.suppress(Exception):
                 child.wait(timeout=1)
@@ -300,18 +302,35 @@ class Environment:
         return st.extras[name]
 
     # ----- pieces ------------------------------------------------------------------
+    def stop_process(self, pid: int, sig: int = signal.SIGTERM, *, timeout: float = 20.0
+                     ) -> int | None:
+        """Send sig to a process ``start_process`` started and wait for it to end (SIGKILL
+        after timeout): its exit code (negative: the signal that ended it; the code it had if
+        it had already ended); None if it is not a child of this handle."""
+        child = self._children.pop(pid, None)
+        if child is None:
+            return None
+        if child.poll() is not None:
+            return child.returncode
+        child.send_signal(sig)
+        try:
+            return child.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            return child.wait(timeout=10)
+
     def _spawn(self, name: str, argv: list[str]) -> int:
         logf = self.log_path(name).open("ab")
         proc = subprocess.Popen(
             argv, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             cwd=self.dir, start_new_session=True,
-            preexec_fn=_set_pdeathsig if self.die_with_parent else None,
+            preexec_fn=set_pdeathsig if self.die_with_parent else None,
         )
         logf.close()
         self._children[proc.pid] = proc
         return proc.pid
 
-    def _exited(self, pid: int) -> bool:
+    def exited(self, pid: int) -> bool:
         """True if the process is gone.  A child of ours is asked directly: between fork and
         exec its command line is still ours, so the marker check would be wrong."""
         child = self._children.get(pid)
@@ -346,7 +365,7 @@ class Environment:
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as resp:
                 if b'"true"' in resp.read():
                     return
-            if self._exited(st.etcd_pid):
+            if self.exited(st.etcd_pid):
                 break
             time.sleep(0.2)
         raise DevEnvError(f"etcd did not become healthy; see {self.log_path('etcd')}")
@@ -393,13 +412,14 @@ class Environment:
         return [f"--audit-policy-file={policy}", f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json", "--audit-log-mode=blocking"]
 
-    def _ssl(self) -> ssl.SSLContext:
+    def admin_tls(self) -> ssl.SSLContext:
+        """TLS with the environment's CA and its admin client certificate (system:masters)."""
         ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
         ctx.load_cert_chain(str(self.pki / "admin.crt"), str(self.pki / "admin.key"))
         return ctx
 
     def _wait_ready(self, c: ClusterState) -> None:
-        ctx = self._ssl()
+        ctx = self.admin_tls()
         deadline = time.monotonic() + READY_TIMEOUT
         last = ""
         while time.monotonic() < deadline:
@@ -409,7 +429,7 @@ class Environment:
                         return
             except OSError as exc:
                 last = str(exc)
-            if self._exited(c.pid):
+            if self.exited(c.pid):
                 raise DevEnvError(
                     f"kube-apiserver for {c.name} exited; see {self.log_path(c.name)}")
             time.sleep(0.25)
@@ -468,7 +488,7 @@ class Environment:
             with contextlib.suppress(OSError), urllib.request.urlopen(
                     self.simulator_metrics_url, timeout=2):
                 return
-            if self._exited(st.simulator_pid):
+            if self.exited(st.simulator_pid):
                 break
             time.sleep(0.1)
         raise DevEnvError(f"the MLService simulator does not serve {self.simulator_metrics_url}; "

@@ -13,7 +13,7 @@ Both controllers meet the same API servers, the same machine load and the same o
 order alternates every round, so that a drift in load hits both alike.  Ratios are after /
 before.  Writes OUT/NAME.json and OUT/NAME.md (``--name``, default ab).
 
-  python scripts/bench/ab.py [--base REV] [--only apply,scale] [--crs 1000] [--spokes 4]
+  python scripts/bench/bench.py ab [--base REV] [--only apply,scale] [--crs 1000] [--spokes 4]
                              [--per-cr 1] [--rounds 3] [--apply-runs 30] [--name ab]
 """
 
@@ -34,8 +34,9 @@ from typing import Any
 
 import scale
 from apply_latency import MANIFESTS, sample
-from common import REPO, Bench, Controller, log, pct, ratio, stop_env
+from common import REPO, Bench, log, pct, ratio
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller
 from latency import Watcher
 from report import loadavg, machine
 
@@ -83,18 +84,18 @@ async def apply_rounds(b: Bench, base_src: Path, k: int, count: int, runs: int
         watcher = Watcher(b.hub, ns)
         task = asyncio.create_task(watcher.informer.run())
         await watcher.informer.synced.wait()
-        ctl = Controller(b, [ns], name=f"controller-{ns}",
+        ctl = Controller(b.env, namespaces=[ns], name=f"controller-{ns}",
                          source=base_src if variant == "before" else None)
-        ctl.start()
+        ctl.start(wait=False)
         try:
-            await ctl.wait_ready()
+            await ctl.ready()
             for m in MANIFESTS:
                 applied, _ = await sample(b, watcher, clusters, m, runs, prefix=f"{variant}{r}")
                 out[variant][str(m)] += applied
                 log(f"apply round {r + 1} {variant} {k} spokes x {m}: p50 "
                     f"{pct(applied, 50) * 1000:.0f} ms, load {loadavg():.1f}")
         finally:
-            await ctl.stop()
+            await ctl.halt()
             task.cancel()
         await b.clean(ns, clusters)
     return out
@@ -174,9 +175,7 @@ def _table(result: dict[str, Any]) -> str:
         f"Every round's figures are in `{result['name']}.json`. Nothing is asserted.", ""])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--base", default=BASE, help=f"the 'before' revision (default {BASE})")
     parser.add_argument("--only", default="apply,scale", help="comma-separated: apply, scale")
     parser.add_argument("--crs", type=int, default=1000)
@@ -188,10 +187,12 @@ def main() -> int:
     parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-ab"))
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     parser.add_argument("--name", default="ab", help="results go to OUT/NAME.{json,md}")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     only = {p for p in args.only.split(",") if p}
     if not only or only - {"apply", "scale"}:
-        parser.error("--only takes apply, scale or both")
+        raise SystemExit("--only takes apply, scale or both")
     started = time.perf_counter()
     root = Path(args.dir)
     env = Environment(root / "env", die_with_parent=True, log=log)
@@ -204,8 +205,9 @@ def main() -> int:
                               check=False).stdout.strip()
 
     result: dict[str, Any] = {
-        "command": " ".join(["ab.py", *(f"--{k.replace('_', '-')} {v}"
-                                       for k, v in vars(args).items() if k not in ("dir", "out"))]),
+        "command": " ".join(["bench.py", "ab", *(f"--{k.replace('_', '-')} {v}"
+                                       for k, v in vars(args).items()
+                                       if k not in ("dir", "out", "run", "command"))]),
         "started": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "machine": machine(),
         "base": base, "head": git("rev-parse", "--short", "HEAD"),
         "uncommitted": git("status", "--porcelain", "--", "hmls").splitlines(),
@@ -232,7 +234,7 @@ def main() -> int:
         env.up(spokes=args.spokes)
         asyncio.run(body())
     finally:
-        stop_env(env)
+        env.down()
     result["total_s"] = time.perf_counter() - started
     result["name"] = args.name
     out = Path(args.out)
@@ -242,6 +244,3 @@ def main() -> int:
     print((out / f"{args.name}.md").read_text())
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

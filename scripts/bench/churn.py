@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import time
 import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from common import REPO, Bench, free_port, hyper, log, stop_env
+from common import REPO, Bench, hyper, log
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import eventually, free_port
 
 from hmls.engine.manager import Manager
 from hmls.kube.resources import HMLS
@@ -45,24 +45,19 @@ def configmap(name: str) -> dict[str, Any]:
 async def round_trip(b: Bench, crs: int, n: int) -> None:
     names = [f"churn-{n}-{i}" for i in range(crs)]
     await b.create_all([hyper(x, NS, b.spokes, [configmap(x)]) for x in names])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
+
+    async def fully_applied() -> bool:
         listed, _ = await b.hub.list(HMLS, namespace=NS)
-        done = sum(1 for o in listed if any(
+        return sum(1 for o in listed if any(
             c.get("type") == "FullyApplied" and c.get("status") == "True"
-            for c in (o.get("status") or {}).get("conditions") or []))
-        if done == crs:
-            break
-        await asyncio.sleep(0.2)
-    else:
-        raise TimeoutError(f"round {n}: not all FullyApplied")
+            for c in (o.get("status") or {}).get("conditions") or [])) == crs
+
+    async def gone() -> bool:
+        return not (await b.hub.list(HMLS, namespace=NS))[0]
+
+    await eventually(fully_applied, timeout=120, interval=0.2, what=f"round {n} FullyApplied")
     await asyncio.gather(*(b.hub.delete(HMLS, NS, x) for x in names))
-    while time.monotonic() < deadline:
-        listed, _ = await b.hub.list(HMLS, namespace=NS)
-        if not listed:
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"round {n}: HyperMLServices not gone")
+    await eventually(gone, timeout=120, interval=0.2, what=f"round {n} deleted")
 
 
 async def run(env: Environment, rounds: int, crs: int, warmup: int, trace: bool) -> None:
@@ -125,7 +120,7 @@ def main() -> int:
     try:
         asyncio.run(run(env, args.rounds, args.crs, args.warmup, not args.no_trace))
     finally:
-        stop_env(env)
+        env.down()
     return 0
 
 

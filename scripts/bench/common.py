@@ -1,6 +1,6 @@
-"""Shared pieces of the benchmark suite: the environment and its clients, the controller
-process, Prometheus text parsing (API servers and controller), /proc statistics,
-percentiles and the objects the measurements write.
+"""Shared pieces of the benchmark suite and the soak beyond the harness they share with the
+tests (hmls_devenv.harness: the controller process, metrics reading, request counts): the
+environment's clients, /proc statistics, percentiles and the objects the measurements write.
 
 Everything here is plumbing; each measurement lives in its own module (floors,
 apply_latency, propagation, scale, idle) and ``run.py`` strings them together.
@@ -12,10 +12,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
-import signal
-import socket
-import ssl
 import statistics
 import sys
 import time
@@ -25,7 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiohttp
-from hmls_devenv.environment import Environment, _alive
+from hmls_devenv.environment import Environment
+from hmls_devenv.harness import MUTATING, Requests, requests
 from hmls_devenv.proxy import FaultProxy
 from hmls_devenv.simulator import MLSERVICE
 
@@ -38,7 +35,6 @@ from hmls.kube.resources import CONFIGMAPS, HMLS, NAMESPACES, SECRETS, Resource
 from hmls.kube.watching import Informer
 
 REPO = Path(__file__).resolve().parents[2]
-MUTATING = ("POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION")
 RUNTIMES = Resource("tensorstack.dev/v1beta1", "MLServiceRuntime", "mlserviceruntimes",
                     namespaced=True)
 SPOKE_KINDS = (MLSERVICE, RUNTIMES, SECRETS, CONFIGMAPS)
@@ -187,45 +183,12 @@ def busy_pct(before: tuple[float, float], after: tuple[float, float]) -> float:
     return 100 * (after[0] - before[0]) / max(after[1] - before[1], 1e-9)
 
 
-# ----- Prometheus text ---------------------------------------------------------------
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
-def samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
-    """Samples of one metric (exact name) from Prometheus text format."""
-    out = []
-    for line in text.splitlines():
-        if not line.startswith(name) or line[len(name):len(name) + 1] not in ("{", " "):
-            continue
-        labels_part, _, value = line.rpartition(" ")
-        out.append((dict(_LABEL.findall(labels_part)), float(value)))
-    return out
-
-
-def total(text: str, name: str, **labels: str) -> float:
-    return sum(v for lab, v in samples(text, name)
-               if all(lab.get(k) == want for k, want in labels.items()))
-
-
-Requests = dict[str, Counter[tuple[str, str]]]
-"""cluster -> (verb, resource[/subresource]) -> apiserver_request_total."""
-
-
-def requests_delta(after: Requests, before: Requests) -> Requests:
-    return {c: counts - before.get(c, Counter()) for c, counts in after.items()}
-
-
+# ----- request counts (harness.requests) ------------------------------------------------
 def by_verb(counts: Counter[tuple[str, str]]) -> dict[str, int]:
     out: Counter[str] = Counter()
     for (verb, _), v in counts.items():
         out[verb] += v
     return dict(sorted(out.items()))
-
-
-def mutating(counts: Counter[tuple[str, str]], *, leases: bool = True) -> int:
-    """Mutating requests; leases=False leaves out the API servers' own lease renewals."""
-    return int(sum(v for (verb, res), v in counts.items()
-                   if verb in MUTATING and (leases or res != "leases")))
 
 
 def requests_total(counts: Counter[tuple[str, str]]) -> int:
@@ -240,26 +203,6 @@ def reads(counts: Counter[tuple[str, str]]) -> int:
 def writes_by_resource(counts: Counter[tuple[str, str]]) -> dict[str, int]:
     return {f"{verb} {res}": int(v) for (verb, res), v in sorted(counts.items())
             if verb in MUTATING}
-
-
-# ----- the environment ---------------------------------------------------------------
-def stop_env(env: Environment) -> None:
-    """``env.down()``, after sending SIGTERM at once to the processes it will stop one by one
-    (API servers, simulator, controllers: all started for this run; etcd is left to down),
-    so that they shut down in parallel."""
-    if env.state_path.exists():
-        st = env.state()
-        for pid in [*st.extras.values(), st.simulator_pid, *(c.pid for c in st.clusters.values())]:
-            if _alive(pid, str(env.dir)):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGTERM)
-    env.down()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -286,10 +229,9 @@ class Bench:
         for name in self.env.state().clusters:
             cfg = vet(self.env.kubeconfig(name).read_bytes())
             self.clients[name] = await ClusterClient.from_kubeconfig(name, cfg)
-        pki = self.env.pki  # the admin client certificate, for raw HTTPS and /metrics
-        tls = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        tls.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        self.http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=64))
+        # raw HTTPS and /metrics with the admin client certificate
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(ssl=self.env.admin_tls(), limit=64))
 
     async def close(self) -> None:
         for c in self.clients.values():
@@ -370,26 +312,8 @@ class Bench:
 
         await asyncio.gather(*(one(o) for o in objs))
 
-    async def metrics_text(self, cluster: str) -> str:
-        assert self.http is not None
-        async with self.http.get(f"{self.server(cluster)}/metrics") as resp:
-            resp.raise_for_status()
-            return await resp.text()
-
     async def requests(self, clusters: Iterable[str] | None = None) -> Requests:
-        """apiserver_request_total of every (or some) API server, by (verb, resource)."""
-        names = list(clusters or self.env.state().clusters)
-        texts = await asyncio.gather(*(self.metrics_text(c) for c in names))
-        out: Requests = {}
-        for name, text in zip(names, texts, strict=True):
-            counts: Counter[tuple[str, str]] = Counter()
-            for lab, v in samples(text, "apiserver_request_total"):
-                res = lab.get("resource") or "(non-resource)"
-                if lab.get("subresource"):
-                    res += "/" + lab["subresource"]
-                counts[(lab.get("verb", ""), res)] += int(v)
-            out[name] = counts
-        return out
+        return await requests(self.env, clusters, session=self.http)
 
 
 class HubTracker:
@@ -445,115 +369,3 @@ class HubTracker:
 
 
 # ----- the controller process --------------------------------------------------------
-class Controller:
-    """One ``hmls controller`` process started with ``Environment.start_process``, watching
-    only the given hub namespaces (so each measurement sees only its own HyperMLServices)."""
-
-    def __init__(self, bench: Bench, namespaces: list[str], *, name: str = "controller",
-                 cprofile_to: Path | None = None, source: Path | None = None,
-                 flags: tuple[str, ...] = ()) -> None:
-        """source: a directory holding another ``hmls`` package to run instead of this
-        checkout's (an earlier revision, for before/after runs); flags: more controller
-        flags (e.g. ``--leader-elect``)."""
-        self.bench = bench
-        self.namespaces = namespaces
-        self.name = name
-        if cprofile_to and source:
-            raise ValueError("cProfile runs only this checkout's controller (python -m cProfile -m hmls)")
-        self.cprofile_to = cprofile_to
-        self.source = source
-        self.flags = flags
-        self.port = 0
-        self.pid = 0
-        self.started = 0.0
-
-    def start(self) -> int:
-        """Spawn (from the event loop's thread: the environment ties children to it)."""
-        self.port = free_port()
-        hub = str(self.bench.env.kubeconfig("hub"))
-        wrap = ["-m", "cProfile", "-o", str(self.cprofile_to)] if self.cprofile_to else []
-        if self.source:
-            wrap += ["-c", f"import runpy, sys; sys.path.insert(0, {str(self.source)!r}); "
-                     "runpy.run_module('hmls', run_name='__main__', alter_sys=True)"]
-        else:
-            wrap += ["-m", "hmls"]
-        argv = [sys.executable, *wrap, "controller", "--kubeconfig", hub,
-                "--watch-namespaces", ",".join(self.namespaces),
-                "--metrics-bind-address", f"127.0.0.1:{self.port}", *self.flags]
-        self.started = time.perf_counter()
-        self.pid = self.bench.env.start_process(self.name, argv)
-        return self.pid
-
-    async def metrics(self) -> str:
-        assert self.bench.http is not None
-        async with self.bench.http.get(f"http://127.0.0.1:{self.port}/metrics") as resp:
-            return await resp.text()
-
-    async def wait_ready(self, timeout: float = 60.0) -> float:
-        """Seconds from spawn until /readyz answers 200."""
-        assert self.bench.http is not None
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            with contextlib.suppress(aiohttp.ClientError):
-                async with self.bench.http.get(f"http://127.0.0.1:{self.port}/readyz") as resp:
-                    if resp.status == 200:
-                        return time.perf_counter() - self.started
-            await asyncio.sleep(0.05)
-        raise TimeoutError(f"controller not ready after {timeout:.0f}s; see "
-                           f"{self.bench.env.log_path(self.name)}")
-
-    async def counters(self) -> dict[str, float]:
-        text = await self.metrics()
-        return {"applied": total(text, "hmls_apply_total", result="applied"),
-                "unchanged": total(text, "hmls_apply_total", result="unchanged"),
-                "apply_failed": total(text, "hmls_apply_total", result="failed"),
-                "status_writes": total(text, "hmls_status_writes_total"),
-                "reconciles": total(text, "hmls_reconcile_total"),
-                "reconcile_s": total(text, "hmls_reconcile_duration_seconds_sum"),
-                "queue_depth": total(text, "hmls_queue_depth")}
-
-    async def settle(self, *, quiet: float = 2.0, timeout: float = 300.0,
-                     min_reconciles: int = 0) -> dict[str, float]:
-        """Wait until the queue is empty and nothing was written (applied, failed to apply,
-        status) for ``quiet`` seconds.  Reconciles that write nothing do not count: past the
-        resync period (600 s) a large fleet has some every second, and a run that long never
-        settled."""
-        await self.wait_ready(timeout)
-        deadline = time.monotonic() + timeout
-        last, since = None, time.monotonic()
-        while time.monotonic() < deadline:
-            now = await self.counters()
-            moving = {k: now[k] for k in ("applied", "apply_failed", "status_writes")}
-            if moving != last:
-                last, since = moving, time.monotonic()
-            elif (now["queue_depth"] == 0 and now["reconciles"] >= min_reconciles
-                  and time.monotonic() - since >= quiet):
-                return now
-            await asyncio.sleep(0.25)
-        raise TimeoutError(f"controller did not settle within {timeout:.0f}s")
-
-    def stats(self) -> ProcStats:
-        return proc_stats(self.pid)
-
-    def exited(self) -> bool:
-        """Reap the process if it has exited (never blocks)."""
-        try:
-            return os.waitpid(self.pid, os.WNOHANG)[0] != 0
-        except ChildProcessError:
-            return True
-
-    async def stop(self) -> None:
-        """SIGTERM the process we started (by pid; SIGKILL after 20 s) and reap it, without
-        blocking the event loop: measurements may be running on it."""
-        if not self.pid:
-            return
-        for sig, grace in ((signal.SIGTERM, 20.0), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, sig)
-            deadline = time.monotonic() + grace
-            while time.monotonic() < deadline:
-                if self.exited():
-                    self.pid = 0
-                    return
-                await asyncio.sleep(0.05)
-        raise RuntimeError(f"controller {self.pid} did not exit")

@@ -33,7 +33,7 @@ and why.  With ``--rtt 0,50,200`` each case run is then run again with every spo
 milliseconds away (scale.far_away: behind a latency proxy, against a latency floor and the
 0 ms case).  Results: OUT/scale.json, OUT/scale.md, OUT/scale.png.
 
-  python scripts/bench/fleet.py [--out docs/benchmarks] [--budget 900] [--cases 1000x4,...]
+  python scripts/bench/bench.py scale [--out docs/benchmarks] [--budget 900] [--cases 1000x4,...]
                                 [--rtt 0,50,200]
 """
 
@@ -49,21 +49,11 @@ from typing import Any
 
 import floors
 import scale
-from common import (
-    REPO,
-    Bench,
-    Controller,
-    linear_fit,
-    log,
-    mutating,
-    ratio,
-    requests_delta,
-    rtt_list,
-    stop_env,
-)
+from common import REPO, Bench, linear_fit, log, proc_stats, ratio, rtt_list
 from floors import apply_ops_max
 from hmls_devenv import binaries
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, mutating, requests_delta
 from report import far_away, machine
 
 from hmls.kube import errors
@@ -83,11 +73,11 @@ def floor_s(n: int, k: int, write_ops: float) -> float:
 async def base_rss(b: Bench) -> float:
     """Peak RSS (MB) of a controller settled on a namespace with no HyperMLService."""
     await b.namespace("scale-empty", ["hub"])
-    ctl = Controller(b, ["scale-empty"], name="controller-empty")
-    ctl.start()
+    ctl = Controller(b.env, namespaces=["scale-empty"], name="controller-empty")
+    ctl.start(wait=False)
     await ctl.settle(quiet=2.0, timeout=120)
-    mb = ctl.stats().hwm_mb
-    await ctl.stop()
+    mb = proc_stats(ctl.pid).hwm_mb
+    await ctl.halt()
     return mb
 
 
@@ -107,18 +97,18 @@ async def idle_and_restart(b: Bench, ctl: Controller, ns: str, n: int, spokes: l
                            for k in ("applied", "status_writes", "reconciles")}}
     log(f"idle {IDLE_S:.0f} s: {idle['writes']} writes {idle['writes_by_server']}, "
         f"controller {idle['controller']}")
-    await ctl.stop()
-    again = Controller(b, [ns], name=f"controller-{ns}-restart")
+    await ctl.halt()
+    again = Controller(b.env, namespaces=[ns], name=f"controller-{ns}-restart")
     t0 = time.perf_counter()
-    again.start()
+    again.start(wait=False)
     counters = await again.settle(quiet=2.0, timeout=600, min_reconciles=n)
     settled_s = time.perf_counter() - t0 - 2.0
     restart = {"to_settled_s": settled_s, "reapplies": int(counters["applied"]),
                "status_writes": int(counters["status_writes"]),
-               "unchanged": int(counters["unchanged"]), "peak_rss_mb": again.stats().hwm_mb}
+               "unchanged": int(counters["unchanged"]), "peak_rss_mb": proc_stats(again.pid).hwm_mb}
     log(f"restart: settled in {settled_s:.1f} s, {restart['reapplies']} re-applies, "
         f"{restart['status_writes']} status writes")
-    await again.stop()
+    await again.halt()
     return {"idle": idle, "restart": restart}
 
 
@@ -295,9 +285,7 @@ def chart(r: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
     parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-scale"))
     parser.add_argument("--budget", type=float, default=900.0,
@@ -307,7 +295,9 @@ def main() -> int:
     parser.add_argument("--rtt", type=rtt_list, default=[],
                         help="also run each case with the spokes this far away: round trips "
                              "in ms, comma-separated (e.g. 0,50,200; 0: the proxy on loopback)")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     wanted = [(int(n), int(k)) for n, k in (c.split("x") for c in args.cases.split(","))]
     env = Environment(Path(args.dir), die_with_parent=True, log=log)
     started = time.perf_counter()
@@ -316,7 +306,7 @@ def main() -> int:
         env.up(spokes=max(k for _, k in wanted))
         result = asyncio.run(suite(env, args.budget, wanted, args.rtt))
     finally:
-        stop_env(env)
+        env.down()
     result["total_s"] = time.perf_counter() - started
     result["command"] = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
     out = Path(args.out)
@@ -327,6 +317,3 @@ def main() -> int:
     log(f"done in {result['total_s']:.0f} s; wrote {out}/scale.{{json,md,png}}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -24,20 +24,8 @@ import time
 from collections import Counter
 from typing import Any
 
-from common import (
-    Bench,
-    Controller,
-    HubTracker,
-    Requests,
-    env_cpu,
-    hyper,
-    log,
-    mlservice,
-    mutating,
-    reads,
-    requests_delta,
-    writes_by_resource,
-)
+from common import Bench, HubTracker, env_cpu, hyper, log, mlservice, proc_stats, reads, writes_by_resource
+from hmls_devenv.harness import Controller, Requests, mutating, requests_delta
 from latency import cond
 
 NS = "idle"
@@ -72,9 +60,9 @@ async def prepare(b: Bench) -> Controller:
     await b.namespace(NS, ["hub", *spokes])
     await b.create_all([hyper(f"i-{i}", NS, spokes, [mlservice(f"svc-{i}", NS)])
                         for i in range(n)])
-    ctl = Controller(b, [NS], name="controller-idle")
+    ctl = Controller(b.env, namespaces=[NS], name="controller-idle")
     async with HubTracker(b.hub, NS) as hub:
-        ctl.start()
+        ctl.start(wait=False)
         await hub.wait(lambda o: cond(o, "Ready") == "True", n, 120 + n * SPOKES * 0.2)
     await ctl.settle(quiet=2.0)
     log(f"idle: {n} HyperMLServices x {len(spokes)} spokes settled")
@@ -85,10 +73,10 @@ async def windows(b: Bench, ctl: Controller) -> dict[str, Any]:
     """T seconds with the controller, then T seconds without it on the same servers."""
     n, window = _size(b)
     cpu0 = env_cpu(b.env)
-    r0, s0, c0 = await b.requests(), ctl.stats(), await ctl.counters()
+    r0, s0, c0 = await b.requests(), proc_stats(ctl.pid), await ctl.counters()
     await asyncio.sleep(window)
-    r1, s1, c1 = await b.requests(), ctl.stats(), await ctl.counters()
-    await ctl.stop()
+    r1, s1, c1 = await b.requests(), proc_stats(ctl.pid), await ctl.counters()
+    await ctl.halt()
     log(f"idle: {window:.0f} s with the controller done; {window:.0f} s no-controller baseline")
     r2 = await b.requests()
     await asyncio.sleep(window)
@@ -115,15 +103,15 @@ async def restart(b: Bench) -> dict[str, Any]:
     """A new controller on the settled state: how many applies does it re-send?"""
     n, _ = _size(b)
     before = await b.requests()
-    ctl = Controller(b, [NS], name="controller-idle-restart")
+    ctl = Controller(b.env, namespaces=[NS], name="controller-idle-restart")
     t0 = time.perf_counter()
-    ctl.start()
+    ctl.start(wait=False)
     settled = await ctl.settle(quiet=2.0, min_reconciles=n, timeout=120 + n * 0.2)
     settle_s = time.perf_counter() - t0
     delta = requests_delta(await b.requests(), before)
     writes = {c: w for c, v in delta.items() if (w := writes_by_resource(v))}
-    stats = ctl.stats()
-    await ctl.stop()
+    stats = proc_stats(ctl.pid)
+    await ctl.halt()
     result = {"applies_resent": int(settled["applied"]), "unchanged": int(settled["unchanged"]),
               "status_writes": int(settled["status_writes"]),
               "reconciles": int(settled["reconciles"]), "settle_s": settle_s,

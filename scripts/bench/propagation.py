@@ -24,8 +24,9 @@ import contextlib
 import time
 from typing import Any
 
-from common import Bench, Controller, hyper, log, mlservice, summary
+from common import Bench, hyper, log, mlservice, summary
 from floors import p50_s
+from hmls_devenv.harness import Controller
 from hmls_devenv.simulator import MLSERVICE
 from latency import NAMESPACE, Watcher, cond, flip_ready
 

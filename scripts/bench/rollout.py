@@ -17,8 +17,9 @@ import itertools
 import time
 from typing import Any
 
-from common import Bench, Controller, hyper, log, mlservice, summary
+from common import Bench, hyper, log, mlservice, summary
 from floors import p50_s
+from hmls_devenv.harness import Controller
 from hmls_devenv.simulator import MLSERVICE
 from latency import NAMESPACE, Watcher
 

@@ -26,7 +26,7 @@ Nothing is asserted: figures are printed and written, with ratios against the fl
 baselines of the same run.  Timings on a shared machine are noisy; the report records the
 load average around each phase.
 
-  python scripts/bench/run.py [--quick] [--dir DIR] [--out docs/benchmarks] [--only a,b]
+  python scripts/bench/bench.py suite [--quick] [--dir DIR] [--out docs/benchmarks] [--only a,b]
                              [--rtt 0,50,200]
 """
 
@@ -50,9 +50,10 @@ import idle
 import propagation
 import rollout
 import scale
-from common import REPO, Bench, Controller, log, rtt_list, stop_env
+from common import REPO, Bench, log, rtt_list
 from hmls_devenv import binaries
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller
 from latency import NAMESPACE
 from report import loadavg, machine, write
 
@@ -113,9 +114,9 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
                                                     lambda: idle.windows(ib, ctl)))
         fl = result["floors"] = await _phase(result, "floors", lambda: floors.run(b))
         if only & {"apply", "propagation", "rollout"}:
-            ctl = Controller(b, [NAMESPACE])
-            ctl.start()
-            await ctl.wait_ready()
+            ctl = Controller(b.env, namespaces=[NAMESPACE])
+            ctl.start(wait=False)
+            await ctl.ready()
             if "apply" in only:
                 result["apply"] = await _phase(result, "apply", lambda: apply_latency.run(b, fl))
             if "propagation" in only:
@@ -124,7 +125,7 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
             if "rollout" in only:
                 result["rollout"] = await _phase(result, "rollout",
                                                  lambda: rollout.run(b, ctl, fl))
-            await ctl.stop()
+            await ctl.halt()
             await b.clean(NAMESPACE, b.spokes)
             await b.clean(apply_latency.KUBECTL_NS, b.spokes, owned_only=False)
         if "scale" in only:
@@ -146,9 +147,7 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
             await x.close()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quick", action="store_true",
                         help="fewer runs and smaller sizes (about 3 minutes)")
     parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-suite"),
@@ -160,12 +159,14 @@ def main() -> int:
                         help=f"comma-separated subset of {','.join(PHASES)} (floors always run)")
     parser.add_argument("--rtt", type=rtt_list, default=[0, 50, 200],
                         help="round trips (ms) of the rtt phase (default 0,50,200)")
-    args = parser.parse_args()
+
+
+def run(args: argparse.Namespace) -> int:
     only = {p for p in args.only.split(",") if p}
     if only - set(PHASES):
-        parser.error(f"unknown phases: {', '.join(sorted(only - set(PHASES)))}")
+        raise SystemExit(f"unknown phases: {', '.join(sorted(only - set(PHASES)))}")
     if shutil.which("kubectl") is None:
-        parser.error("kubectl is not on PATH")
+        raise SystemExit("kubectl is not on PATH")
     started = time.perf_counter()
     root = Path(args.dir)
     main_env = Environment(root / "main", die_with_parent=True, log=log)
@@ -187,7 +188,7 @@ def main() -> int:
                                    args.rtt))
     finally:
         for env in envs:
-            stop_env(env)
+            env.down()
         starters.shutdown()
     result["environment_up_s"] = up_s
     result["total_s"] = time.perf_counter() - started
@@ -196,6 +197,3 @@ def main() -> int:
     log(f"done in {result['total_s']:.0f} s; wrote {', '.join(str(p) for p in paths)}")
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -34,7 +34,6 @@ from typing import Any
 
 from common import (
     Bench,
-    Controller,
     HubTracker,
     busy_pct,
     by_verb,
@@ -44,13 +43,13 @@ from common import (
     log,
     machine_cpu,
     manifests,
-    mutating,
+    proc_stats,
     ratio,
-    requests_delta,
     requests_total,
     thread_cpu,
 )
 from floors import apply_ops_max
+from hmls_devenv.harness import Controller, mutating, requests_delta
 from latency import cond
 from profiling import PySpy, ptrace_refusal, top_cprofile, top_pyspy
 
@@ -87,23 +86,23 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
     await b.create_all([hyper(f"s-{i}", ns, spokes, manifests(per_cr, ns, str(i)))
                         for i in range(n)])
     out = b.env.dir / f"profile-{ns}"
-    ctl = Controller(b, [ns], name=f"controller-{ns}", source=source,
+    ctl = Controller(b.env, namespaces=[ns], name=f"controller-{ns}", source=source,
                      cprofile_to=out.with_suffix(".pstats") if profile == "cprofile" else None)
     spy = PySpy(out.with_suffix(".raw")) if profile == "py-spy" else None
     timeout = 120 + n * k * 0.2
     async with HubTracker(b.hub, ns) as hub:
         before = await b.requests(["hub", *spokes])
         machine0, servers0 = machine_cpu(), env_cpu(b.env)
-        ctl.start()
+        ctl.start(wait=False)
         if spy:
             await spy.start(ctl.pid)
-        startup = await ctl.wait_ready()
-        at_ready = ctl.stats()
+        startup = await ctl.ready()
+        at_ready = proc_stats(ctl.pid)
         t_applied = await hub.wait(_applied, n, timeout) - ctl.started
-        at_applied = ctl.stats()
+        at_applied = proc_stats(ctl.pid)
         t_ready = await hub.wait(_ready, n, timeout) - ctl.started
         counters = await ctl.settle(quiet=1.0, timeout=timeout)
-        settled, threads = ctl.stats(), thread_cpu(ctl.pid)
+        settled, threads = proc_stats(ctl.pid), thread_cpu(ctl.pid)
         machine1, servers1 = machine_cpu(), env_cpu(b.env)
         delta = requests_delta(await b.requests(["hub", *spokes]), before)
     after = await on_settled(ctl, ns) if on_settled else None
@@ -111,7 +110,7 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
     if spy:
         spy_cpu = await spy.stop()
         profile_result = {**top_pyspy(spy.out), "profiler_cpu_s": spy_cpu, "folded": str(spy.out)}
-    await ctl.stop()
+    await ctl.halt()
     if profile == "cprofile":
         profile_result = top_cprofile(out.with_suffix(".pstats"))
     await b.clean(ns, spokes)

@@ -58,23 +58,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from common import (
-    REPO,
-    RUNTIMES,
-    Bench,
-    Controller,
-    by_verb,
-    linear_fit,
-    log,
-    machine_cpu,
-    manifests,
-    pct,
-    proc_stats,
-    requests_delta,
-    stop_env,
-)
+from common import REPO, RUNTIMES, Bench, by_verb, linear_fit, log, machine_cpu, manifests, pct, proc_stats
 from faults import Injector, retrying
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, requests_delta
 from hmls_devenv.proxy import FaultProxy
 from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 from invariants import Checker, Key, Snapshot, condition, one_writer, rollout_time
@@ -255,7 +242,7 @@ class World:
                  "--probe-interval", "2", "--probe-timeout", str(PROBE_TIMEOUT_S))
         for i in range(count):
             name = f"controller-{'ab'[i]}"
-            ctl = Controller(self.b, [*NAMESPACES_USED, CHURN_NS], name=name, flags=flags)
+            ctl = Controller(self.env, *flags, namespaces=[*NAMESPACES_USED, CHURN_NS], name=name)
             self.replicas[name] = Replica(ctl)
             self._start(self.replicas[name])
 
@@ -263,14 +250,14 @@ class World:
         path = self.env.log_path(r.ctl.name)
         r.log_offset = path.stat().st_size if path.exists() else 0
         r.killed = False
-        r.ctl.start()
+        r.ctl.start(wait=False)
         r.lives.append({"pid": r.ctl.pid, "started": time.monotonic()})
 
     async def supervise(self) -> None:
         """Restart exited replicas (1 s back-off), and classify each exit."""
         while True:
             for name, r in self.replicas.items():
-                if r.ctl.pid and r.ctl.exited():
+                if r.ctl.pid and not r.ctl.running():
                     with self.env.log_path(name).open("rb") as f:
                         f.seek(r.log_offset)
                         tail = f.read().decode(errors="replace")
@@ -280,7 +267,8 @@ class World:
                     r.lives[-1].update(ended=time.monotonic(), cause=cause)
                     if cause == "crash":
                         self.crashes.append({"replica": name, "log_tail": tail[-3000:]})
-                    r.ctl.pid, r.exited_at = 0, time.monotonic()
+                    r.ctl.stop()  # reaps it
+                    r.exited_at = time.monotonic()
                 if not r.ctl.pid and not r.held and time.monotonic() - r.exited_at > 1.0:
                     self._start(r)
             await asyncio.sleep(0.5)
@@ -289,7 +277,7 @@ class World:
         for name, r in self.replicas.items():
             if r.ctl.pid:
                 with contextlib.suppress(Exception):
-                    text = await asyncio.wait_for(r.ctl.metrics(), 2)
+                    text = await asyncio.wait_for(asyncio.to_thread(r.ctl.metrics_text), 2)
                     if "\nhmls_leader 1.0" in text:
                         return name
         return None
@@ -750,7 +738,7 @@ async def run(args: argparse.Namespace) -> int:
     rng = random.Random(seed)  # the faults' stream; the driver has its own, so that the
     # fault sequence (kinds, targets, holds, gaps) replays exactly
     env = Environment(Path(args.dir), log=log)
-    stop_env(env)
+    env.down()
     t0 = time.monotonic()
     await asyncio.to_thread(env.up, spokes=4, audit=True)
     b = Bench(env, quick=args.quick)
@@ -799,7 +787,7 @@ async def run(args: argparse.Namespace) -> int:
             t.cancel()
         await asyncio.gather(*background, return_exceptions=True)
         for r in world.replicas.values():
-            await r.ctl.stop()
+            await r.ctl.halt()
         writes_bad, writes_evidence, terms = one_writer(env.audit_log)
         checker.violations["one_writer"] += writes_bad
         checker.evidence += writes_evidence
@@ -835,7 +823,7 @@ async def run(args: argparse.Namespace) -> int:
         for p in world.proxies.values():
             await p.close()
         await b.close()
-        await asyncio.to_thread(stop_env, env)
+        await asyncio.to_thread(env.down)
     write_report(Path(args.out), mode, result)
     bad = sum(result.get("violations", {}).values())
     if bad:

@@ -21,12 +21,15 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import free_port
 from hmls_devenv.image import IMAGE, Build, Podman
 
 from hmls.kube.client import ClusterClient
-from tests.conftest import free_port, hmls_cli, kubectl, load_sample
-from tests.integration.helpers import (
+from tests.helpers import (
     CONFIG_NAMESPACE,
+    hmls_cli,
+    kubectl,
+    load_sample,
     one,
     render,
     service_account_credentials,

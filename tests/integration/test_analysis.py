@@ -13,11 +13,11 @@ from typing import Any
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.simulator import ERROR_RATIO_KNOB, MLSERVICE
 
 from hmls.kube.client import Obj
-from tests.conftest import Controller, eventually, hmls_cli, kstatus, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     Clients,
     condition,
     create,
@@ -25,8 +25,11 @@ from tests.integration.helpers import (
     described_events,
     get_hmls,
     hmls,
+    hmls_cli,
     hub,
     hub_namespace,
+    kstatus,
+    kubectl,
     mlservice,
     namespace_everywhere,
     phase,

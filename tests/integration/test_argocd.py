@@ -18,15 +18,19 @@ from typing import Any
 import pytest
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.simulator import READY_KNOB
 
 from hmls.kube.client import ClusterClient, Obj
-from tests.conftest import REPO, Controller, eventually, kstatus, kubectl, load_sample
-from tests.integration.helpers import (
+from tests.helpers import (
+    REPO,
     condition,
     configmap,
     get_hmls,
     hmls,
+    kstatus,
+    kubectl,
+    load_sample,
     mlservice,
     namespace_everywhere,
     wait_condition,

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller
 
 from hmls.kube.client import Obj
-from tests.conftest import Controller, hmls_cli, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     Clients,
     configmap,
     create,
     hmls,
+    hmls_cli,
     hub,
     items,
+    kubectl,
     namespace_everywhere,
     wait_condition,
 )

@@ -23,8 +23,7 @@ from hmls_devenv.environment import Environment
 
 import hmls
 from hmls.cli import build_parser
-from tests.conftest import REPO, kubectl
-from tests.integration.helpers import CONFIG, CONFIG_NAMESPACE, Docs, one, render
+from tests.helpers import CONFIG, CONFIG_NAMESPACE, REPO, Docs, kubectl, one, render
 
 CHART = REPO / "charts" / "hmls"
 RELEASE = "hmls"

@@ -14,14 +14,14 @@ from typing import Any
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.pki import CertificateAuthority, KeyPair
 
 from hmls import permissions
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS
-from tests.conftest import Controller, eventually, hmls_cli, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     cluster_rows,
     configmap,
     create,
@@ -29,9 +29,11 @@ from tests.integration.helpers import (
     described_events,
     get_hmls,
     hmls,
+    hmls_cli,
     hub,
     items,
     join,
+    kubectl,
     mlservice,
     namespace_everywhere,
     not_registered,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually, mutating, requests, requests_delta
 from hmls_devenv.simulator import READY_KNOB
 
 from hmls.domain.models import (
@@ -22,20 +23,22 @@ from hmls.domain.models import (
 )
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS, SECRETS
-from tests.conftest import AS_IS, Controller, eventually, hmls_cli, kubectl, load_sample
-from tests.integration.helpers import (
+from tests.helpers import (
+    AS_IS,
     condition,
     configmap,
     create,
     get_hmls,
     hmls,
+    hmls_cli,
     items,
+    kubectl,
+    load_sample,
     mlservice,
     namespace_everywhere,
     replace_spec,
     spoke_mlservice,
     wait_condition,
-    write_requests,
 )
 
 Clients = dict[str, ClusterClient]
@@ -331,8 +334,7 @@ async def test_restart_rewrites_nothing_unchanged(env: Environment, clients: Cli
     create(env, load_sample(ns))
     settled = await wait_condition(clients["hub"], ns, "hmls-sample", "Ready")
     resources = {"mlservices", "mlserviceruntimes", "secrets", "configmaps"}
-    before = {s: await write_requests(clients[s], resources) for s in ("spoke1", "spoke2")}
-    hub_before = await write_requests(clients["hub"], {"hypermlservices"})
+    before = await requests(env, ["spoke1", "spoke2", "hub"])
     controller.stop()
     controller.start()
 
@@ -345,9 +347,10 @@ async def test_restart_rewrites_nothing_unchanged(env: Environment, clients: Cli
     assert metrics.get('hmls_apply_total{cluster="spoke1",result="unchanged"}', 0) >= 3
     assert 'hmls_apply_total{cluster="spoke1",result="applied"}' not in metrics
     assert metrics["hmls_status_writes_total"] == 0
-    for s in ("spoke1", "spoke2"):
-        assert await write_requests(clients[s], resources) == before[s]
-    assert await write_requests(clients["hub"], {"hypermlservices"}) == hub_before
+    written = requests_delta(await requests(env, ["spoke1", "spoke2", "hub"]), before)
+    assert {s: mutating(written[s], resources=resources) for s in ("spoke1", "spoke2")} == \
+        {"spoke1": 0, "spoke2": 0}
+    assert mutating(written["hub"], resources={"hypermlservices"}) == 0
     after = await get_hmls(clients["hub"], ns, "hmls-sample")
     assert after is not None
     assert after["metadata"]["resourceVersion"] == settled["metadata"]["resourceVersion"]

@@ -21,21 +21,23 @@ from typing import Any
 
 import pytest
 import yaml
-from hmls_devenv.environment import Environment, _free_port
+from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 
 from hmls.domain.models import FINALIZER
 from hmls.kube.client import ClusterClient
 from hmls.kube.leader import lease_name
-from tests.conftest import Controller, eventually, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     CONFIG,
     CONFIG_NAMESPACE,
+    FAST_PROBES,
     Docs,
     condition,
     configmap,
     create,
     get_hmls,
     hmls,
+    kubectl,
     namespace_everywhere,
     one,
     render,
@@ -352,8 +354,8 @@ async def test_controller_works_with_only_its_service_account(
     namespace_everywhere(env, ns)
     kubeconfig = _service_account_kubeconfig(env, tmp_path / "sa.kubeconfig")
     # the later --kubeconfig wins over the admin one that Controller passes first
-    own = Controller(env, _free_port(), "--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE,
-                     "--watch-namespaces", ns, "--leader-elect", "--lease-seconds", "3")
+    own = Controller(env, *FAST_PROBES, "--kubeconfig", str(kubeconfig), "--namespace",
+                     NAMESPACE, "--watch-namespaces", ns, "--leader-elect", "--lease-seconds", "3")
     controller.stop()
     try:
         own.start()

@@ -11,13 +11,14 @@ import pytest
 import yaml
 from hmls_devenv import binaries
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import eventually
 from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 
 from hmls.domain.health import health
 from hmls.kube import errors
 from hmls.kube.client import ClusterClient
 from hmls.kube.resources import CONFIGMAPS
-from tests.conftest import eventually, kubectl, load_sample
+from tests.helpers import kubectl, load_sample
 
 
 async def test_api_servers_report_the_built_version(env: Environment,

@@ -20,6 +20,7 @@ import pytest
 import yaml
 from hmls_devenv.audit import status_writers
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.pki import CertificateAuthority, KeyPair
 from hmls_devenv.proxy import FaultProxy
 from hmls_devenv.simulator import READY_KNOB
@@ -38,22 +39,18 @@ from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.leader import lease_name
 from hmls.kube.resources import CONFIGMAPS, LEASES, Resource
 from hmls.kube.watching import Informer
-from tests.conftest import (
+from tests.helpers import (
     AS_IS,
-    Controller,
-    eventually,
-    free_port,
-    hmls_cli,
-    kubectl,
-    load_sample,
-)
-from tests.integration.helpers import (
+    FAST_PROBES,
     condition,
     configmap,
     create,
     get_hmls,
     hmls,
+    hmls_cli,
     items,
+    kubectl,
+    load_sample,
     mlservice,
     namespace_everywhere,
     replace_spec,
@@ -131,7 +128,7 @@ async def test_hub_restart_reconnects_and_deletes_nothing(
     env.stop_cluster("hub")
     await asyncio.sleep(2)
     env.start_cluster("hub")
-    assert controller.proc is not None and controller.proc.poll() is None
+    assert controller.running()
     obj["spec"]["workloads"][0]["manifests"].append(configmap("b"))
     replace_spec(env, obj)
     done = await wait_condition(clients["hub"], ns, "svc", "FullyApplied", timeout=60)
@@ -259,7 +256,7 @@ async def test_cluster_secret_rotated_corrupted_deleted(
     obj = await eventually(refused, what="corrupt kubeconfig reported")
     assert items(obj, alias)[0]["appliedMessage"] == (
         f"cluster {alias} cannot be used: kubeconfig is not valid YAML at line 1")
-    assert controller.proc is not None and controller.proc.poll() is None
+    assert controller.running()
     # delete the registration: reported as unregistered, nothing deleted on the spoke
     kubectl(env, "hub", "delete", "secret", "-n", "hmls-system", f"cluster-{alias}")
 
@@ -310,7 +307,7 @@ async def test_leader_election_hands_over(env: Environment, clients: Clients,
                                           shared_controller_paused: None) -> None:
     """One replica works; killing it hands over within the lease time."""
     kubectl(env, "hub", "delete", "lease", "-n", "hmls-system", "hmls-controller", check=False)
-    replicas = [Controller(env, free_port(), "--leader-elect", "--lease-seconds", "3")
+    replicas = [Controller(env, *FAST_PROBES, "--leader-elect", "--lease-seconds", "3")
                 for _ in range(2)]
     for r in replicas:
         r.start()
@@ -340,7 +337,7 @@ async def test_leader_election_hands_over(env: Environment, clients: Clients,
         assert handover < 3 + 2 * 0.4 + 5
     finally:
         for r in replicas:
-            if r.proc is not None:
+            if r.running():
                 r.stop()
 
 
@@ -364,7 +361,7 @@ async def test_a_black_holed_cluster_is_unreachable_after_threshold_probe_timeou
     kubeconfig.write_text(cfg)
     # in threads: the proxy runs on this event loop, which must not block
     await asyncio.to_thread(join_alias, env, "holey", "spoke1", kubeconfig=kubeconfig)
-    ctl = Controller(env, free_port(), "--probe-timeout", "1")  # interval 1, threshold 3
+    ctl = Controller(env, *FAST_PROBES, "--probe-timeout", "1")  # interval 1, threshold 3
     await asyncio.to_thread(ctl.start)
     try:
         def reachable(want: float) -> Callable[[], Awaitable[bool]]:
@@ -473,7 +470,7 @@ async def test_shards_split_the_work_and_a_survivor_takes_over_during_a_cold_sta
     kubectl(env, "hub", "create", "-f", "-", input=yaml.safe_dump({
         "apiVersion": "v1", "kind": "List",
         "items": [hmls(ns, n, (["spoke1", "spoke2"], [configmap(n, v="1")])) for n in crs]}))
-    replicas = [Controller(env, free_port(), "--shards", str(shards), "--watch-namespaces", ns,
+    replicas = [Controller(env, *FAST_PROBES, "--shards", str(shards), "--watch-namespaces", ns,
                            "--lease-seconds", str(lease_s)) for _ in range(2)]
     for r in replicas:
         r.start(wait=False)
@@ -519,7 +516,7 @@ async def test_shards_split_the_work_and_a_survivor_takes_over_during_a_cold_sta
         assert takeover < lease_s + 2 * (lease_s / 7.5) + 3
     finally:
         for r in replicas:
-            if r.proc is not None:
+            if r.running():
                 r.stop()
         kubectl(env, "hub", "delete", "lease", "-n", "hmls-system", *names, check=False)
 
@@ -528,7 +525,7 @@ async def test_two_controllers_without_election_do_not_fight(
         env: Environment, clients: Clients, controller: Controller) -> None:
     """Identical desired objects and status values: a second replica converges to the same
     state and neither keeps writing."""
-    second = Controller(env, free_port())
+    second = Controller(env, *FAST_PROBES)
     second.start()
     try:
         ns = "f-twins"

@@ -9,20 +9,22 @@ from typing import Any
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.simulator import MLSERVICE
 
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONFIGMAPS, Resource
-from tests.conftest import Controller, eventually, hmls_cli, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     cluster_rows,
     configmap,
     create,
     get_hmls,
     hmls,
+    hmls_cli,
     hub,
     items,
     join,
+    kubectl,
     mlservice,
     not_registered,
     phase,

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller
 
 from hmls.kube.client import ClusterClient
-from tests.conftest import Controller, hmls_cli
-from tests.integration.helpers import configmap, create, hmls, namespace_everywhere, wait_condition
+from tests.helpers import configmap, create, hmls, hmls_cli, namespace_everywhere, wait_condition
 
 
 @pytest.fixture(scope="module")

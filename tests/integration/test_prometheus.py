@@ -13,15 +13,17 @@ from typing import Any
 import pytest
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 
 from hmls.domain.models import CLUSTER_LABEL
 from hmls.kube.client import ClusterClient
-from tests.conftest import Controller, Prometheus, eventually, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
+    Prometheus,
     configmap,
     create,
     get_hmls,
     hmls,
+    kubectl,
     namespace_everywhere,
     replace_spec,
     wait_condition,

@@ -9,13 +9,13 @@ import copy
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 
 from hmls.kube.client import Obj
 from hmls.kube.resources import CONTROLLER_REVISIONS, HMLS
 from hmls.kube.watching import Informer
-from tests.conftest import Controller, eventually, hmls_cli, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     Clients,
     condition,
     create,
@@ -23,8 +23,10 @@ from tests.integration.helpers import (
     described_events,
     get_hmls,
     hmls,
+    hmls_cli,
     hub,
     hub_namespace,
+    kubectl,
     mlservice,
     phase,
     progressive,

@@ -9,10 +9,10 @@ from collections.abc import Callable, Iterator
 import pytest
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import eventually
 from hmls_devenv.simulator import ERROR_RATIO_KNOB, LATENCY_KNOB, RATE
 
-from tests.conftest import Prometheus, eventually, kubectl
-from tests.integration.helpers import mlservice
+from tests.helpers import Prometheus, kubectl, mlservice
 
 NS = "t-simulator-metrics"
 SERIES = f'cluster="spoke1",namespace="{NS}",mlservice="svc"'

@@ -24,7 +24,7 @@ from hmls.kube import errors
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS
 from hmls.metrics import Metrics
-from tests.conftest import REPO, kubectl
+from tests.helpers import REPO, kubectl
 from tests.strategies import statuses
 
 NAMESPACE = "t-status-write"

@@ -13,20 +13,23 @@ from typing import Any
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.pki import CertificateAuthority, KeyPair
 from hmls_devenv.simulator import MLSERVICE
 
 from hmls.domain.access import ALLOW_HOST_ACCESS, ALLOWED_KINDS, DENIED_KINDS, POD_SECURITY
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource
-from tests.conftest import Controller, eventually, hmls_cli, kubectl, load_sample
-from tests.integration.helpers import (
+from tests.helpers import (
     cluster_rows,
     create,
     get_hmls,
+    hmls_cli,
     hub,
     items,
     join,
+    kubectl,
+    load_sample,
     wait_condition,
 )
 

@@ -10,17 +10,18 @@ from typing import Any
 import pytest
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually
 from hmls_devenv.simulator import READY_KNOB
 
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource
-from tests.conftest import Controller, eventually, kubectl
-from tests.integration.helpers import (
+from tests.helpers import (
     VS,
     condition,
     create,
     get_hmls,
     hmls,
+    kubectl,
     mlservice,
     namespace_everywhere,
     replace_spec,

@@ -12,14 +12,15 @@ from typing import Any
 
 import yaml
 from hmls_devenv.environment import Environment
+from hmls_devenv.harness import Controller, eventually, mutating, requests, requests_delta
 from hmls_devenv.simulator import MLSERVICE
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import CONFIGMAPS, NAMESPACES, Resource
-from tests.conftest import Controller, eventually, free_port, kubectl, load_sample
-from tests.integration.helpers import (
+from tests.helpers import (
+    FAST_PROBES,
     VS,
     condition,
     configmap,
@@ -28,9 +29,10 @@ from tests.integration.helpers import (
     get_hmls,
     hmls,
     items,
+    kubectl,
+    load_sample,
     wait_condition,
     wait_weights,
-    write_requests,
 )
 
 Clients = dict[str, ClusterClient]
@@ -191,7 +193,7 @@ async def test_fuzzed_manifests_never_touch_the_spoke_or_a_healthy_cr(
         done = await eventually(reconciled, timeout=20, what="fuzz CR reconciled")
         for item in items(done):
             assert item["appliedMessage"], item  # every item says what happened to it
-    assert controller.proc is not None and controller.proc.poll() is None, "controller died"
+    assert controller.running(), "controller died"
     assert controller.metrics()['hmls_cluster_reachable{cluster="spoke1"}'] == 1.0
     assert stable(await get_hmls(clients["hub"], healthy_ns, "hmls-sample")) == stable(healthy)
 
@@ -296,19 +298,19 @@ async def test_the_periodic_resync_costs_no_request(
     hub_namespace(env, ns)
     create(env, sample_in(ns))
     await wait_condition(clients["hub"], ns, "hmls-sample", "Ready")
-    resyncing = Controller(env, free_port(), "--resync-period", "1", "--watch-namespaces", ns)
+    resyncing = Controller(env, *FAST_PROBES, "--resync-period", "1", "--watch-namespaces", ns)
     resyncing.start()
     try:
         await asyncio.sleep(2)  # its start-up reconcile is done
         spoke_res = {"mlservices", "mlserviceruntimes", "secrets", "namespaces"}
-        before = {c: await write_requests(clients[c], spoke_res) for c in ("spoke1", "spoke2")}
-        hub_before = await write_requests(clients["hub"], {"hypermlservices"})
+        before = await requests(env, ["spoke1", "spoke2", "hub"])
         runs_before = resyncing.metrics()['hmls_reconcile_total{result="success"}']
         await asyncio.sleep(4)
         assert resyncing.metrics()['hmls_reconcile_total{result="success"}'] >= runs_before + 2
-        assert {c: await write_requests(clients[c], spoke_res)
-                for c in ("spoke1", "spoke2")} == before
-        assert await write_requests(clients["hub"], {"hypermlservices"}) == hub_before
+        written = requests_delta(await requests(env, ["spoke1", "spoke2", "hub"]), before)
+        assert {c: mutating(written[c], resources=spoke_res) for c in ("spoke1", "spoke2")} == \
+            {"spoke1": 0, "spoke2": 0}
+        assert mutating(written["hub"], resources={"hypermlservices"}) == 0
     finally:
         resyncing.stop()
 

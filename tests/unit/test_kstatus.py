@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import kstatus
+from tests.helpers import kstatus
 
 
 def _obj(generation: int = 1, observed: int | None = 1, **conditions: str) -> dict[str, Any]:

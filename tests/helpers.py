@@ -1,4 +1,6 @@
-"""Builders and probes shared by the controller's integration tests."""
+"""What the tests share beyond their fixtures (tests/conftest.py) and the harness they share
+with the benchmarks and the soak (hmls_devenv.harness): kubectl, hmls and kstatus as
+subprocesses, a real Prometheus, and the builders and probes of the integration tests."""
 
 from __future__ import annotations
 
@@ -6,18 +8,156 @@ import base64
 import copy
 import json
 import re
+import shutil
 import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
-from hmls_devenv.environment import Environment
+from hmls_devenv import binaries
+from hmls_devenv.environment import Environment, set_pdeathsig
+from hmls_devenv.harness import eventually, free_port, wait_http
 from hmls_devenv.simulator import MLSERVICE, READY_KNOB
 
 from hmls.domain.models import API_VERSION, CLUSTER_LABEL, KIND, ORPHAN_ANNOTATION
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS, Resource
-from tests.conftest import AS_IS, REPO, eventually, hmls_cli, kubectl
+
+REPO = Path(__file__).resolve().parents[1]
+FAST_PROBES = ("--probe-interval", "1")
+"""The tests' controllers probe their clusters every second."""
+AS_IS = ("--kubeconfig-as-is", "--trust-hub-namespaces")
+"""How the session's clusters are joined: the admin kubeconfig stored, trusted mode (tests of
+the minted identity and of tenant mode join clusters of their own)."""
+
+
+def kubectl(env: Environment, cluster: str, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+    res = subprocess.run(["kubectl", "--kubeconfig", str(env.kubeconfig(cluster)), *args],
+                         input=input, capture_output=True, text=True, check=False, timeout=60)
+    if check and res.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed: {res.stderr}")
+    return res
+
+
+def kstatus(obj: dict[str, Any]) -> tuple[str, str]:
+    """(status, message) that kstatus' own rules (sigs.k8s.io/cli-utils status.Compute, as
+    Flux, Argo CD and kpt read objects) give obj: status is Current, InProgress, Failed,
+    Terminating or Unknown (what Compute cannot read is Unknown with its error)."""
+    res = subprocess.run([str(binaries.ensure(binaries.KSTATUS))], input=json.dumps(obj),
+                         capture_output=True, text=True, check=False, timeout=30)
+    if res.returncode != 0:
+        raise AssertionError(f"kstatus failed on {obj.get('kind')}: {res.stderr}")
+    out = json.loads(res.stdout)
+    return out["status"], out["message"]
+
+
+def hmls_cli(*args: str, check: bool = True, input: str | None = None
+             ) -> subprocess.CompletedProcess[str]:
+    """``hmls ARGS`` (``input``: its standard input, as ``-f -`` reads it)."""
+    res = subprocess.run([sys.executable, "-m", "hmls", *args], input=input,
+                         capture_output=True, text=True, check=False, timeout=60)
+    if check and res.returncode != 0:
+        raise AssertionError(f"hmls {' '.join(args)} failed: {res.stderr}")
+    return res
+
+
+def load_sample(namespace: str | None = None) -> dict[str, Any]:
+    """The seed's hmls-sample (a fresh copy), moved with its manifests to namespace if given."""
+    data: dict[str, Any] = yaml.safe_load((REPO / "config" / "samples" / "hmls-sample.yaml").read_text())
+    if namespace:
+        data["metadata"]["namespace"] = namespace
+        for m in data["spec"]["workloads"][0]["manifests"]:
+            m["metadata"]["namespace"] = namespace
+    return data
+
+
+class Prometheus:
+    """A real Prometheus (Debian's /usr/bin/prometheus) with its own config, storage and port,
+    scraping every second and evaluating rules every second; it dies with the tests.
+
+    ``scrape`` maps a job name to the metrics URL it scrapes (e.g. ``Controller.metrics_url``,
+    ``Environment.simulator_metrics_url``); ``rules`` are rule files to load.  Use it as a
+    context manager (started on entry, stopped on exit)."""
+
+    def __init__(self, workdir: Path, scrape: dict[str, str], *, rules: Sequence[Path] = ()) -> None:
+        binary = shutil.which("prometheus") or "/usr/bin/prometheus"
+        if not Path(binary).is_file():
+            pytest.fail("prometheus is not installed: install Debian's `prometheus` package "
+                        "(apt-get install -y prometheus); .ci/run installs it in CI")
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workdir / "prometheus.log"
+        self.config = workdir / "prometheus.yml"
+        jobs = []
+        for job, url in scrape.items():
+            parts = urllib.parse.urlsplit(url)
+            jobs.append({"job_name": job, "scheme": parts.scheme, "metrics_path": parts.path,
+                         "static_configs": [{"targets": [parts.netloc]}]})
+        self.config.write_text(yaml.safe_dump({
+            "global": {"scrape_interval": "1s", "scrape_timeout": "1s",
+                       "evaluation_interval": "1s"},
+            "rule_files": [str(r) for r in rules],
+            "scrape_configs": jobs,
+        }))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> Prometheus:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        with self.log.open("wb") as logf:
+            self.proc = subprocess.Popen(
+                [self.binary, f"--config.file={self.config}",
+                 f"--storage.tsdb.path={self.workdir / 'data'}",
+                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=set_pdeathsig)
+        proc = self.proc
+        try:
+            wait_http(f"{self.url}/-/ready", lambda: proc.poll() is None, self.log, timeout=60)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def api(self, path: str, **params: str | list[str]) -> Any:
+        query = urllib.parse.urlencode(params, doseq=True)
+        with urllib.request.urlopen(f"{self.url}/api/v1/{path}?{query}", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        data = self.api("query", query=expr)
+        assert data["resultType"] == "vector", data
+        return list(data["result"])
+
+    def value(self, expr: str) -> float | None:
+        """The single sample of an instant query, or None when it has no result."""
+        result = self.query(expr)
+        assert len(result) <= 1, result
+        return float(result[0]["value"][1]) if result else None
+
 
 LIST_HEADER = ["NAME", "SERVER", "LABELS", "MODE", "PROFILE", "REACHABLE", "SINCE", "LAST SEEN",
                "VERSION", "HYPERMLSERVICES", "AWAITING GRANT", "LAST ERROR"]
@@ -97,28 +237,6 @@ def items(obj: Obj, cluster: str | None = None) -> list[dict[str, Any]]:
 
 async def spoke_mlservice(client: ClusterClient, namespace: str, name: str) -> Obj | None:
     return await client.get(MLSERVICE, namespace, name)
-
-
-_SAMPLE = re.compile(r'^apiserver_request_total\{(?P<labels>[^}]*)\} (?P<value>\S+)$')
-
-
-async def write_requests(client: ClusterClient, resources: set[str]) -> float:
-    """How many mutating requests the API server has served for these resources."""
-    resp = await client._call("GET", "/metrics")
-    try:
-        text = (await resp.read()).decode()
-    finally:
-        resp.release()
-    total = 0.0
-    for line in text.splitlines():
-        m = _SAMPLE.match(line)
-        if not m:
-            continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', m["labels"]))
-        if labels.get("verb") in {"APPLY", "PATCH", "POST", "PUT", "DELETE", "CREATE", "UPDATE"} \
-                and labels.get("resource") in resources:
-            total += float(m["value"])
-    return total
 
 
 async def route_weights(client: ClusterClient, ns: str) -> dict[str, int] | None:
