@@ -468,20 +468,22 @@ class Environment:
         else:
             files = ["-f", str(MANIFESTS / c.role)]
         kc = str(self.kubeconfig(c.name))
-        apply = ["kubectl", "--kubeconfig", kc, "apply", "--server-side", *files]
+        res = subprocess.run(["kubectl", "--kubeconfig", kc, "apply", "--server-side", *files],
+                             capture_output=True, text=True, check=False)
         # only the CRDs just installed are there; kubectl wait fails outright on a CRD whose
-        # status the API server has not written yet (a busy machine), so that is retried
-        wait = ["kubectl", "--kubeconfig", kc, "wait", "--for=condition=Established",
-                "--timeout=60s", "crd", "--all"]
-        for cmd, attempts in ((apply, 1), (wait, 10)):
-            for attempt in range(attempts):
-                res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-                if res.returncode == 0 or "accessor error" not in res.stderr:
-                    break
-                time.sleep(0.5 * (attempt + 1))
+        # status the API server has not written yet (a busy machine): that one is retried
+        for attempt in range(10):
             if res.returncode != 0:
-                raise DevEnvError(
-                    f"installing CRDs on {c.name} failed: {' '.join(cmd)}\n{res.stderr}")
+                break
+            res = subprocess.run(["kubectl", "--kubeconfig", kc, "wait", "--timeout=60s",
+                                  "--for=condition=Established", "crd", "--all"],
+                                 capture_output=True, text=True, check=False)
+            if "accessor error" not in res.stderr:
+                break
+            time.sleep(0.5 * (attempt + 1))
+        if res.returncode != 0:
+            raise DevEnvError(f"installing CRDs on {c.name} failed: {' '.join(res.args)}\n"
+                              f"{res.stderr}")
 
     def _start_simulator(self) -> int:
         return self._spawn("simulator", [
