@@ -41,9 +41,10 @@ from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import Resource
 from hmls.kube.watching import Informer
 
-READY_KNOB = "simulator.hmls.tensorstack.dev/ready"
-ERROR_RATIO_KNOB = "simulator.hmls.tensorstack.dev/error-ratio"
-LATENCY_KNOB = "simulator.hmls.tensorstack.dev/latency-seconds"
+KNOB_PREFIX = "simulator.hmls.tensorstack.dev/"
+READY_KNOB = KNOB_PREFIX + "ready"
+ERROR_RATIO_KNOB = KNOB_PREFIX + "error-ratio"
+LATENCY_KNOB = KNOB_PREFIX + "latency-seconds"
 RATE = Fraction(20)
 """Simulated requests per second to an MLService (all its releases together)."""
 BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -102,6 +103,26 @@ def desired_status(obj: Obj, *, domain: str, previous: Obj | None, now: str) -> 
     if canary:
         status["canaryRelease"] = canary
     return status
+
+
+def view(obj: Obj) -> Obj:
+    """What the simulator reads of an MLService, kept in its cache instead of the whole
+    object (a benchmark's MLServices carry kilobytes it never reads: 10,000 x 16 of them took
+    8.5 GB): name, namespace, the simulator's annotations, the releases' names and
+    replicas, the canary and the status."""
+    meta, spec = obj["metadata"], obj.get("spec") or {}
+    annotations = {k: v for k, v in (meta.get("annotations") or {}).items()
+                   if k.startswith(KNOB_PREFIX)}
+    return {
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default"),
+                     "annotations": annotations},
+        "spec": {**{k: spec[k] for k in ("default", "canary", "canaryTrafficPercent")
+                    if k in spec},
+                 "releases": [{"name": r.get("name", ""), "predictor": {
+                     "minReplicas": (r.get("predictor") or {}).get("minReplicas", 1)}}
+                     for r in spec.get("releases") or []]},
+        "status": obj.get("status"),
+    }
 
 
 def _comparable(status: Any) -> Any:
@@ -207,13 +228,42 @@ class Route:
 
 class Traffic(Collector):
     """Simulated requests to the MLServices of every simulated spoke (pure: the objects as
-    watched come in, counts come out; ``collect`` makes them Prometheus metrics)."""
+    watched come in, counts come out; ``collect`` makes them Prometheus metrics).
+
+    A second of traffic costs nothing when it passes (``tick``): each route's requests are
+    counted when someone looks (``requests``, a scrape) or before its route changes, all the
+    seconds since its last count at once, which gives the same counts as second by second
+    (fractions are carried either way). Ticked route by route it cost 11.8 us a route: 1.9 s
+    of every second at 160,000 MLServices (10,000 CRs x 16 spokes)."""
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str, str], Route] = {}
         """(cluster, namespace, MLService) -> its route."""
-        self.requests: dict[tuple[str, str, str, str], Requests] = {}
+        self._requests: dict[tuple[str, str, str], dict[str, Requests]] = {}
+        """(cluster, namespace, MLService) -> release -> its requests so far."""
+        self.seconds = 0
+        """Seconds of traffic so far."""
+        self._counted: dict[tuple[str, str, str], int] = {}
+        """(cluster, namespace, MLService) -> the second up to which its requests are counted."""
+
+    @property
+    def requests(self) -> dict[tuple[str, str, str, str], Requests]:
         """(cluster, namespace, MLService, release) -> its requests so far."""
+        for key in self.routes:
+            self._count(key)
+        return {(*key, release): req for key, releases in self._requests.items()
+                for release, req in releases.items()}
+
+    def _count(self, key: tuple[str, str, str]) -> None:
+        seconds = self.seconds - self._counted.get(key, self.seconds)
+        self._counted[key] = self.seconds
+        route = self.routes.get(key)
+        if route is None or not seconds:
+            return
+        for release, percent in route.percents:
+            if percent > 0:
+                self._requests[key][release].serve(RATE * percent / 100 * seconds,
+                                                      route.knobs)
 
     def observe(self, cluster: str, obj: Obj) -> list[str]:
         """Follow the MLService as it is now; returns why any of its knobs is ignored."""
@@ -224,23 +274,22 @@ class Traffic(Collector):
         percents = tuple((r["name"], int(r.get("trafficPercent") or 0))
                          for r in status.get("releases") or []) if ready else ()
         obj_knobs, problems = knobs(obj)
+        self._count(key)  # the seconds so far went by the route as it was
         self.routes[key] = Route(percents, obj_knobs)
         for release, _ in percents:  # both codes from the first scrape: a ratio has a numerator
-            self.requests.setdefault((*key, release), Requests())
+            self._requests.setdefault(key, {}).setdefault(release, Requests())
         return problems
 
     def forget(self, cluster: str, namespace: str, name: str) -> None:
         """The MLService is gone, and so are its series."""
-        self.routes.pop((cluster, namespace, name), None)
-        self.requests = {k: v for k, v in self.requests.items()
-                         if k[:3] != (cluster, namespace, name)}
+        key = (cluster, namespace, name)
+        self.routes.pop(key, None)
+        self._counted.pop(key, None)
+        self._requests.pop(key, None)
 
     def tick(self) -> None:
         """One second of traffic."""
-        for key, route in self.routes.items():
-            for release, percent in route.percents:
-                if percent > 0:
-                    self.requests[(*key, release)].serve(RATE * percent / 100, route.knobs)
+        self.seconds += 1
 
     def collect(self) -> Iterator[Metric]:
         labels = ["cluster", "namespace", "mlservice", "release"]
@@ -263,7 +312,7 @@ class Simulator:
                  traffic: Traffic) -> None:
         self.client, self.domain, self.delay, self.traffic = client, domain, delay, traffic
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
-        self.informer = Informer(client, MLSERVICE, on_event=self._on_event)
+        self.informer = Informer(client, MLSERVICE, on_event=self._on_event, transform=view)
 
     def _on_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         if new is None:

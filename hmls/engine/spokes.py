@@ -53,7 +53,7 @@ from hmls.kube.budget import Budget
 from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.registry import ClusterRegistry, Profile, Registration, fleet_labels, profile
 from hmls.kube.resources import NAMESPACES, ROLE_BINDINGS, SERVICE_ACCOUNTS, Resource
-from hmls.kube.watching import Informer
+from hmls.kube.watching import Informer, wait_event
 from hmls.metrics import Metrics
 
 log = logging.getLogger("hmls.spokes")
@@ -312,8 +312,7 @@ class Spoke:
                 await asyncio.sleep(CONFIRM_GAP)
                 continue
             await asyncio.sleep(gap)  # kicks from a burst of failures cost one probe
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), self._config.probe_interval - gap)
+            await wait_event(self._kick, self._config.probe_interval - gap)
 
     # ----- informers -----------------------------------------------------------------
     def _informers(self) -> list[Informer[Any]]:
@@ -356,12 +355,9 @@ class Spoke:
     async def _synced(self, informer: Informer[Any]) -> None:
         if informer.synced.is_set():
             return
-        try:
-            await asyncio.wait_for(informer.attempted.wait(), self._config.sync_timeout)
-        except TimeoutError:
+        if not await wait_event(informer.attempted, self._config.sync_timeout):
             raise errors.Unreachable(f"could not list {informer.resource.plural} on cluster "
-                                     f"{self.name} within {self._config.sync_timeout:.0f}s"
-                                     ) from None
+                                     f"{self.name} within {self._config.sync_timeout:.0f}s")
         if not informer.synced.is_set():
             failure = informer.last_exception or errors.KubeError("list failed")
             raise type(failure)(f"could not list {informer.resource.plural} on cluster "

@@ -13,7 +13,6 @@ holds only what its reader needs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Callable
@@ -44,6 +43,19 @@ def _newer(a: str, b: str) -> bool:
     if a.isdigit() and b.isdigit():
         return int(a) > int(b)
     return a != b
+
+
+async def wait_event(event: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True if it was set.  Not ``asyncio.wait_for``: on
+    Python 3.11 a cancel that lands as the event's waiter completes is swallowed (wait_for
+    returns instead of raising), so a loop around it would outlive its cancel: an informer
+    its cluster, a probe loop the shutdown."""
+    try:
+        async with asyncio.timeout(seconds):
+            await event.wait()
+        return True
+    except TimeoutError:
+        return False
 
 
 class Informer(Generic[T]):
@@ -169,8 +181,7 @@ class Informer(Generic[T]):
                 log.info("watch of %s on %s failed: %s; retrying in %.1fs",
                          self.resource.kind, self.client.name, failure.message, delay)
                 self._retry.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._retry.wait(), delay * (0.5 + random.random()))
+                await wait_event(self._retry, delay * (0.5 + random.random()))
                 delay = min(delay * 2, 10.0)
                 need_list = need_list or not self._rv or isinstance(failure, errors.Malformed)
 

@@ -7,7 +7,6 @@ invariant checker — when the system had converged again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -16,6 +15,8 @@ from typing import Protocol, TypeVar
 
 from hmls_devenv.environment import Environment
 from hmls_devenv.proxy import FaultProxy
+
+from hmls.kube.watching import wait_event
 
 T = TypeVar("T")
 
@@ -160,8 +161,7 @@ class Injector:
         return kind, target
 
     async def _hold(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._heal_now.wait(), seconds)
+        await wait_event(self._heal_now, seconds)
 
     async def _one(self, kind: str, target: str) -> None:
         lo, hi = KINDS[kind][1:]

@@ -277,7 +277,8 @@ class World:
         for name, r in self.replicas.items():
             if r.ctl.pid:
                 with contextlib.suppress(Exception):
-                    text = await asyncio.wait_for(asyncio.to_thread(r.ctl.metrics_text), 2)
+                    async with asyncio.timeout(2):
+                        text = await asyncio.to_thread(r.ctl.metrics_text)
                     if "\nhmls_leader 1.0" in text:
                         return name
         return None
@@ -563,7 +564,8 @@ class World:
     async def rollout_events(self) -> dict[str, int]:
         """The rollout Events the controller recorded on the soak's HyperMLServices."""
         try:
-            listed, _ = await asyncio.wait_for(self.b.hub.list(EVENTS), 60)
+            async with asyncio.timeout(60):
+                listed, _ = await self.b.hub.list(EVENTS)
         except (errors.KubeError, TimeoutError) as exc:
             log(f"rollout Events unreadable: {type(exc).__name__}: {exc}")
             return {}
@@ -618,8 +620,9 @@ class World:
 
     # ----- reading the truth -----------------------------------------------------------
     async def _read(self, coro: Any) -> Any:
-        try:
-            return await asyncio.wait_for(coro, READ_TIMEOUT)
+        try:  # asyncio.timeout: wait_for can swallow the checker's cancel (hmls.kube.watching)
+            async with asyncio.timeout(READ_TIMEOUT):
+                return await coro
         except (errors.KubeError, TimeoutError):
             return None
 

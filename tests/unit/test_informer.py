@@ -107,3 +107,20 @@ async def test_the_watch_echo_of_a_stored_write_response_is_not_transformed_agai
     await inf._watch()
     assert transformed == ["5", "6"]  # the echo of "5" reused the stored value
     assert events == [("5", "5"), ("5", "6")]  # and is still delivered (an echo to its reader)
+
+
+async def test_a_cancel_that_lands_as_a_retry_is_asked_for_ends_the_informer() -> None:
+    """The backoff between attempts waits on ``retry_now`` with asyncio.timeout: Python 3.11's
+    asyncio.wait_for returns instead of raising when the cancel lands as the awaited event
+    completes, and the informer went on for good (the chaos soak's checker loop, which waited
+    the same way, hung CI for an hour after its last step)."""
+    for _ in range(20):
+        inf = Informer(FlakyLists(1000), HMLS, on_event=lambda *_: None)  # type: ignore[arg-type]
+        task = asyncio.create_task(inf.run())
+        await inf.attempted.wait()
+        await asyncio.sleep(0)  # in its backoff
+        inf.retry_now()
+        await asyncio.sleep(0)  # the retry's waiter completes ...
+        task.cancel()  # ... as the cancel lands
+        done, _ = await asyncio.wait([task], timeout=2)
+        assert done == {task}, "the informer did not end on cancel"

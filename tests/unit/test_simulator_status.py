@@ -1,11 +1,20 @@
-"""Unit tests for the pure part of the MLService simulator: ``desired_status``."""
+"""Unit tests for the pure part of the MLService simulator: ``desired_status``, and the
+view of an MLService its cache keeps."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
-from hmls_devenv.simulator import READY_KNOB, Simulator, Traffic, desired_status
+from hmls_devenv.simulator import (
+    ERROR_RATIO_KNOB,
+    READY_KNOB,
+    Simulator,
+    Traffic,
+    desired_status,
+    knobs,
+    view,
+)
 
 from hmls.kube.errors import Unreachable
 
@@ -180,3 +189,21 @@ async def test_a_status_write_that_failed_is_tried_again() -> None:
     sim = Simulator(spoke, domain=DOMAIN, delay=0.01, traffic=Traffic())  # type: ignore[arg-type]
     await sim.write_status(("demo", "torch"))
     assert spoke.patches == 1 and conds(spoke.obj["status"])["Ready"]["status"] == "True"
+
+
+@pytest.mark.parametrize("svc", [
+    mlservice(),
+    mlservice(namespace=None, annotations={READY_KNOB: "false", "team": "x" * 2000}),
+    mlservice(default="origin", canary="next", canaryTrafficPercent=30,
+              annotations={ERROR_RATIO_KNOB: "0.2"},
+              releases=[{"name": "origin", "predictor": {"minReplicas": 3, "model": {
+                  "modelUri": "s3://m/" + "y" * 2000}}},
+                        {"name": "next", "predictor": {}}, {"name": "old"}]),
+])
+def test_the_cached_view_gives_the_same_status_and_knobs(svc: dict[str, Any]) -> None:
+    svc["status"] = desired_status(svc, domain=DOMAIN, previous=None, now=T0)
+    slim = view(svc)
+    assert desired_status(slim, domain=DOMAIN, previous=slim["status"], now=NOW) == \
+        desired_status(svc, domain=DOMAIN, previous=svc["status"], now=NOW)
+    assert knobs(slim) == knobs(svc)
+    assert "x" * 100 not in repr(slim) and "y" * 100 not in repr(slim)  # nor payloads
