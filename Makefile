@@ -58,15 +58,15 @@ clean: demo-down
 # bench-ab: before/after of the controller in one run (bench.py ab: scripts/bench/ab.py; AB_FLAGS="--base REV")
 .PHONY: bench bench-quick bench-ab
 bench: deps binaries
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(PYTHON) scripts/bench/bench.py suite $(BENCH_FLAGS)
 
 bench-quick: deps binaries
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(PYTHON) scripts/bench/bench.py suite --quick $(BENCH_FLAGS)
 
 bench-ab: deps binaries
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(PYTHON) scripts/bench/bench.py ab $(AB_FLAGS)
 
 # fleet scale (bench.py scale: scripts/bench/fleet.py): 1k/3k/10k CRs x 4/16 spokes against the request floor,
@@ -74,7 +74,7 @@ bench-ab: deps binaries
 # SCALE_FLAGS="--budget S --cases 1000x4,3000x16"
 .PHONY: bench-scale
 bench-scale: deps binaries
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib py-spy
+	$(PYTHON) -m pip install --quiet --disable-pip-version-check matplotlib
 	$(PYTHON) scripts/bench/bench.py scale $(SCALE_FLAGS)
 
 # chaos soak (scripts/soak/soak.py): hub, 4 spokes behind fault proxies, ingress, 2 leader-elected

@@ -162,15 +162,11 @@ class Controller:
     flags: more controller flags (a later one wins, so ``--kubeconfig`` may be replaced);
     namespaces: ``--watch-namespaces`` (each measurement sees only its own CRs);
     source: a directory holding another ``hmls`` package to run instead of the installed one
-    (an earlier revision, for before/after runs); cprofile_to: run under cProfile."""
+    (an earlier revision, for before/after runs)."""
 
     def __init__(self, env: Environment, *flags: str, name: str | None = None,
-                 namespaces: Sequence[str] = (), source: Path | None = None,
-                 cprofile_to: Path | None = None) -> None:
-        if cprofile_to and source:
-            raise ValueError("cProfile runs only the installed controller")
-        self.env, self.flags, self.namespaces = env, flags, namespaces
-        self.source, self.cprofile_to = source, cprofile_to
+                 namespaces: Sequence[str] = (), source: Path | None = None) -> None:
+        self.env, self.flags, self.namespaces, self.source = env, flags, namespaces, source
         self.port = free_port()
         self.name = name or f"controller-{self.port}"
         self.pid = 0
@@ -189,12 +185,11 @@ class Controller:
         return self.env.log_path(self.name)
 
     def argv(self) -> list[str]:
-        wrap = ["-m", "cProfile", "-o", str(self.cprofile_to)] if self.cprofile_to else []
         if self.source:
-            wrap += ["-c", f"import runpy, sys; sys.path.insert(0, {str(self.source)!r}); "
+            wrap = ["-c", f"import runpy, sys; sys.path.insert(0, {str(self.source)!r}); "
                      "runpy.run_module('hmls', run_name='__main__', alter_sys=True)"]
         else:
-            wrap += ["-m", "hmls"]
+            wrap = ["-m", "hmls"]
         watch = ["--watch-namespaces", ",".join(self.namespaces)] if self.namespaces else []
         return [sys.executable, *wrap, "controller", "--kubeconfig",
                 str(self.env.kubeconfig("hub")), "--metrics-bind-address",

@@ -34,10 +34,9 @@ from typing import Any
 
 import scale
 from apply_latency import MANIFESTS, sample
-from common import REPO, Bench, log, pct, ratio
+from common import REPO, Bench, HubWatch, log, pct, ratio
 from hmls_devenv.environment import Environment
 from hmls_devenv.harness import Controller
-from latency import Watcher
 from report import loadavg, machine
 
 BASE = "4b52e73"  # the last commit before issue 7's controller changes
@@ -81,9 +80,7 @@ async def apply_rounds(b: Bench, base_src: Path, k: int, count: int, runs: int
     for r, variant in _orders(count):
         ns = f"ab-apply-{variant}{r}"
         await b.namespace(ns, ["hub", *clusters])
-        watcher = Watcher(b.hub, ns)
-        task = asyncio.create_task(watcher.informer.run())
-        await watcher.informer.synced.wait()
+        watcher = await HubWatch(b.hub, ns).start()
         ctl = Controller(b.env, namespaces=[ns], name=f"controller-{ns}",
                          source=base_src if variant == "before" else None)
         ctl.start(wait=False)
@@ -96,7 +93,7 @@ async def apply_rounds(b: Bench, base_src: Path, k: int, count: int, runs: int
                     f"{pct(applied, 50) * 1000:.0f} ms, load {loadavg():.1f}")
         finally:
             await ctl.halt()
-            task.cancel()
+            await watcher.stop()
         await b.clean(ns, clusters)
     return out
 

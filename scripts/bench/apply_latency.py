@@ -1,5 +1,5 @@
 """Apply latency: create a HyperMLService through the API → FullyApplied seen by a hub watch
-(latency.py's ``Watcher``), for 1, 4 and 8 spokes (as many as the environment has) x 1 and 5
+(common.HubWatch), for 1, 4 and 8 spokes (as many as the environment has) x 1 and 5
 manifests, with the controller running.  Each run is a new HyperMLService whose manifests have
 names of their own, so every apply creates objects; runs are sequential and each waits for Ready
 (the simulator's status, 0.5 s later) so that run i+1 does not overlap run i's status feedback.
@@ -26,13 +26,13 @@ Next to it:
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from typing import Any
 
 import yaml
-from common import Bench, hyper, log, manifests, summary
+from common import NAMESPACE, Bench, HubWatch, cond, hyper, log, manifests, summary
 from floors import p50_s
-from latency import NAMESPACE, Watcher, cond
 
 from hmls.domain.models import Owner
 from hmls.domain.render import apply_order, materialize
@@ -73,7 +73,11 @@ async def _kubectl(b: Bench, clusters: list[str], count: int, tag: str) -> float
     return elapsed
 
 
-async def sample(b: Bench, watcher: Watcher, clusters: list[str], m: int, runs: int,
+def _is(name: str, ctype: str, o: dict[str, Any]) -> bool:
+    return bool(o["metadata"]["name"] == name and cond(o, ctype) == "True")
+
+
+async def sample(b: Bench, watcher: HubWatch, clusters: list[str], m: int, runs: int,
                  prefix: str = "al") -> tuple[list[float], list[float]]:
     """runs sequential creates of a HyperMLService with m manifests on clusters in the
     watcher's namespace (a controller running); seconds to FullyApplied and to Ready for each."""
@@ -83,11 +87,8 @@ async def sample(b: Bench, watcher: Watcher, clusters: list[str], m: int, runs: 
         name = f"{prefix}-{len(clusters)}-{m}-{i}"
         obj = hyper(name, ns, clusters, manifests(m, ns, name))
 
-        def mine(o: dict[str, Any], n: str = name) -> bool:
-            return bool(o["metadata"]["name"] == n)
-
-        fa = watcher.wait(lambda o, f=mine: f(o) and cond(o, "FullyApplied") == "True")
-        rd = watcher.wait(lambda o, f=mine: f(o) and cond(o, "Ready") == "True")
+        fa = watcher.when(functools.partial(_is, name, "FullyApplied"))
+        rd = watcher.when(functools.partial(_is, name, "Ready"))
         t0 = time.perf_counter()
         await b.hub.create(HMLS, ns, obj)
         applied.append(await asyncio.wait_for(fa, 60) - t0)
@@ -101,9 +102,7 @@ async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
     await b.namespace(NAMESPACE, ["hub", *b.spokes])
     await b.namespace(KUBECTL_NS, b.spokes)
     await _kubectl(b, b.spokes, max(MANIFESTS), "kc-warm")  # discovery cache, as on a desk
-    watcher = Watcher(b.hub)
-    task = asyncio.create_task(watcher.informer.run())
-    await watcher.informer.synced.wait()
+    watcher = await HubWatch(b.hub, NAMESPACE).start()
     cases = []
     for k in (k for k in SPOKES if k <= len(b.spokes)):
         clusters = b.spokes[:k]
@@ -121,6 +120,6 @@ async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
                 f"{case['create_to_fully_applied']['p99_ms']:.0f} ms | lower bound {lb:.0f} ms "
                 f"(x{p50 / lb:.1f}) | kubectl {kc:.0f} ms (hmls/kubectl x{p50 / kc:.2f})")
             cases.append(case)
-    task.cancel()
+    await watcher.stop()
     return {"runs": runs, "kubectl_runs": kubectl_runs, "cases": cases,
             "note": "create_to_ready includes the simulator's 0.5 s status delay"}

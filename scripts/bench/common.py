@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 import os
 import statistics
@@ -316,25 +317,58 @@ class Bench:
         return await requests(self.env, clusters, session=self.http)
 
 
-class HubTracker:
-    """A hub watch on one namespace that tells when ``count`` HyperMLServices satisfy a
-    predicate at the same time (the clock stops on the event that completes the set)."""
+NAMESPACE = "bench"
+"""The hub and spoke namespace of the latency measurements."""
+
+
+def cond(obj: Obj | None, ctype: str) -> str | None:
+    """A condition's status, if it speaks of the object's current generation."""
+    for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if c.get("type") == ctype and c.get("observedGeneration") == obj["metadata"].get("generation"):  # type: ignore[index]
+            return str(c.get("status"))
+    return None
+
+
+async def flip_ready(spoke: ClusterClient, value: str, name: str = "torch-mnist-s3") -> None:
+    """Set an MLService's Ready condition on a spoke, as its controller would (the simulator
+    restores it)."""
+    live = await spoke.get(MLSERVICE, NAMESPACE, name)
+    assert live is not None
+    status = copy.deepcopy(live["status"])
+    for c in status["conditions"]:
+        if c["type"] == "Ready":
+            c["status"] = value
+    await spoke.patch(MLSERVICE, NAMESPACE, name, {"status": status}, subresource="status",
+                      field_manager="bench")
+
+
+class HubWatch:
+    """A hub watch on one namespace's HyperMLServices that tells when ``count`` of them
+    satisfy a predicate at the same time: the perf_counter() of the event that completes the
+    set (``when``: a future to take before the change that is timed)."""
 
     def __init__(self, hub: ClusterClient, namespace: str) -> None:
+        self.namespace = namespace
         self.informer: Informer[Obj] = Informer(hub, HMLS, namespace=namespace, on_event=self._event)
         self._waiters: list[tuple[Callable[[Obj], bool], int, set[str], asyncio.Future[float]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def __aenter__(self) -> HubTracker:
+    async def start(self) -> HubWatch:
         self._task = asyncio.create_task(self.informer.run())
         await self.informer.synced.wait()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def stop(self) -> None:
         if self._task:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+
+    async def __aenter__(self) -> HubWatch:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
 
     def _event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
         now = time.perf_counter()
@@ -351,21 +385,28 @@ class HubTracker:
                 fut.set_result(now)
                 self._waiters.remove((pred, count, ok, fut))
 
-    def count(self, pred: Callable[[Obj], bool]) -> int:
-        return sum(1 for o in self.informer.store.values() if pred(o))
+    def get(self, name: str) -> Obj | None:
+        return self.informer.get(self.namespace, name)
 
-    async def wait(self, pred: Callable[[Obj], bool], count: int, timeout: float) -> float:
-        """perf_counter() of the event after which ``count`` objects satisfy ``pred``."""
+    def when(self, pred: Callable[[Obj], bool], count: int = 1) -> asyncio.Future[float]:
         ok = {o["metadata"]["name"] for o in self.informer.store.values() if pred(o)}
-        if len(ok) >= count:
-            return time.perf_counter()
         fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiters.append((pred, count, ok, fut))
+        if len(ok) >= count:
+            fut.set_result(time.perf_counter())
+        else:
+            self._waiters.append((pred, count, ok, fut))
+        return fut
+
+    async def until(self, pred: Callable[[Obj], bool], count: int, timeout: float) -> float:
+        """``when``, awaited for at most ``timeout`` seconds."""
+        fut = self.when(pred, count)
         try:
-            return await asyncio.wait_for(fut, timeout)
+            async with asyncio.timeout(timeout):
+                return await fut
         except TimeoutError:
-            raise TimeoutError(f"only {len(ok)} of {count} HyperMLServices in "
-                               f"{self.informer.namespace} got there within {timeout:.0f}s") from None
+            now = sum(1 for o in self.informer.store.values() if pred(o))
+            raise TimeoutError(f"only {now} of {count} HyperMLServices in {self.namespace} "
+                               f"got there within {timeout:.0f}s") from None
 
 
 # ----- the controller process --------------------------------------------------------

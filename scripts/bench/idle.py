@@ -24,9 +24,19 @@ import time
 from collections import Counter
 from typing import Any
 
-from common import Bench, HubTracker, env_cpu, hyper, log, mlservice, proc_stats, reads, writes_by_resource
+from common import (
+    Bench,
+    HubWatch,
+    cond,
+    env_cpu,
+    hyper,
+    log,
+    mlservice,
+    proc_stats,
+    reads,
+    writes_by_resource,
+)
 from hmls_devenv.harness import Controller, Requests, mutating, requests_delta
-from latency import cond
 
 NS = "idle"
 SPOKES = 4
@@ -61,9 +71,9 @@ async def prepare(b: Bench) -> Controller:
     await b.create_all([hyper(f"i-{i}", NS, spokes, [mlservice(f"svc-{i}", NS)])
                         for i in range(n)])
     ctl = Controller(b.env, namespaces=[NS], name="controller-idle")
-    async with HubTracker(b.hub, NS) as hub:
+    async with HubWatch(b.hub, NS) as hub:
         ctl.start(wait=False)
-        await hub.wait(lambda o: cond(o, "Ready") == "True", n, 120 + n * SPOKES * 0.2)
+        await hub.until(lambda o: cond(o, "Ready") == "True", n, 120 + n * SPOKES * 0.2)
     await ctl.settle(quiet=2.0)
     log(f"idle: {n} HyperMLServices x {len(spokes)} spokes settled")
     return ctl

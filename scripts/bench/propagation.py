@@ -1,4 +1,4 @@
-"""Status propagation, with latency.py's flip (``flip_ready``: an MLService's Ready condition
+"""Status propagation, with common's flip (``flip_ready``: an MLService's Ready condition
 set on a spoke through the status subresource, as its controller would).
 
   one spoke    flip one spoke's MLService to Ready=False; the clock stops when a hub watch
@@ -24,11 +24,10 @@ import contextlib
 import time
 from typing import Any
 
-from common import Bench, hyper, log, mlservice, summary
+from common import NAMESPACE, Bench, HubWatch, cond, flip_ready, hyper, log, mlservice, summary
 from floors import p50_s
 from hmls_devenv.harness import Controller
 from hmls_devenv.simulator import MLSERVICE
-from latency import NAMESPACE, Watcher, cond, flip_ready
 
 from hmls.kube.client import Obj
 from hmls.kube.resources import HMLS
@@ -49,9 +48,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     rounds = 2 if b.quick else 10
     spokes = b.spokes
     await b.namespace(NAMESPACE, ["hub", *spokes])
-    watcher = Watcher(b.hub)
-    task = asyncio.create_task(watcher.informer.run())
-    await watcher.informer.synced.wait()
+    watcher = await HubWatch(b.hub, NAMESPACE).start()
 
     def mine(o: dict[str, Any]) -> bool:
         return bool(o["metadata"]["name"] == NAME)
@@ -59,18 +56,18 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     def is_ready(o: dict[str, Any]) -> bool:
         return mine(o) and cond(o, "Ready") == "True" and _not_ready(o) == 0
 
-    rd = watcher.wait(is_ready)
+    rd = watcher.when(is_ready)
     await b.hub.create(HMLS, NAMESPACE, hyper(NAME, NAMESPACE, spokes, [mlservice(MLSVC, NAMESPACE)]))
     await asyncio.wait_for(rd, 60)
     await ctl.settle(quiet=1.0)
 
     one, c0 = [], await ctl.counters()
     for i in range(runs):
-        notready = watcher.wait(lambda o: mine(o) and cond(o, "Ready") == "False")
+        notready = watcher.when(lambda o: mine(o) and cond(o, "Ready") == "False")
         t0 = time.perf_counter()
         await flip_ready(b.clients[spokes[i % len(spokes)]], "False")
         one.append(await asyncio.wait_for(notready, 30) - t0)
-        await asyncio.wait_for(watcher.wait(is_ready), 30)  # the simulator restores it
+        await asyncio.wait_for(watcher.when(is_ready), 30)  # the simulator restores it
     c1 = await ctl.settle(quiet=1.0)
     single_writes = c1["status_writes"] - c0["status_writes"]
     reconcile_ms = 1000 * (c1["reconcile_s"] - c0["reconcile_s"]) / max(
@@ -79,19 +76,19 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     storm_writes, all_seen, all_back = [], [], []
     for _ in range(rounds):
         before = (await ctl.settle(quiet=1.0))["status_writes"]
-        seen = watcher.wait(lambda o: mine(o) and _not_ready(o) == len(spokes))
+        seen = watcher.when(lambda o: mine(o) and _not_ready(o) == len(spokes))
         t0 = time.perf_counter()
         await asyncio.gather(*(flip_ready(b.clients[s], "False") for s in spokes))
         # not seen if the simulator restored some before the hub showed all of them at once
         with contextlib.suppress(TimeoutError):
             all_seen.append(await asyncio.wait_for(seen, 5) - t0)
-        now = watcher.informer.get(NAMESPACE, NAME)
+        now = watcher.get(NAME)
         if now is None or not is_ready(now):
-            await asyncio.wait_for(watcher.wait(is_ready), 30)
+            await asyncio.wait_for(watcher.when(is_ready), 30)
         all_back.append(time.perf_counter() - t0)
         storm_writes.append((await ctl.settle(quiet=1.0))["status_writes"] - before)
     drift = await _drift(b, runs)
-    task.cancel()
+    await watcher.stop()
     window_ms = Settings().batch_window * 1000
     watch_ms = p50_s(floors, "watch_delivery") * 1000
     lb = window_ms + 2 * watch_ms

@@ -13,15 +13,15 @@ in the reconcile that wrote it, the apply happens in the requeued one).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import time
 from typing import Any
 
-from common import Bench, hyper, log, mlservice, summary
+from common import NAMESPACE, Bench, HubWatch, hyper, log, mlservice, summary
 from floors import p50_s
 from hmls_devenv.harness import Controller
 from hmls_devenv.simulator import MLSERVICE
-from latency import NAMESPACE, Watcher
 
 from hmls.kube.client import Obj
 from hmls.kube.resources import HMLS
@@ -42,7 +42,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
     revisions = 2 if b.quick else 6
     spokes = b.spokes
     await b.namespace(NAMESPACE, ["hub", *spokes])
-    watcher = Watcher(b.hub)
+    watcher = await HubWatch(b.hub, NAMESPACE).start()
     seen: dict[str, asyncio.Future[float]] = {}
     wanted: dict[str, int] = {}
 
@@ -57,8 +57,8 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
 
     informers = [Informer(b.clients[s], MLSERVICE, namespace=NAMESPACE, on_event=on_spoke(s))
                  for s in spokes]
-    tasks = [asyncio.create_task(i.run()) for i in [watcher.informer, *informers]]
-    for inf in [watcher.informer, *informers]:
+    tasks = [asyncio.create_task(i.run()) for i in informers]
+    for inf in informers:
         await inf.synced.wait()
 
     def body(replicas: int) -> Obj:
@@ -69,7 +69,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
                                   "soakSeconds": 1, "progressDeadlineSeconds": 60}
         return obj
 
-    first = watcher.wait(lambda o: all(_done(o, s, 1) for s in spokes))
+    first = watcher.when(lambda o: all(_done(o, s, 1) for s in spokes))
     await b.hub.create(HMLS, NAMESPACE, body(1))
     await asyncio.wait_for(first, 60)
     overheads: list[float] = []
@@ -80,7 +80,8 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
         new = body(revision)
         new["metadata"]["resourceVersion"] = stored["metadata"]["resourceVersion"]
         new["status"] = stored.get("status")
-        done = {s: watcher.wait(lambda o, s=s, r=revision: _done(o, s, r)) for s in spokes}
+        done = {s: watcher.when(functools.partial(_done, cluster=s, revision=revision))
+                for s in spokes}
         for s in spokes:
             wanted[s] = revision
             seen[s] = asyncio.get_running_loop().create_future()
@@ -96,6 +97,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
             f"{[round(1000 * x) for x in overheads[-(len(spokes) - 1):]]} ms")
     for t in tasks:
         t.cancel()
+    await watcher.stop()
     await b.hub.delete(HMLS, NAMESPACE, NAME)
     floor = p50_s(floors, "status_patch") + p50_s(floors, "apply") + p50_s(floors, "watch_delivery")
     return {"spokes": len(spokes), "revisions": revisions,

@@ -13,7 +13,7 @@ measurements run one after the other:
   propagation    spoke status → hub, and all spokes flipping at once     (propagation.py)
   rollout        progressive rollout step overhead: one cluster Done → the next one's
                  apply, over every spoke                               (rollout.py)
-  scale          cold start for N CRs x k spokes, growth fits, profile  (scale.py)
+  scale          cold start for N CRs x k spokes, growth fits           (scale.py)
   idle           writes and CPU while idle vs a no-controller baseline, restart (idle.py),
                  on a second environment (hub, 4 spokes, ingress): it is set up first, its
                  two T-long windows run while the others run, its restart comes last
@@ -50,11 +50,10 @@ import idle
 import propagation
 import rollout
 import scale
-from common import REPO, Bench, log, rtt_list
+from common import NAMESPACE, REPO, Bench, log, rtt_list
 from hmls_devenv import binaries
 from hmls_devenv.environment import Environment
 from hmls_devenv.harness import Controller
-from latency import NAMESPACE
 from report import loadavg, machine, write
 
 PHASES = ("floors", "apply", "propagation", "rollout", "scale", "idle", "rtt")
@@ -90,7 +89,7 @@ def _kubectl_version() -> str:
 
 
 async def suite(main_env: Environment, idle_env: Environment | None, quick: bool,
-                only: set[str], profiler: str, rtts: list[int]) -> dict[str, Any]:
+                only: set[str], rtts: list[int]) -> dict[str, Any]:
     b = Bench(main_env, quick)
     ib = Bench(idle_env, quick) if idle_env else None
     benches = [x for x in (b, ib) if x]
@@ -129,7 +128,7 @@ async def suite(main_env: Environment, idle_env: Environment | None, quick: bool
             await b.clean(NAMESPACE, b.spokes)
             await b.clean(apply_latency.KUBECTL_NS, b.spokes, owned_only=False)
         if "scale" in only:
-            result["scale"] = await _phase(result, "scale", lambda: scale.run(b, fl, profiler=profiler))
+            result["scale"] = await _phase(result, "scale", lambda: scale.run(b, fl))
         if "rtt" in only:
             result["rtt"] = await _phase(result, "rtt", lambda: scale.far_away(
                 b, *RTT_CASE, rtts, floors.apply_ops_max(fl)))
@@ -153,8 +152,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dir", default=str(REPO / ".hmls-env" / "bench-suite"),
                         help="environments go to DIR/main and DIR/idle (stopped and wiped first)")
     parser.add_argument("--out", default=str(REPO / "docs" / "benchmarks"))
-    parser.add_argument("--profiler", choices=("auto", "py-spy", "cprofile"), default="auto",
-                        help="for the worst scale case (auto: py-spy unless ptrace is refused)")
     parser.add_argument("--only", default=",".join(PHASES),
                         help=f"comma-separated subset of {','.join(PHASES)} (floors always run)")
     parser.add_argument("--rtt", type=rtt_list, default=[0, 50, 200],
@@ -184,8 +181,7 @@ def run(args: argparse.Namespace) -> int:
         for up in ups:
             up.result()
         up_s = time.perf_counter() - started
-        result = asyncio.run(suite(main_env, idle_env, args.quick, only, args.profiler,
-                                   args.rtt))
+        result = asyncio.run(suite(main_env, idle_env, args.quick, only, args.rtt))
     finally:
         for env in envs:
             env.down()

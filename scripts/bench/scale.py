@@ -14,10 +14,7 @@ controller is stopped and the case's spoke objects are deleted.
 Growth: linear fits of time, CPU and peak RSS against N for each k; memory per CR (slope)
 and per cluster (difference between k values at the largest N); per-CR cost = (time or CPU
 after the controller is ready) / N, flagged super-linear when it grows > 1.5x from the
-smallest to the largest N.  The worst case (largest N x k) is then run once more with a
-profiler attached (so that the fitted cases are not disturbed by it): py-spy sampling
-without pausing the controller (its own CPU use, on the same cores, is reported), or the
-controller under cProfile if ptrace is refused.
+smallest to the largest N.
 
 Far-away spokes (``far_away``): the same cold start with every spoke behind a latency proxy
 (``Bench.far_away``) at each of some round trips, 0 ms (the proxy in the path, loopback)
@@ -34,9 +31,10 @@ from typing import Any
 
 from common import (
     Bench,
-    HubTracker,
+    HubWatch,
     busy_pct,
     by_verb,
+    cond,
     env_cpu,
     hyper,
     linear_fit,
@@ -50,8 +48,6 @@ from common import (
 )
 from floors import apply_ops_max
 from hmls_devenv.harness import Controller, mutating, requests_delta
-from latency import cond
-from profiling import PySpy, ptrace_refusal, top_cprofile, top_pyspy
 
 SUPERLINEAR = 1.5
 ROUND_TRIPS = 6
@@ -72,47 +68,35 @@ def _ready(o: dict[str, Any]) -> bool:
     return cond(o, "Ready") == "True"
 
 
-async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
-               source: Path | None = None, tag: str = "", per_cr: int = 1,
+async def case(b: Bench, n: int, k: int, *, source: Path | None = None, tag: str = "", per_cr: int = 1,
                on_settled: Callable[[Controller, str], Awaitable[dict[str, Any]]] | None = None
                ) -> dict[str, Any]:
-    """One cold start.  profile: None, "py-spy" or "cprofile"; source: run the controller
+    """One cold start.  source: run the controller
     of another checkout (see ``Controller``); tag: part of the namespace's name; per_cr:
     manifests per CR (``manifests``: 3 are the seed's); on_settled: measured on the settled
     controller (and namespace) before it stops, its result kept under "settled"."""
-    ns = f"scale-{n}-{k}" + "".join(f"-{t}" for t in (profile, tag) if t)
+    ns = f"scale-{n}-{k}" + (f"-{tag}" if tag else "")
     spokes = b.spokes[:k]
     await b.namespace(ns, ["hub", *spokes])
     await b.create_all([hyper(f"s-{i}", ns, spokes, manifests(per_cr, ns, str(i)))
                         for i in range(n)])
-    out = b.env.dir / f"profile-{ns}"
-    ctl = Controller(b.env, namespaces=[ns], name=f"controller-{ns}", source=source,
-                     cprofile_to=out.with_suffix(".pstats") if profile == "cprofile" else None)
-    spy = PySpy(out.with_suffix(".raw")) if profile == "py-spy" else None
+    ctl = Controller(b.env, namespaces=[ns], name=f"controller-{ns}", source=source)
     timeout = 120 + n * k * 0.2
-    async with HubTracker(b.hub, ns) as hub:
+    async with HubWatch(b.hub, ns) as hub:
         before = await b.requests(["hub", *spokes])
         machine0, servers0 = machine_cpu(), env_cpu(b.env)
         ctl.start(wait=False)
-        if spy:
-            await spy.start(ctl.pid)
         startup = await ctl.ready()
         at_ready = proc_stats(ctl.pid)
-        t_applied = await hub.wait(_applied, n, timeout) - ctl.started
+        t_applied = await hub.until(_applied, n, timeout) - ctl.started
         at_applied = proc_stats(ctl.pid)
-        t_ready = await hub.wait(_ready, n, timeout) - ctl.started
+        t_ready = await hub.until(_ready, n, timeout) - ctl.started
         counters = await ctl.settle(quiet=1.0, timeout=timeout)
         settled, threads = proc_stats(ctl.pid), thread_cpu(ctl.pid)
         machine1, servers1 = machine_cpu(), env_cpu(b.env)
         delta = requests_delta(await b.requests(["hub", *spokes]), before)
     after = await on_settled(ctl, ns) if on_settled else None
-    profile_result: dict[str, Any] | None = None
-    if spy:
-        spy_cpu = await spy.stop()
-        profile_result = {**top_pyspy(spy.out), "profiler_cpu_s": spy_cpu, "folded": str(spy.out)}
     await ctl.halt()
-    if profile == "cprofile":
-        profile_result = top_cprofile(out.with_suffix(".pstats"))
     await b.clean(ns, spokes)
     hub_req, spoke_req = delta["hub"], sum((delta[s] for s in spokes), Counter())
     sim = sum(spoke_req[key] for key in SIMULATOR)
@@ -134,8 +118,6 @@ async def case(b: Bench, n: int, k: int, *, profile: str | None = None,
         "per_cr_ms": 1000 * (t_applied - startup) / n,
         "cpu_per_cr_ms": 1000 * (at_applied.cpu_s - at_ready.cpu_s) / n,
     }
-    if profile_result:
-        result["profile"] = profile_result
     if after is not None:
         result["settled"] = after
     return result
@@ -196,8 +178,7 @@ def growth(cases: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-async def run(b: Bench, floors: dict[str, Any], *, profiler: str = "auto") -> dict[str, Any]:
-    """profiler: "auto" (py-spy unless ptrace is refused, then cProfile), "py-spy", "cprofile"."""
+async def run(b: Bench, floors: dict[str, Any]) -> dict[str, Any]:
     sizes, spoke_counts = ((50, 100), (1, 2)) if b.quick else ((100, 300, 1000), (1, 4))
     cases = []
     for k in spoke_counts:
@@ -218,9 +199,4 @@ async def run(b: Bench, floors: dict[str, Any], *, profiler: str = "auto") -> di
             f"{g['rss_per_cr_kb']:.1f} KB/CR, per-CR time x{g['per_cr_time_growth']:.2f} and CPU "
             f"x{g['per_cr_cpu_growth']:.2f} smallest→largest"
             + (" - SUPER-LINEAR" if g["superlinear"] else ""))
-    refusal = await ptrace_refusal() if profiler != "cprofile" else None
-    tool = "cprofile" if refusal or profiler == "cprofile" else "py-spy"
-    profiled = await case(b, max(sizes), max(spoke_counts), profile=tool)
-    log(f"profiled re-run of {max(sizes)} x {max(spoke_counts)} ({profiled['profile']['tool']}): "
-        f"FullyApplied in {profiled['to_fully_applied_s']:.1f} s")
-    return {"cases": cases, "growth": fits, "profiled_run": profiled, "ptrace_refused": refusal}
+    return {"cases": cases, "growth": fits}

@@ -30,7 +30,7 @@ def test_a_write_response_is_kept_unless_the_watch_has_newer() -> None:
 
 
 def test_the_response_that_removes_the_last_finalizer_is_not_kept() -> None:
-    """Churn regression (scripts/bench/churn.py): the finalizer patch's answer often arrives
+    """Churn regression (found by an in-process churn driver): the finalizer patch's answer often arrives
     after the watch's DELETED event; kept, it stayed in the store for good (≈ 8 KB per
     HyperMLService lifecycle)."""
     inf = informer()
