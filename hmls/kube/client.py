@@ -12,6 +12,7 @@ leaves this module as a ``hmls.kube.errors.KubeError``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 import os
 import ssl
@@ -406,9 +407,22 @@ class ClusterClient:
         return await self.request("POST", res.path(namespace), query=query, body=obj)
 
     async def list(self, res: Resource, *, namespace: str | None = None,
-                   label_selector: str | None = None, limit: int = 500) -> tuple[list[Obj], str]:
-        """All items (paginated) and the list's resourceVersion."""
+                   label_selector: str | None = None) -> tuple[list[Obj], str]:
+        """All items and the list's resourceVersion."""
         items: list[Obj] = []
+        rv = ""
+        async for page, page_rv in self.pages(res, namespace=namespace,
+                                              label_selector=label_selector):
+            items.extend(page)
+            rv = page_rv
+        return items, rv
+
+    async def pages(self, res: Resource, *, namespace: str | None = None,
+                    label_selector: str | None = None, limit: int = 500
+                    ) -> AsyncIterator[tuple[builtins.list[Obj], str]]:
+        """The items ``limit`` at a time, each page with the list's resourceVersion (every
+        page of a paginated list is of the same snapshot): a reader that keeps less than
+        the objects (an informer's view) never holds a large list whole."""
         token = ""
         while True:
             query = [("limit", str(limit))]
@@ -422,10 +436,10 @@ class ClusterClient:
             if not isinstance(listed, list) or not isinstance(meta, dict) or not all(
                     _identified(o) for o in listed):
                 raise errors.Malformed(f"list of {res.plural} is not a list of objects")
-            items.extend(listed)
+            yield listed, str(meta.get("resourceVersion", ""))
             token = meta.get("continue") or ""
             if not token:
-                return items, str(meta.get("resourceVersion", ""))
+                return
 
     async def watch(self, res: Resource, *, resource_version: str, namespace: str | None = None,
                     label_selector: str | None = None, timeout_seconds: int = 300,

@@ -50,11 +50,11 @@ class FlakyLists:
     def __init__(self, failures: int) -> None:
         self.failures = failures
 
-    async def list(self, *_: Any, **__: Any) -> tuple[list[Any], str]:
+    async def pages(self, *_: Any, **__: Any) -> AsyncIterator[tuple[list[Any], str]]:
         if self.failures:
             self.failures -= 1
             raise errors.Unreachable("connection refused")
-        return [], "7"
+        yield [], "7"
 
     async def watch(self, *_: Any, **__: Any) -> AsyncIterator[Any]:
         await asyncio.Event().wait()
@@ -124,3 +124,30 @@ async def test_a_cancel_that_lands_as_a_retry_is_asked_for_ends_the_informer() -
         task.cancel()  # ... as the cancel lands
         done, _ = await asyncio.wait([task], timeout=2)
         assert done == {task}, "the informer did not end on cancel"
+
+
+async def test_a_list_is_cached_page_by_page() -> None:
+    """Each page is turned into the cache's view before the next is read: a large list (a
+    restart on 10,000 HyperMLServices) is never held whole as parsed objects."""
+    viewed: list[str] = []
+    asked_with: list[int] = []
+
+    class Pages:
+        name = "paged"
+
+        async def pages(self, *_: Any, **__: Any) -> AsyncIterator[tuple[list[Any], str]]:
+            for page in (["a", "b"], ["c"]):
+                asked_with.append(len(viewed))  # views made when this page is read
+                yield [cr("3", name=n) for n in page], "3"
+
+        async def watch(self, *_: Any, **__: Any) -> AsyncIterator[Any]:
+            await asyncio.Event().wait()
+            yield
+
+    inf = Informer(Pages(), HMLS, on_event=lambda *_: None,  # type: ignore[arg-type]
+                   transform=lambda o: viewed.append(o["metadata"]["name"]) or o["metadata"]["name"])
+    task = asyncio.create_task(inf.run())
+    await inf.synced.wait()
+    task.cancel()
+    assert asked_with == [0, 2] and viewed == ["a", "b", "c"]
+    assert inf.store == {("demo", n): n for n in "abc"}
