@@ -226,6 +226,17 @@ class Route:
     knobs: Knobs
 
 
+@dataclass
+class _Followed:
+    """One MLService as the traffic follows it."""
+
+    route: Route
+    counted: int
+    """The second up to which its requests are counted."""
+    requests: dict[str, Requests] = field(default_factory=dict)
+    """Release -> its requests so far."""
+
+
 class Traffic(Collector):
     """Simulated requests to the MLServices of every simulated spoke (pure: the objects as
     watched come in, counts come out; ``collect`` makes them Prometheus metrics).
@@ -237,33 +248,24 @@ class Traffic(Collector):
     of every second at 160,000 MLServices (10,000 CRs x 16 spokes)."""
 
     def __init__(self) -> None:
-        self.routes: dict[tuple[str, str, str], Route] = {}
-        """(cluster, namespace, MLService) -> its route."""
-        self._requests: dict[tuple[str, str, str], dict[str, Requests]] = {}
-        """(cluster, namespace, MLService) -> release -> its requests so far."""
         self.seconds = 0
         """Seconds of traffic so far."""
-        self._counted: dict[tuple[str, str, str], int] = {}
-        """(cluster, namespace, MLService) -> the second up to which its requests are counted."""
+        self._followed: dict[tuple[str, str, str], _Followed] = {}
+        """(cluster, namespace, MLService) -> its route and requests."""
 
     @property
     def requests(self) -> dict[tuple[str, str, str, str], Requests]:
         """(cluster, namespace, MLService, release) -> its requests so far."""
-        for key in self.routes:
-            self._count(key)
-        return {(*key, release): req for key, releases in self._requests.items()
-                for release, req in releases.items()}
+        for one in self._followed.values():
+            self._count(one)
+        return {(*key, release): req for key, one in self._followed.items()
+                for release, req in one.requests.items()}
 
-    def _count(self, key: tuple[str, str, str]) -> None:
-        seconds = self.seconds - self._counted.get(key, self.seconds)
-        self._counted[key] = self.seconds
-        route = self.routes.get(key)
-        if route is None or not seconds:
-            return
-        for release, percent in route.percents:
+    def _count(self, one: _Followed) -> None:
+        seconds, one.counted = self.seconds - one.counted, self.seconds
+        for release, percent in one.route.percents if seconds else ():
             if percent > 0:
-                self._requests[key][release].serve(RATE * percent / 100 * seconds,
-                                                      route.knobs)
+                one.requests[release].serve(RATE * percent / 100 * seconds, one.route.knobs)
 
     def observe(self, cluster: str, obj: Obj) -> list[str]:
         """Follow the MLService as it is now; returns why any of its knobs is ignored."""
@@ -274,18 +276,20 @@ class Traffic(Collector):
         percents = tuple((r["name"], int(r.get("trafficPercent") or 0))
                          for r in status.get("releases") or []) if ready else ()
         obj_knobs, problems = knobs(obj)
-        self._count(key)  # the seconds so far went by the route as it was
-        self.routes[key] = Route(percents, obj_knobs)
+        route = Route(percents, obj_knobs)
+        one = self._followed.get(key)
+        if one is None:
+            one = self._followed[key] = _Followed(route, self.seconds)
+        else:
+            self._count(one)  # the seconds so far went by the route as it was
+            one.route = route
         for release, _ in percents:  # both codes from the first scrape: a ratio has a numerator
-            self._requests.setdefault(key, {}).setdefault(release, Requests())
+            one.requests.setdefault(release, Requests())
         return problems
 
     def forget(self, cluster: str, namespace: str, name: str) -> None:
         """The MLService is gone, and so are its series."""
-        key = (cluster, namespace, name)
-        self.routes.pop(key, None)
-        self._counted.pop(key, None)
-        self._requests.pop(key, None)
+        self._followed.pop((cluster, namespace, name), None)
 
     def tick(self) -> None:
         """One second of traffic."""

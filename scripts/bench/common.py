@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import json
 import os
 import statistics
@@ -327,19 +326,6 @@ def cond(obj: Obj | None, ctype: str) -> str | None:
         if c.get("type") == ctype and c.get("observedGeneration") == obj["metadata"].get("generation"):  # type: ignore[index]
             return str(c.get("status"))
     return None
-
-
-async def flip_ready(spoke: ClusterClient, value: str, name: str = "torch-mnist-s3") -> None:
-    """Set an MLService's Ready condition on a spoke, as its controller would (the simulator
-    restores it)."""
-    live = await spoke.get(MLSERVICE, NAMESPACE, name)
-    assert live is not None
-    status = copy.deepcopy(live["status"])
-    for c in status["conditions"]:
-        if c["type"] == "Ready":
-            c["status"] = value
-    await spoke.patch(MLSERVICE, NAMESPACE, name, {"status": status}, subresource="status",
-                      field_manager="bench")
 
 
 class HubWatch:

@@ -1,4 +1,4 @@
-"""Status propagation, with common's flip (``flip_ready``: an MLService's Ready condition
+"""Status propagation, with a flip (``flip_ready``: an MLService's Ready condition
 set on a spoke through the status subresource, as its controller would).
 
   one spoke    flip one spoke's MLService to Ready=False; the clock stops when a hub watch
@@ -21,21 +21,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 from typing import Any
 
-from common import NAMESPACE, Bench, HubWatch, cond, flip_ready, hyper, log, mlservice, summary
+from common import NAMESPACE, Bench, HubWatch, cond, hyper, log, mlservice, summary
 from floors import p50_s
 from hmls_devenv.harness import Controller
 from hmls_devenv.simulator import MLSERVICE
 
-from hmls.kube.client import Obj
+from hmls.kube.client import ClusterClient, Obj
 from hmls.kube.resources import HMLS
 from hmls.kube.watching import Informer
 from hmls.settings import Settings
 
 NAME = "prop"
 MLSVC = "torch-mnist-s3"  # the object flip_ready flips
+
+
+async def flip_ready(spoke: ClusterClient, value: str) -> None:
+    """Set the MLService's Ready condition on a spoke, as its controller would (the
+    simulator restores it)."""
+    live = await spoke.get(MLSERVICE, NAMESPACE, MLSVC)
+    assert live is not None
+    status = copy.deepcopy(live["status"])
+    for c in status["conditions"]:
+        if c["type"] == "Ready":
+            c["status"] = value
+    await spoke.patch(MLSERVICE, NAMESPACE, MLSVC, {"status": status}, subresource="status",
+                      field_manager="bench")
 
 
 def _not_ready(obj: dict[str, Any]) -> int:
@@ -67,7 +81,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
         t0 = time.perf_counter()
         await flip_ready(b.clients[spokes[i % len(spokes)]], "False")
         one.append(await asyncio.wait_for(notready, 30) - t0)
-        await asyncio.wait_for(watcher.when(is_ready), 30)  # the simulator restores it
+        await watcher.until(is_ready, 1, 30)  # the simulator restores it
     c1 = await ctl.settle(quiet=1.0)
     single_writes = c1["status_writes"] - c0["status_writes"]
     reconcile_ms = 1000 * (c1["reconcile_s"] - c0["reconcile_s"]) / max(
@@ -84,7 +98,7 @@ async def run(b: Bench, ctl: Controller, floors: dict[str, Any]) -> dict[str, An
             all_seen.append(await asyncio.wait_for(seen, 5) - t0)
         now = watcher.get(NAME)
         if now is None or not is_ready(now):
-            await asyncio.wait_for(watcher.when(is_ready), 30)
+            await watcher.until(is_ready, 1, 30)
         all_back.append(time.perf_counter() - t0)
         storm_writes.append((await ctl.settle(quiet=1.0))["status_writes"] - before)
     drift = await _drift(b, runs)

@@ -144,8 +144,12 @@ async def test_a_list_is_cached_page_by_page() -> None:
             await asyncio.Event().wait()
             yield
 
+    def view(obj: dict[str, Any]) -> str:
+        viewed.append(obj["metadata"]["name"])
+        return str(obj["metadata"]["name"])
+
     inf = Informer(Pages(), HMLS, on_event=lambda *_: None,  # type: ignore[arg-type]
-                   transform=lambda o: viewed.append(o["metadata"]["name"]) or o["metadata"]["name"])
+                   transform=view)
     task = asyncio.create_task(inf.run())
     await inf.synced.wait()
     task.cancel()
