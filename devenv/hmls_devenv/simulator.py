@@ -316,6 +316,9 @@ class Simulator:
                  traffic: Traffic) -> None:
         self.client, self.domain, self.delay, self.traffic = client, domain, delay, traffic
         self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._stale: set[tuple[str, str]] = set()
+        """MLServices whose event came while their status write was under way: written again
+        when it ends (that write may have read the object before the change)."""
         self.informer = Informer(client, MLSERVICE, on_event=self._on_event, transform=view)
 
     def _on_event(self, kind: str, old: Obj | None, new: Obj | None) -> None:
@@ -333,38 +336,49 @@ class Simulator:
         if _comparable(want) == _comparable(new.get("status")):
             return
         if key in self._pending and not self._pending[key].done():
+            self._stale.add(key)
             return
         self._pending[key] = asyncio.create_task(self.write_status(key))
 
     async def write_status(self, key: tuple[str, str]) -> None:
-        """Write the status the object should have; a failed write is tried again with
-        backoff, as a controller requeues (the object does not change, so no later event
-        would bring it back: an MLService stayed without status for 65 s after its spoke's
-        API server was killed mid-write, in the full soak of 2026-12-07, seed 3182763439)."""
+        """Write the status the object should have, again while an event came meanwhile (the
+        object may have changed after it was read, and the event that said so, or the echo
+        of this very write, found the write under way: a fix's MLService stayed not Ready for
+        good in CI's soak of 2026-12-07, seed 671400724)."""
         await asyncio.sleep(self.delay)
-        backoff = max(self.delay, 0.1)
         try:
-            for _ in range(WRITE_ATTEMPTS):
-                try:
-                    current = await self.client.get(MLSERVICE, key[0], key[1])
-                    if current is None:
-                        return
-                    status = desired_status(current, domain=self.domain,
-                                            previous=current.get("status"), now=_now())
-                    await self.client.patch(MLSERVICE, key[0], key[1], {"status": status},
-                                            subresource="status",
-                                            field_manager="mlservice-simulator")
-                    log.info("simulator: %s/%s on %s -> Ready=%s", key[0], key[1],
-                             self.client.name, status["conditions"][1]["status"])
-                    return
-                except Exception as exc:
-                    log.warning("simulator: status of %s/%s failed (again in %.1fs): %s",
-                                key[0], key[1], backoff, exc)
-                    await asyncio.sleep(backoff)
-                    backoff = min(2 * backoff, 5.0)
+            self._stale.discard(key)
+            await self._write_status(key)
+            while key in self._stale:
+                self._stale.discard(key)
+                await self._write_status(key)
         finally:
             self._pending.pop(key, None)
-        # the object may have changed while we slept: the informer's next event re-checks
+            self._stale.discard(key)
+
+    async def _write_status(self, key: tuple[str, str]) -> None:
+        """One status write; a failed write is tried again with backoff, as a controller
+        requeues (the object does not change, so no later event would bring it back: an
+        MLService stayed without status for 65 s after its spoke's API server was killed
+        mid-write, in the full soak of 2026-12-07, seed 3182763439)."""
+        backoff = max(self.delay, 0.1)
+        for _ in range(WRITE_ATTEMPTS):
+            try:
+                current = await self.client.get(MLSERVICE, key[0], key[1])
+                if current is None:
+                    return
+                status = desired_status(current, domain=self.domain,
+                                        previous=current.get("status"), now=_now())
+                await self.client.patch(MLSERVICE, key[0], key[1], {"status": status},
+                                        subresource="status", field_manager="mlservice-simulator")
+                log.info("simulator: %s/%s on %s -> Ready=%s", key[0], key[1],
+                         self.client.name, status["conditions"][1]["status"])
+                return
+            except Exception as exc:
+                log.warning("simulator: status of %s/%s failed (again in %.1fs): %s",
+                            key[0], key[1], backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, 5.0)
 
 
 async def run(directory: Path, *, delay: float) -> None:

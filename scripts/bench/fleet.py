@@ -295,6 +295,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rtt", type=rtt_list, default=[],
                         help="also run each case with the spokes this far away: round trips "
                              "in ms, comma-separated (e.g. 0,50,200; 0: the proxy on loopback)")
+    parser.add_argument("--apiserver-memory", type=memory_limits, default={},
+                        help="Go soft memory limits of the local API servers by role, e.g. "
+                             "hub=3GiB,spoke=700MiB (10,000 x 16 outgrows 23.5 GiB without)")
+
+
+def memory_limits(text: str) -> dict[str, str]:
+    out = dict(part.split("=", 1) for part in text.split(",") if part)
+    if not set(out) <= {"hub", "spoke", "ingress"}:
+        raise argparse.ArgumentTypeError("roles are hub, spoke and ingress")
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
@@ -303,8 +313,9 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     try:
         env.down()
-        env.up(spokes=max(k for _, k in wanted))
+        env.up(spokes=max(k for _, k in wanted), memory_limits=args.apiserver_memory)
         result = asyncio.run(suite(env, args.budget, wanted, args.rtt))
+        result["machine"]["api_server_memory_limits"] = args.apiserver_memory
     finally:
         env.down()
     result["total_s"] = time.perf_counter() - started

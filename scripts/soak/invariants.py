@@ -44,9 +44,10 @@ from typing import Any
 
 from faults import GLOBAL, Injector
 from hmls_devenv.audit import status_writers
+from hmls_devenv.simulator import READY_KNOB
 from pydantic import ValidationError
 
-from hmls.domain.models import OWNER_UID, RolloutSpec
+from hmls.domain.models import HASH_ANNOTATION, OWNER_UID, RolloutSpec
 from hmls.kube.client import Obj
 
 LOST_S = 30.0
@@ -168,15 +169,36 @@ class Snapshot:
     """the hub's ControllerRevisions (read after the HyperMLServices)"""
 
 
-def mlservice_ready(cr: Obj, snap: Snapshot, cluster: str) -> bool | None:
-    """Whether the HyperMLService's (first) MLService on the cluster is Ready, as the spoke
-    says; None when it is not there (or the spoke was unreadable)."""
+def _mlservice(cr: Obj, snap: Snapshot, cluster: str) -> Obj | None:
+    """The HyperMLService's (first) MLService on the cluster as the spoke has it; None when
+    it is not there (or the spoke was unreadable)."""
     ns = cr["metadata"]["namespace"]
     svc = next((m["metadata"]["name"] for w in cr["spec"]["workloads"]
                 for m in w["manifests"] if m["kind"] == "MLService"), None)
     objs = snap.spokes.get(cluster)
-    live = objs.get(("MLService", ns, svc)) if objs and svc else None
+    return objs.get(("MLService", ns, svc)) if objs and svc else None
+
+
+def mlservice_ready(cr: Obj, snap: Snapshot, cluster: str) -> bool | None:
+    """Whether that MLService is Ready, as the spoke says (None: not there)."""
+    live = _mlservice(cr, snap, cluster)
     return None if live is None else condition(live, "Ready").get("status") == "True"
+
+
+def mlservice_evidence(cr: Obj, snap: Snapshot, cluster: str) -> str:
+    """What a stuck rollout's evidence needs of that MLService: Ready, the simulator's ready
+    knob with the field managers that set it, the applied-hash."""
+    live = _mlservice(cr, snap, cluster)
+    if live is None:
+        return "its MLService: not there or unreadable"
+    meta = live["metadata"]
+    annotations = meta.get("annotations") or {}
+    setters = [m.get("manager") for m in meta.get("managedFields") or []
+               if f'"f:{READY_KNOB}"' in json.dumps(m.get("fieldsV1") or {})]
+    ready = condition(live, "Ready")
+    return (f"its MLService Ready: {ready.get('status')} {ready.get('reason') or ''}, "
+            f"knob {annotations.get(READY_KNOB)!r} set by {setters}, "
+            f"applied-hash {annotations.get(HASH_ANNOTATION)}")
 
 
 @dataclass
@@ -397,8 +419,8 @@ class Checker:
         state = (cr.get("status") or {}).get("rollout") or {}
         steps = {s.get("cluster"): s for s in state.get("clusters") or [] if isinstance(s, dict)}
         behind = [f"{c} {(steps.get(c) or {}).get('phase', 'no step')} "
-                  f"(revision {(steps.get(c) or {}).get('revision')}; its MLService Ready: "
-                  f"{mlservice_ready(cr, snap, c)})" for c in placed
+                  f"(revision {(steps.get(c) or {}).get('revision')}; "
+                  f"{mlservice_evidence(cr, snap, c)})" for c in placed
                   if (steps.get(c) or {}).get("revision") != newest
                   or (steps.get(c) or {}).get("phase") != "Done"]
         current = state.get("currentRevision")

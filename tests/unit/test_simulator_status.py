@@ -3,6 +3,7 @@ view of an MLService its cache keeps."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -189,6 +190,47 @@ async def test_a_status_write_that_failed_is_tried_again() -> None:
     sim = Simulator(spoke, domain=DOMAIN, delay=0.01, traffic=Traffic())  # type: ignore[arg-type]
     await sim.write_status(("demo", "torch"))
     assert spoke.patches == 1 and conds(spoke.obj["status"])["Ready"]["status"] == "True"
+
+
+class Racing(Flaky):
+    """A spoke where the ready knob is removed (hmls applies a fix) while the simulator's
+    status write is under way: the fix, then the write, land, and both watch events reach the
+    simulator before the write returns."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        super().__init__(obj, down=0)
+        self.sim: Simulator | None = None
+
+    async def patch(self, res: Any, namespace: str, name: str, patch: dict[str, Any], *,
+                    subresource: str, field_manager: str) -> dict[str, Any]:
+        assert self.sim is not None
+        if self.patches == 0:
+            fixed = {**self.obj, "metadata": {**self.obj["metadata"], "annotations": {}}}
+            self.sim._on_event("MODIFIED", view(self.obj), view(fixed))
+            self.obj = fixed
+        before = self.obj
+        written = await super().patch(res, namespace, name, patch, subresource=subresource,
+                                      field_manager=field_manager)
+        self.sim._on_event("MODIFIED", view(before), view(written))
+        return written
+
+
+async def test_a_change_while_the_status_is_written_is_written_too() -> None:
+    """Found by CI's soak of 2026-12-07 (seed 671400724): the events of a change that landed
+    while a status write was under way found the write pending and were dropped, and the
+    MLService kept the status of the object as it was read (not Ready) for good."""
+    ready_before = mlservice()
+    svc = mlservice(annotations={READY_KNOB: "false"})
+    svc["status"] = desired_status(ready_before, domain=DOMAIN, previous=None, now=T0)
+    spoke = Racing(svc)
+    sim = spoke.sim = Simulator(spoke, domain=DOMAIN, delay=0.01,  # type: ignore[arg-type]
+                                traffic=Traffic())
+    sim._on_event("MODIFIED", view(svc), view(svc))
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        if spoke.patches >= 2:
+            break
+    assert conds(spoke.obj["status"])["Ready"]["status"] == "True", spoke.obj["status"]
 
 
 @pytest.mark.parametrize("svc", [
