@@ -57,7 +57,7 @@ def steps(obj: Obj) -> dict[str, dict[str, Any]]:
     return {s["cluster"]: s for s in obj["status"]["rollout"]["clusters"]}
 
 
-async def annotations(clients: Clients, spoke: str, ns: str) -> dict[str, str]:
+async def mlservice_annotations(clients: Clients, spoke: str, ns: str) -> dict[str, str]:
     got = await clients[spoke].get(MLSERVICE, ns, "svc")
     assert got is not None
     return dict(got["metadata"].get("annotations") or {})
@@ -79,7 +79,7 @@ async def test_a_revision_that_breaks_its_error_ratio_halts_in_its_soak_and_roll
         soak = steps(await phase(clients, ns, "spoke1", "Soaking"))["spoke1"]["since"]
         soaking = time.monotonic()
         async def good_model_back() -> bool:
-            return ERROR_RATIO_KNOB not in await annotations(clients, "spoke1", ns)
+            return ERROR_RATIO_KNOB not in await mlservice_annotations(clients, "spoke1", ns)
         await eventually(good_model_back, timeout=30, what="spoke1 back at revision 1")
         to_rollback = time.monotonic() - soaking
         # the failed step turned straight into its rollback (in the same reconcile)
@@ -95,11 +95,11 @@ async def test_a_revision_that_breaks_its_error_ratio_halts_in_its_soak_and_roll
         failed = steps(back)["spoke1"]["analysis"][0]  # the last analysis, kept
         assert failed["result"] == "Failed" and failed["value"] > 0.05, failed
         assert steps(back)["spoke1"]["revision"] == 1
-        assert ERROR_RATIO_KNOB not in await annotations(clients, "spoke1", ns)
+        assert ERROR_RATIO_KNOB not in await mlservice_annotations(clients, "spoke1", ns)
         # spoke2 never got revision 2
         assert steps(back)["spoke2"] == {**steps(back)["spoke2"], "revision": 1,
                                          "phase": "Pending"}
-        assert ERROR_RATIO_KNOB not in await annotations(clients, "spoke2", ns)
+        assert ERROR_RATIO_KNOB not in await mlservice_annotations(clients, "spoke2", ns)
         reasons = [e["reason"] for e in described_events(env, ns, "svc")]
         assert {"AnalysisFailed", "RolloutStepFailed", "RolloutHalted"} <= set(reasons)
         shown = hmls_cli("rollout", "status", f"{ns}/svc", *hub(env)).stdout

@@ -262,7 +262,8 @@ async def test_delete_with_unreachable_cluster_waits_then_orphan_escape(
 
     async def two_applied() -> bool:
         o = await get_hmls(clients["hub"], ns, "svc")
-        return bool(o and o.get("status")) and sum(i["applied"] for i in items(o)) == 2
+        return o is not None and bool(o.get("status")) and sum(
+            i["applied"] for i in items(o)) == 2
     await eventually(two_applied, what="spoke1 and orphanme applied")
     env.stop_cluster("spoke2")
     try:

@@ -397,7 +397,7 @@ async def _drive(env: Environment, hub: ClusterClient, ns: str, own: Controller)
     first = await eventually(leading, timeout=40, what="the ServiceAccount's controller leads")
 
     async def renewed() -> bool:
-        return _lease(env)["spec"]["renewTime"] != first["spec"]["renewTime"]
+        return bool(_lease(env)["spec"]["renewTime"] != first["spec"]["renewTime"])
     await eventually(renewed, timeout=10, what="Lease renewed")
     # the cluster Secrets were read: the spokes are registered
     assert own.metrics().get('hmls_clusters{state="ready"}', 0) >= 2, own.metrics()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -136,16 +137,18 @@ async def test_a_conditional_delete_spares_an_object_changed_since_the_read(
         env: Environment, clients: dict[str, ClusterClient]) -> None:
     spoke = clients["spoke1"]
     kubectl(env, "spoke1", "create", "namespace", "devenv-delete")
-    cm = {"apiVersion": "v1", "kind": "ConfigMap",
-          "metadata": {"name": "taken", "namespace": "devenv-delete"}, "data": {"owner": "a"}}
+    cm: dict[str, Any] = {"apiVersion": "v1", "kind": "ConfigMap",
+                          "metadata": {"name": "taken", "namespace": "devenv-delete"},
+                          "data": {"owner": "a"}}
     read = (await spoke.apply(cm, field_manager="test"))["metadata"]
     cm["data"]["owner"] = "b"  # another owner takes it over between the read and the delete
     await spoke.apply(cm, field_manager="test")
     with pytest.raises(errors.Conflict):
         await spoke.delete(CONFIGMAPS, "devenv-delete", "taken", uid=read["uid"],
                            resource_version=read["resourceVersion"])
-    assert (await spoke.get(CONFIGMAPS, "devenv-delete", "taken"))["data"] == {"owner": "b"}
-    fresh = (await spoke.get(CONFIGMAPS, "devenv-delete", "taken"))["metadata"]
+    taken = await spoke.get(CONFIGMAPS, "devenv-delete", "taken")
+    assert taken is not None and taken["data"] == {"owner": "b"}
+    fresh = taken["metadata"]
     assert await spoke.delete(CONFIGMAPS, "devenv-delete", "taken", uid=fresh["uid"],
                               resource_version=fresh["resourceVersion"])
     assert await spoke.get(CONFIGMAPS, "devenv-delete", "taken") is None

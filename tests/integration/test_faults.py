@@ -63,7 +63,7 @@ PODTEMPLATES = Resource("v1", "PodTemplate", "podtemplates", namespaced=True)
 
 
 def join_alias(env: Environment, alias: str, source: str, kubeconfig: Path | None = None,
-               **annotations: str) -> None:
+               annotations: dict[str, str] | None = None) -> None:
     hmls_cli("cluster", "join", alias, "--kubeconfig", str(env.kubeconfig("hub")),
              "--cluster-kubeconfig", str(kubeconfig or env.kubeconfig(source)), *AS_IS)
     if annotations:
@@ -262,7 +262,7 @@ async def test_cluster_secret_rotated_corrupted_deleted(
 
     async def unregistered() -> bool:
         o = await get_hmls(clients["hub"], ns, "svc")
-        return bool(o) and "is not registered" in items(o, alias)[0]["appliedMessage"]
+        return o is not None and "is not registered" in items(o, alias)[0]["appliedMessage"]
     await eventually(unregistered, what="unregistered reported")
     assert await spoke_mlservice(clients["spoke1"], ns, "m") is not None
     kubectl(env, "spoke1", "annotate", "mlservice", "-n", ns, "m", f"{READY_KNOB}-")
@@ -602,7 +602,7 @@ async def test_cluster_scoped_and_foreign_namespace_manifests(
         f"namespace elsewhere differs from the HyperMLService's namespace {ns}; refused")
     assert by["fine"]["applied"] is True
     assert kubectl(env, "spoke1", "get", "clusterrole", "f-escalate-role", check=False).returncode != 0
-    join_alias(env, "trusted", "spoke1", **{
+    join_alias(env, "trusted", "spoke1", annotations={
         ALLOW_CLUSTER_SCOPED: "true", ALLOW_OTHER_NAMESPACES: "true",
         ALLOWED_KINDS: "*, ClusterRole.rbac.authorization.k8s.io"})  # RBAC only when named
     create(env, hmls(ns, "trusted", (["trusted"], [role, foreign])))
@@ -612,7 +612,7 @@ async def test_cluster_scoped_and_foreign_namespace_manifests(
 
 async def test_cluster_restricted_to_hub_namespaces(env: Environment, clients: Clients,
                                                    controller: Controller) -> None:
-    join_alias(env, "teamonly", "spoke1", **{ALLOWED_NAMESPACES: "team-a"})
+    join_alias(env, "teamonly", "spoke1", annotations={ALLOWED_NAMESPACES: "team-a"})
     ns = "f-not-team-a"
     namespace_everywhere(env, ns)
     create(env, hmls(ns, "svc", (["teamonly"], [configmap("c")])))

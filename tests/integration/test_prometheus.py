@@ -85,6 +85,12 @@ def _scraped_equals_exposed(prometheus: Prometheus, controller: Controller, key:
     return exposed is not None and prometheus.value(expr) == exposed
 
 
+def _present(prometheus: Prometheus, expr: str) -> float:
+    value = prometheus.value(expr)
+    assert value is not None, f"Prometheus has no {expr}"
+    return value
+
+
 async def test_counters_move_when_the_controller_works(
         env: Environment, clients: dict[str, ClusterClient], prometheus: Prometheus,
         controller: Controller) -> None:
@@ -103,16 +109,14 @@ async def test_counters_move_when_the_controller_works(
     create(env, obj)
     await wait_condition(clients["hub"], ns, "svc", "FullyApplied")
     await eventually(settled, what="Prometheus caught up with the controller")
-    before = {e: prometheus.value(e) for e in counters}
+    before = {e: _present(prometheus, e) for e in counters}
 
     # more work: three more manifests on each spoke
     obj["spec"]["workloads"][0]["manifests"] += [configmap(f"cm{i}", i=str(i)) for i in (1, 2, 3)]
     replace_spec(env, obj)
     await wait_condition(clients["hub"], ns, "svc", "FullyApplied")
     await eventually(settled, what="Prometheus scraped the new values")
-    after = {e: prometheus.value(e) for e in counters}
-    for e in counters:
-        assert before[e] is not None and after[e] is not None, (e, before[e], after[e])
+    after = {e: _present(prometheus, e) for e in counters}
     for e in applied.values():
         assert after[e] - before[e] >= 3, (e, before[e], after[e])
     assert after[success] > before[success]

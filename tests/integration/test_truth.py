@@ -148,7 +148,7 @@ async def test_a_malformed_manifest_harms_no_other_item_cr_or_route(
     kubectl(env, "hub", "delete", "hmls", "-n", bad_ns, "broken", "--timeout=30s")
 
 
-_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
+_text = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=40)
 _scalar = st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False),
                     st.booleans(), st.none(), _text)
 _value = st.recursive(_scalar, lambda inner: st.one_of(
@@ -201,7 +201,8 @@ async def test_fuzzed_manifests_never_touch_the_spoke_or_a_healthy_cr(
 # ----- 2. drift is put back, or reported ----------------------------------------------------------
 async def mlservice_default(client: ClusterClient, ns: str) -> str | None:
     obj = await client.get(MLSERVICE, ns, "torch-mnist-s3")
-    return (obj or {}).get("spec", {}).get("default")
+    default = (obj or {}).get("spec", {}).get("default")
+    return None if default is None else str(default)
 
 
 async def test_drift_by_kubectl_patch_and_another_manager_is_reverted(

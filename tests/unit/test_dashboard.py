@@ -54,11 +54,11 @@ def exported() -> Exported:
         # prometheus_client has no public accessor for a metric's label names
         names: tuple[str, ...] = metric._labelnames
         child = metric.labels(*(f"x-{n}" for n in names)) if names else metric
-        if isinstance(metric, Counter):
+        if isinstance(child, Counter):
             child.inc()
-        elif isinstance(metric, Gauge):
+        elif isinstance(child, Gauge):
             child.set(1)
-        elif isinstance(metric, Histogram):
+        elif isinstance(child, Histogram):
             child.observe(0.1)
         else:  # a new metric type: teach this test how to record it
             raise AssertionError(f"unhandled metric type {type(metric).__name__}")
@@ -76,7 +76,8 @@ def exported() -> Exported:
 
 @cache
 def dashboard() -> dict[str, Any]:
-    return json.loads(DASHBOARD.read_text())
+    board: dict[str, Any] = json.loads(DASHBOARD.read_text())
+    return board
 
 
 def all_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -63,8 +63,9 @@ class FlakyLists:
 
 async def recoveries(failures: int) -> int:
     seen: list[None] = []
-    inf = Informer(FlakyLists(failures), HMLS, on_event=lambda *_: None,  # type: ignore[arg-type]
-                   on_recovered=lambda: seen.append(None))
+    inf: Informer[Any] = Informer(FlakyLists(failures), HMLS,  # type: ignore[arg-type]
+                                  on_event=lambda *_: None,
+                                  on_recovered=lambda: seen.append(None))
     task = asyncio.create_task(inf.run())
     await asyncio.wait_for(inf.synced.wait(), 5)
     task.cancel()
@@ -96,8 +97,9 @@ async def test_the_watch_echo_of_a_stored_write_response_is_not_transformed_agai
     transformed: list[str] = []
 
     def transform(obj: dict[str, Any]) -> str:
-        transformed.append(obj["metadata"]["resourceVersion"])
-        return obj["metadata"]["resourceVersion"]
+        rv = str(obj["metadata"]["resourceVersion"])
+        transformed.append(rv)
+        return rv
 
     events: list[tuple[str | None, str | None]] = []
     inf: Informer[str] = Informer(Events([cr("5"), cr("6")]), HMLS,  # type: ignore[arg-type]
@@ -115,7 +117,8 @@ async def test_a_cancel_that_lands_as_a_retry_is_asked_for_ends_the_informer() -
     completes, and the informer went on for good (the chaos soak's checker loop, which waited
     the same way, hung CI for an hour after its last step)."""
     for _ in range(20):
-        inf = Informer(FlakyLists(1000), HMLS, on_event=lambda *_: None)  # type: ignore[arg-type]
+        inf: Informer[Any] = Informer(FlakyLists(1000), HMLS,  # type: ignore[arg-type]
+                                      on_event=lambda *_: None)
         task = asyncio.create_task(inf.run())
         await inf.attempted.wait()
         await asyncio.sleep(0)  # in its backoff

@@ -239,7 +239,9 @@ def test_missing_current_context_without_contexts_is_refused() -> None:
 
 
 def test_current_context_naming_no_context_is_refused() -> None:
-    assert refusal(kubeconfig(**{"current-context": "nope"})) == (
+    cfg = kubeconfig()
+    cfg["current-context"] = "nope"
+    assert refusal(cfg) == (
         "kubeconfig has no contexts entry named 'nope'")
 
 

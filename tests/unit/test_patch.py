@@ -187,13 +187,13 @@ def test_results_share_nothing_with_the_inputs() -> None:
     ops = [{"op": "add", "path": "/a", "value": value}, {"op": "copy", "from": "/a", "path": "/b"},
            {"op": "replace", "path": "/c", "value": value}]
     doc = {"c": 0, "d": {"e": [1]}}
-    before = copy.deepcopy((doc, ops))
+    before_ops = copy.deepcopy((doc, ops))
     out = json_patch(doc, ops)
     out["a"]["v"].append(9)
     out["c"]["v"].append(9)
     out["d"]["e"].append(9)
     assert out["b"] == {"v": [1]}
-    assert (doc, ops) == before
+    assert (doc, ops) == before_ops
 
 
 def test_a_failed_patch_leaves_the_document_alone() -> None:

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 def mlservice(name: str = "torch", *, canary_percent: int | None = None,
-              **annotations: str) -> dict[str, Any]:
+              annotations: dict[str, str] | None = None) -> dict[str, Any]:
     """An MLService with the status the simulator gives it."""
     spec: dict[str, Any] = {"default": "origin", "releases": [
         {"name": "origin", "predictor": {"minReplicas": 1}},
@@ -30,7 +30,7 @@ def mlservice(name: str = "torch", *, canary_percent: int | None = None,
     if canary_percent is not None:
         spec |= {"canary": "next", "canaryTrafficPercent": canary_percent}
     obj = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
-           "metadata": {"name": name, "namespace": "demo", "annotations": annotations},
+           "metadata": {"name": name, "namespace": "demo", "annotations": annotations or {}},
            "spec": spec}
     obj["status"] = desired_status(obj, domain="spoke1.example.com", previous=None,
                                    now="2026-12-07T00:00:00Z")
@@ -64,7 +64,7 @@ def test_a_ready_mlservice_answers_the_rate() -> None:
 def test_releases_split_by_traffic_percent_with_fractions_carried() -> None:
     traffic = Traffic()
     traffic.observe("spoke1", mlservice(canary_percent=33,
-                                        **{ERROR_RATIO_KNOB: "0.1"}))
+                                        annotations={ERROR_RATIO_KNOB: "0.1"}))
     run(traffic, 1)  # 6.6 and 13.4 requests due: 6 and 13 answered, the rest carried
     assert counts(traffic, "next") == (6, 0) and counts(traffic, "origin") == (12, 1)
     run(traffic, 9)
@@ -77,11 +77,11 @@ def test_releases_split_by_traffic_percent_with_fractions_carried() -> None:
 def test_no_traffic_while_not_ready_or_at_zero_percent() -> None:
     traffic = Traffic()
     traffic.observe("spoke1", mlservice(canary_percent=0))
-    traffic.observe("spoke1", mlservice("down", **{READY_KNOB: "false"}))
+    traffic.observe("spoke1", mlservice("down", annotations={READY_KNOB: "false"}))
     run(traffic, 5)
     assert counts(traffic, "next") == (0, 0) and counts(traffic) == (100, 0)
     assert not any(k[2] == "down" for k in traffic.requests)
-    traffic.observe("spoke1", mlservice(**{READY_KNOB: "false"}))  # goes not ready: stops
+    traffic.observe("spoke1", mlservice(annotations={READY_KNOB: "false"}))  # goes not ready: stops
     run(traffic, 5)
     assert counts(traffic) == (100, 0)
 
@@ -90,8 +90,8 @@ def test_error_ratio_follows_a_knob_changed_on_the_way() -> None:
     traffic = Traffic()
     traffic.observe("spoke1", mlservice())
     run(traffic, 5)
-    traffic.observe("spoke1", mlservice(**{ERROR_RATIO_KNOB: "0.25",
-                                           LATENCY_KNOB: "0.3"}))
+    traffic.observe("spoke1", mlservice(annotations={ERROR_RATIO_KNOB: "0.25",
+                                                     LATENCY_KNOB: "0.3"}))
     run(traffic, 5)
     assert counts(traffic) == (100 + 75, 25)
     req = traffic.requests[("spoke1", "demo", "torch", "origin")]
@@ -106,7 +106,7 @@ def test_error_ratio_follows_a_knob_changed_on_the_way() -> None:
     ({ERROR_RATIO_KNOB: "1/3"}, Knobs(Fraction(1, 3), 0.05)),
 ])
 def test_valid_knobs(annotations: dict[str, str], want: Knobs) -> None:
-    assert knobs(mlservice(**annotations)) == (want, [])
+    assert knobs(mlservice(annotations=annotations)) == (want, [])
 
 
 @pytest.mark.parametrize(("key", "value"), [
@@ -115,7 +115,7 @@ def test_valid_knobs(annotations: dict[str, str], want: Knobs) -> None:
     (LATENCY_KNOB, "slow"), (LATENCY_KNOB, "-1"), (LATENCY_KNOB, "nan"), (LATENCY_KNOB, "inf"),
 ])
 def test_an_invalid_knob_is_ignored_and_said(key: str, value: str) -> None:
-    got, problems = knobs(mlservice(**{key: value}))
+    got, problems = knobs(mlservice(annotations={key: value}))
     assert got == Knobs()
     [problem] = problems
     assert problem.startswith(f"{key}={value!r} ignored (")
@@ -135,7 +135,8 @@ def test_a_deleted_mlservice_loses_its_series() -> None:
 
 def test_exposition() -> None:
     traffic = Traffic()
-    traffic.observe("spoke1", mlservice(**{ERROR_RATIO_KNOB: "0.5", LATENCY_KNOB: "0.02"}))
+    traffic.observe("spoke1",
+                    mlservice(annotations={ERROR_RATIO_KNOB: "0.5", LATENCY_KNOB: "0.02"}))
     run(traffic, 1)
     registry = CollectorRegistry()
     registry.register(traffic)

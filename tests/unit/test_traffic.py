@@ -46,7 +46,7 @@ SEED = TrafficSpec.model_validate({"ingressCluster": "ingress",
 
 def run(traffic: TrafficSpec = SEED, *, previous: TrafficStatus | None = None,
         now: dt.datetime = T0, reachable: dict[str, bool | None] | None = None,
-        **ready: bool):  # type: ignore[no-untyped-def]
+        **ready: bool) -> Plan:
     return plan(owner=OWNER, traffic=traffic, items=items(**ready), reachable=reachable or {},
                 previous=previous, now=now)
 
