@@ -403,11 +403,13 @@ def ready(items: list[ItemResult]) -> Condition:
     judged = [(i, i.health) for i in items]
     tracked = [(i, h) for i, h in judged if h is not None]
     if not tracked:
-        applied = all(i.applied for i in items)
-        return Condition("Ready", "True" if applied else "False",
-                         "NoReadinessRule" if applied else "NotApplied",
-                         "No object in the workloads has a readiness rule; ready once applied"
-                         + ("" if applied else "; not all applied"))
+        missing = sum(not i.applied for i in items)
+        if missing:
+            return Condition("Ready", "False", "NotApplied",
+                             f"{missing} of {len(items)} objects not applied (no object in the "
+                             "workloads has a readiness rule: Ready once all are applied)")
+        return Condition("Ready", "True", "NoReadinessRule",
+                         "No object in the workloads has a readiness rule; ready once applied")
     waiting = [f"{i.cluster}: {i.ref}: {h.reason}" for i, h in tracked if not h.ready]
     counted = _counted([i.ref.kind for i, _ in tracked])
     if not waiting:

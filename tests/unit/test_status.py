@@ -120,7 +120,8 @@ def test_ready_without_readiness_rules_and_all_applied() -> None:
 def test_ready_without_readiness_rules_not_all_applied() -> None:
     assert ready([ok("s1", SECRET), failed("s1", RUNTIME)]) == Condition(
         "Ready", "False", "NotApplied",
-        "No object in the workloads has a readiness rule; ready once applied; not all applied")
+        "1 of 2 objects not applied (no object in the workloads has a readiness rule: Ready "
+        "once all are applied)")
 
 
 def test_ready_counts_every_kind_with_a_rule() -> None:
