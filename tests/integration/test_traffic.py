@@ -132,7 +132,10 @@ async def test_tiers_move_all_traffic_down_a_tier_and_back(
     await routes_reported(clients, ns, lambda r: recovering(r[0]), "spoke1 recovering (damped)")
     assert await route_weights(clients["ingress"], ns) == {"spoke2": 100}
     await wait_weights(clients, ns, {"spoke1": 100})  # and back, after recoverySeconds
-    back = await wait_condition(clients["hub"], ns, "hmls-sample", "TrafficReady")
+    # the status is written after the ingress objects (TrafficReady was True all along)
+    back = await routes_reported(
+        clients, ns, lambda r: [x["effectiveWeight"] for x in r] == [100, 0],
+        "status.traffic with spoke1 serving again")
     assert condition(back, "TrafficReady")["message"] == "routing spoke1 100%; standing by: spoke2"
 
 
