@@ -25,9 +25,23 @@ GLOBAL = frozenset({"hub_kill", "etcd_kill", "controller_kill"})
 CUTS_CLUSTER = frozenset({"spoke_kill", "partition", "blackhole", "secret_corrupt"})
 """Faults after which hmls cannot reach (or use) one spoke."""
 CONTROL_PLANE = frozenset({"hub_kill", "etcd_kill"})
-SLOW_DELAY_S = (0.2, 0.6)
-"""Per chunk and direction: a probe's round trip stays under the replicas' probe timeout (a
-link slower than that is, to a probe, a black hole)."""
+PROBE_TIMEOUT_S = 1.5
+"""The replicas' probe timeout (soak.py passes it).  With --probe-interval 2 and 3 failures,
+a black-holed spoke is known within 2 + 3 x 1.5 (+ 2 x 0.2 between confirmations) = 6.9 s:
+inside the traffic rule's 10 s."""
+NEW_CONNECTION_DELAYS = 5.5
+"""How many of a ``slow`` link's per-chunk delays a probe waits when it opens a connection:
+the TLS handshake's flights, the request and the answer (measured through FaultProxy
+against a local API server: 5.1-5.4 delays; 2.0-2.4 on a kept-alive connection).  A probe
+cannot count on a kept-alive one: a replica drops a cluster's connections when it declares
+it unreachable, and a busy pool has none idle."""
+SLOW_DELAY_S = (0.1, round(0.75 * PROBE_TIMEOUT_S / NEW_CONNECTION_DELAYS, 2))
+"""Per chunk and direction (0.1-0.2 s).  The slow fault is a slow link, not a dead one: a
+probe on a new connection takes at most three quarters of PROBE_TIMEOUT_S (the rest is room
+for a busy machine), so the checker rightly counts the spoke healthy.  (The bound was 0.6: at 0.49 a new
+connection's probe took 2.5 s, the leader declared the slow spoke unreachable, and with the
+other spoke of three HyperMLServices partitioned it had no cluster left to move their traffic
+to: 11.7 s of weight on the partitioned one, quick soak seed 4064144916.)"""
 
 # kind -> (weight, shortest, longest hold in seconds; 0 = instant)
 KINDS: dict[str, tuple[float, float, float]] = {

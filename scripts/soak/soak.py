@@ -59,7 +59,7 @@ from typing import Any
 
 import yaml
 from common import REPO, RUNTIMES, Bench, by_verb, linear_fit, log, machine_cpu, manifests, pct, proc_stats
-from faults import Injector, retrying
+from faults import PROBE_TIMEOUT_S, Injector, retrying
 from hmls_devenv.environment import Environment
 from hmls_devenv.harness import Controller, requests_delta
 from hmls_devenv.proxy import FaultProxy
@@ -89,9 +89,6 @@ PREMADE = NAMESPACES_USED[:2]
 CHURN_NS = "soak-churn"
 SECRET_NS = "hmls-system"
 LEASE_SECONDS = 15.0
-PROBE_TIMEOUT_S = 1.5
-"""With --probe-interval 2 and 3 failures, a black-holed spoke is known within 2 + 3 x 1.5
-(+ 2 x 0.2 between confirmations) = 6.9 s: inside the traffic rule's 10 s."""
 SOAK_SECONDS = 3
 CADENCE = 2.0
 READ_TIMEOUT = 4.0
