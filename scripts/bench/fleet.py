@@ -179,7 +179,8 @@ async def suite(env: Environment, budget: float, wanted: list[tuple[int, int]],
         for n, k in runnable:
             try:
                 c = await scale.case(b, n, k, per_cr=PER_CR, tag="fleet",
-                                     on_settled=at_largest if (n, k) == largest else None)
+                                     on_settled=at_largest if (n, k) == largest else None,
+                                     last=(n, k) == runnable[-1] and not rtts)
             except (TimeoutError, RuntimeError, errors.KubeError) as exc:
                 # reported, and the cases after it still run: a 50-minute run is not lost
                 log(f"fleet {n} CRs x {k} spokes FAILED: {type(exc).__name__}: {exc}")
