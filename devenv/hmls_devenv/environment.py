@@ -33,6 +33,8 @@ from hmls_devenv.pki import CertificateAuthority, KeyPair, service_account_keys
 MANIFESTS = binaries.REPO_ROOT / "manifests"
 STATE_FILE = "state.json"
 READY_TIMEOUT = 180.0
+CRD_TIMEOUT = 120.0
+"""How long installed CRDs may take to be Established (served)."""
 
 
 class DevEnvError(RuntimeError):
@@ -477,20 +479,26 @@ class Environment:
         kc = str(self.kubeconfig(c.name))
         res = subprocess.run(["kubectl", "--kubeconfig", kc, "apply", "--server-side", *files],
                              capture_output=True, text=True, check=False)
-        # only the CRDs just installed are there; kubectl wait fails outright on a CRD whose
-        # status the API server has not written yet (a busy machine): that one is retried
-        for attempt in range(10):
+        # only the CRDs just installed are there.  Polled rather than `kubectl wait`, which
+        # fails outright on a CRD whose status the API server has not written yet: on a busy
+        # machine its establishing controller took over 25 s
+        deadline = time.monotonic() + CRD_TIMEOUT
+        while res.returncode == 0:
+            res = subprocess.run(["kubectl", "--kubeconfig", kc, "get", "crd", "-o", "json"],
+                                 capture_output=True, text=True, check=False)
             if res.returncode != 0:
                 break
-            res = subprocess.run(["kubectl", "--kubeconfig", kc, "wait", "--timeout=60s",
-                                  "--for=condition=Established", "crd", "--all"],
-                                 capture_output=True, text=True, check=False)
-            if "accessor error" not in res.stderr:
-                break
-            time.sleep(0.5 * (attempt + 1))
-        if res.returncode != 0:
-            raise DevEnvError(f"installing CRDs on {c.name} failed: {' '.join(res.args)}\n"
-                              f"{res.stderr}")
+            waiting = [crd["metadata"]["name"] for crd in json.loads(res.stdout)["items"]
+                       if not any(cond.get("type") == "Established" and cond.get("status") == "True"
+                                  for cond in (crd.get("status") or {}).get("conditions") or [])]
+            if not waiting:
+                return
+            if time.monotonic() > deadline:
+                raise DevEnvError(f"CRDs on {c.name} not Established after {CRD_TIMEOUT:.0f} s: "
+                                  f"{', '.join(waiting)}")
+            time.sleep(0.2)
+        raise DevEnvError(f"installing CRDs on {c.name} failed: {' '.join(res.args)}\n"
+                          f"{res.stderr}")
 
     def _start_simulator(self) -> int:
         return self._spawn("simulator", [

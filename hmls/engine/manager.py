@@ -106,12 +106,9 @@ class Manager:
                 self.queue.done(key)
                 self.metrics.reconcile_duration.observe(time.perf_counter() - started)
                 self.metrics.reconcile_total.labels(result).inc()
-            if result == "success":
-                self.queue.forget(key)
-                if outcome is not None and outcome.requeue_after is not None:
-                    self.queue.add_after(key, outcome.requeue_after)
-            else:
-                delay = self.queue.add_rate_limited(key)
+            delay = self.queue.requeue(key, converged=result == "success",
+                                       after=outcome.requeue_after if outcome else None)
+            if delay is not None:
                 log.debug("%s: %s, requeued in %.1fs", key, result, delay)
 
     async def _profiles(self, hub: ClusterClient, fleet: Fleet) -> Informer[Obj] | None:

@@ -73,6 +73,23 @@ class WorkQueue:
     def forget(self, key: str) -> None:
         self._failures.pop(key, None)
 
+    def requeue(self, key: str, *, converged: bool, after: float | None) -> float | None:
+        """After a reconcile of ``key``: converged, its backoff is forgotten; not, it comes
+        back after its next backoff step.  Either way a timer the reconcile set (``after``
+        seconds: a rollout's soak ending, a progress deadline, traffic damping) is honoured:
+        backoff paces the retries of what failed, and must not push a deadline back by up
+        to ``max_delay`` (a rollout whose every cluster was drained soaked for minutes past
+        its ``soakSeconds``).  A zero ``after`` ("look again now") on a failure waits for the
+        backoff, so that nothing retries in a hot loop.  Returns the backoff delay, if any."""
+        delay = None
+        if converged:
+            self.forget(key)
+        else:
+            delay = self.add_rate_limited(key)
+        if after is not None and (converged or after > 0):
+            self.add_after(key, after)
+        return delay
+
     async def get(self) -> str:
         while True:
             key = await self._queue.get()

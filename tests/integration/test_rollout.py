@@ -318,3 +318,41 @@ async def test_a_fix_supersedes_a_step_waiting_on_the_previous_revision(
         assert messages == ["spoke1: the step to revision 1 is superseded by revision 2"]
     finally:
         delete(env, ns)
+
+
+async def test_a_serving_service_made_progressive_with_a_fix_over_its_first_soak_rolls_out(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    """Tried as a user would (the demo, session 14): a serving HyperMLService switched to
+    Progressive drains both clusters for its first revision, and revisions pushed over that
+    soak supersede both steps.  With every cluster drained the HeadIngress keeps its last
+    routes and TrafficReady is False, so each reconcile counts as not converged and its
+    backoff grows; the soak's end must still wake it (it soaked 5 minutes instead of 8 s,
+    until the backoff's 300 s cap)."""
+    ns = "t-rollout-adopted"
+    hub_namespace(env, ns)
+    obj = progressive(ns, soakSeconds=4)
+    rollout = obj["spec"].pop("rollout")
+    try:
+        create(env, obj)
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+        made = copy.deepcopy(obj)
+        made["spec"]["rollout"] = rollout
+        replace_spec(env, made)
+        await phase(clients, ns, "spoke1", "Soaking")
+        replace_spec(env, revised(made))
+        await phase(clients, ns, "spoke1", "Soaking")
+        replace_spec(env, revised(made, replicas=3))
+        loop = asyncio.get_running_loop()
+        pushed = loop.time()
+        done = await rolled_out(clients, ns, 3)
+        took = loop.time() - pushed
+        print(f"revision 3 rolled out {took:.1f} s after it was pushed")
+        assert {s["cluster"]: (s["revision"], s["phase"])
+                for s in done["status"]["rollout"]["clusters"]} == \
+            {"spoke1": (3, "Done"), "spoke2": (3, "Done")}
+        # the soak after both are Ready, and a few reconciles: far below the backoff's cap,
+        # which the old scheduling could wait for (then rolled_out's 40 s run out)
+        assert took < 15, f"revision 3 took {took:.1f} s to roll out"
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+    finally:
+        delete(env, ns)

@@ -190,3 +190,46 @@ async def test_keys_of_other_shards_are_dropped_when_added_and_when_taken() -> N
     assert await get_soon(q) == "b"
     with pytest.raises(TimeoutError):
         await get_soon(q, timeout=0.05)
+
+
+async def _failed(q: WorkQueue, key: str, times: int) -> None:
+    """``key`` failed ``times`` times and is taken again, as a worker takes it (its backoff
+    timers replaced by an add)."""
+    for _ in range(times):
+        q.add_rate_limited(key)
+    q.add(key)
+    assert await get_soon(q) == key
+    q.done(key)
+
+
+async def test_a_failed_key_with_a_timer_of_its_own_comes_back_at_the_timer() -> None:
+    """A rollout soaking while its traffic is not ready is not converged: the backoff grows,
+    but the soak's end must still wake it (the demo's rollout soaked minutes past its 8 s)."""
+    q = WorkQueue(base_delay=BASE, max_delay=10.0)
+    await _failed(q, "a", 8)  # its backoff is at 2.56 s now
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert q.requeue("a", converged=False, after=0.05) == pytest.approx(2.56)
+    assert await get_soon(q) == "a"
+    assert 0.04 <= loop.time() - start < 1.0
+    q.shutdown()
+
+
+async def test_a_failed_key_asked_back_at_once_waits_for_its_backoff() -> None:
+    q = WorkQueue(base_delay=0.05, max_delay=1.0)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    assert q.requeue("a", converged=False, after=0.0) == pytest.approx(0.05)
+    assert len(q) == 0
+    assert await get_soon(q) == "a"
+    assert loop.time() - start >= 0.04
+    q.shutdown()
+
+
+async def test_a_converged_key_forgets_its_backoff_and_keeps_its_timer() -> None:
+    q = WorkQueue(base_delay=BASE, max_delay=1.0)
+    await _failed(q, "a", 3)
+    assert q.requeue("a", converged=True, after=0.0) is None
+    assert await get_soon(q) == "a"  # at once
+    assert q.add_rate_limited("a") == pytest.approx(BASE)  # forgotten
+    q.shutdown()
