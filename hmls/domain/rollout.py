@@ -313,9 +313,11 @@ class Rollout:
         seen = self.seen.get(st.cluster, Seen(False))
         if st.phase == DRAINING:
             # the HeadIngress is being applied without it; a cluster that is not Ready has
-            # nothing to protect (and keeps its routes only when no cluster is healthy)
+            # nothing to protect (and keeps its routes only when no cluster is healthy).  A
+            # drain still waiting is looked at again on an event or the backoff, not at once:
+            # the HeadIngress kept it only because no other cluster could take its traffic
+            # (TrafficReady False), and "at once" for as long as that lasts is a hot loop
             if self.traffic and seen.serving and seen.ready:
-                self.urgent = True
                 return st
             self.urgent = True
             self._event("Normal", "RolloutStep", f"{st.cluster}: applying revision {st.target}")
@@ -432,12 +434,16 @@ class Rollout:
         traffic back, in the same update that drains this one), counts."""
         if not self.traffic or not self.seen.get(cluster, Seen(False)).serving:
             return False
+        return not self._elsewhere(cluster)
 
+    def _elsewhere(self, cluster: str) -> bool:
+        """Another cluster can take this one's traffic: one outside a step that serves, or
+        is Done and Ready."""
         def available(other: str) -> bool:
             seen, step = self.seen.get(other, Seen(False)), self.steps[other]
             return step.phase not in ACTIVE and (seen.serving or (seen.ready
                                                                   and step.phase == DONE))
-        return not any(available(o) for o in self.clusters if o != cluster)
+        return any(available(o) for o in self.clusters if o != cluster)
 
     def runs(self) -> dict[str, int | None]:
         """The revision each cluster is rendered at in this reconcile: the one it runs (a
@@ -510,14 +516,22 @@ class Rollout:
 
     def _drained(self, st: Step) -> bool:
         """Held out of the HeadIngress: a cluster in a step, except one soaking under metric
-        analysis (its metrics need its share of real requests), and one whose analysis
-        failed at the current revision (its requests fail the service's objectives)."""
-        if st.phase == SOAKING:
-            return not (self.spec.analysis is not None and st.revision == self.current
-                        and self.halted is None)
+        analysis (its metrics need its share of real requests) and, as invariant 5 has it,
+        one that serves while no other cluster can take its traffic (the first revision
+        starts everywhere at once: a serving HyperMLService made Progressive had all its
+        clusters held out, its routes kept only because none was left, TrafficReady False);
+        and one whose analysis failed at the current revision (its requests fail the
+        service's objectives).  A Draining step is held out: it began while another cluster
+        could serve, and ends once the HeadIngress dropped it."""
         if st.phase == FAILED:
             return st.revision == self.current and bool(self._failed_analysis(st))
-        return st.phase in ACTIVE
+        if st.phase not in ACTIVE:
+            return False
+        if st.phase == SOAKING and self.spec.analysis is not None \
+                and st.revision == self.current and self.halted is None:
+            return False
+        return st.phase == DRAINING or not self.seen.get(st.cluster, Seen(False)).serving \
+            or self._elsewhere(st.cluster)
 
     def _failed_analysis(self, st: Step) -> str | None:
         """Why the step's metric analysis failed, if it did."""

@@ -76,17 +76,18 @@ class WorkQueue:
     def requeue(self, key: str, *, converged: bool, after: float | None) -> float | None:
         """After a reconcile of ``key``: converged, its backoff is forgotten; not, it comes
         back after its next backoff step.  Either way a timer the reconcile set (``after``
-        seconds: a rollout's soak ending, a progress deadline, traffic damping) is honoured:
-        backoff paces the retries of what failed, and must not push a deadline back by up
-        to ``max_delay`` (a rollout whose every cluster was drained soaked for minutes past
-        its ``soakSeconds``).  A zero ``after`` ("look again now") on a failure waits for the
-        backoff, so that nothing retries in a hot loop.  Returns the backoff delay, if any."""
+        seconds: a rollout's next step or soak's end, a progress deadline, traffic damping)
+        is honoured: backoff paces the retries of what failed, and must not hold back what
+        the reconcile has to do next by up to ``max_delay`` (a rollout soaked minutes past
+        its ``soakSeconds`` while its HeadIngress had no cluster to route to).  What sets
+        such a timer moves on each time, so it cannot loop.  Returns the backoff delay,
+        if any."""
         delay = None
         if converged:
             self.forget(key)
         else:
             delay = self.add_rate_limited(key)
-        if after is not None and (converged or after > 0):
+        if after is not None:
             self.add_after(key, after)
         return delay
 

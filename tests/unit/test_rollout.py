@@ -77,6 +77,20 @@ def test_the_first_revision_goes_everywhere_then_soaks() -> None:
     assert [f.result for f in plan.finished] == ["done", "done"]
 
 
+def test_a_serving_service_made_progressive_keeps_serving_through_its_first_revision() -> None:
+    """The first revision goes everywhere at once: with both clusters in a step there is no
+    other cluster to take their traffic, so neither is held out (invariant 5; they were,
+    and the HeadIngress kept its last routes with TrafficReady False)."""
+    spec = rollout()
+    both = set(CLUSTERS)
+    plan, _ = tick(spec, State(), 1, 0, ready=both, serving=both)
+    assert phases(plan) == {"spoke1": (SOAKING, 1), "spoke2": (SOAKING, 1)}
+    assert plan.drained == frozenset()
+    # a new CR serves nowhere yet: its clusters soak without traffic, as any step does
+    plan, _ = tick(spec, State(), 1, 0, ready=both)
+    assert plan.drained == both
+
+
 def test_one_cluster_at_a_time_drained_updated_soaked_then_the_next() -> None:
     spec = rollout()
     state = rolled_out(spec)

@@ -3,10 +3,11 @@ to a Progressive HyperMLService, its invariants checked after every reconcile.
 
 A model of the controller around the planner: revisions recorded as ``Revisions.record`` does
 (an edit back to older workloads renumbers that revision), clusters whose health and whose
-revisions' quality decide readiness, a clock, pause, placement changes, traffic on and off,
-the HeadIngress reduced to its rule (a cluster serves when it is healthy and not drained;
-with none such the last routes are kept), and metric analysis (a revision's content whose
-metrics break their range, a Prometheus that does not answer).  Every reconcile reads the
+revisions' quality decide readiness, a serving HyperMLService made Progressive, a clock,
+pause, placement changes, traffic on and off, the HeadIngress reduced to its rule (a cluster
+serves when it is healthy and not drained; with none such the last routes are kept), and
+metric analysis (a revision's content whose metrics break their range, a Prometheus that does
+not answer).  Every reconcile reads the
 state from the stored status and stores the new one through the controller's own status
 write (``hmls.domain.status.write``), so a field that survives a write is found here too.
 """
@@ -91,6 +92,16 @@ class Controller(RuleBasedStateMachine):
             else:
                 marked.discard(content)
         self._record(content)
+
+    @precondition(lambda self: self.current == 0)
+    @rule(content=st.integers(0, 3))
+    def adopt(self, content: int) -> None:
+        """A serving HyperMLService made Progressive: its clusters already run, and the
+        healthy ones serve, what becomes its first revision."""
+        self._record(content)
+        for c in self.placed:
+            self.running[c] = self.current
+        self.serving = {c for c in self.placed if self._ready(c, self.current)}
 
     @precondition(lambda self: self.current > 0)
     @rule()
@@ -236,6 +247,9 @@ class Controller(RuleBasedStateMachine):
                 f"{len(active)} clusters in a step: {active}")
         if state.halted:
             assert state.halted.startswith(f"revision {state.current} halted"), state.halted
+        if plan.requeue_after == 0:  # honoured even while the CR fails elsewhere: no hot loop
+            assert state.steps != before.steps or state.halted != before.halted, (
+                "asks to be run again at once without a step having moved")
         if before.current != self.current and before.halted:
             assert not state.halted or state.halted.startswith(f"revision {self.current} ")
         if spec.analysis is not None:
