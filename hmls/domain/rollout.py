@@ -39,10 +39,13 @@ tests/unit/test_rollout_machine.py):
    be pruned).
 4. A rollback targets only a revision that was Ready on every cluster.
 5. With traffic, a step never drains the last serving cluster: a cluster that serves starts
-   draining only while another cluster outside a step serves or is Ready.
+   draining (or, in a step, is held out) only while another cluster outside a step serves or
+   is Ready.
 6. Liveness: once every placed cluster stays Ready (on a revision that can be Ready) long
    enough, and the rollout is neither paused nor halted at its current revision, the current
    revision reaches every cluster and becomes the last good one (``RolledOut`` True).
+7. A reconcile asks to be run again at once only when a step moved (the worker honours that
+   even while the HyperMLService fails elsewhere: it must not loop).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from hypothesis.stateful import (
 from hmls.domain import analysis
 from hmls.domain.models import RolloutSpec
 from hmls.domain.patch import merge_patch
-from hmls.domain.rollout import ACTIVE, DONE, Seen, State, begin
+from hmls.domain.rollout import ACTIVE, APPLYING, DONE, SOAKING, Seen, State, begin
 from hmls.domain.status import RolloutStatus, Status, status_patch
 
 T0 = dt.datetime(2026, 12, 2, 12, 0, 0, tzinfo=dt.UTC)
@@ -263,10 +263,11 @@ class Controller(RuleBasedStateMachine):
                                and tallies[m.name].failures <= m.failure_limit
                                for m in spec.analysis.metrics), (c, step)
                     assert self.content(step.revision) not in self.slo_bad, (c, step)
-        # a step never drains the last serving cluster (a failed analysis may: its cluster
-        # answers with errors, and with no cluster left the last routes are kept)
+        # a step never drains, nor holds out, the last serving cluster (a failed analysis may:
+        # its cluster answers with errors, and with no cluster left the last routes are kept)
         newly = {c for c in plan.drained if state.steps[c].phase in ACTIVE} - active_before
-        for c in newly & self.serving if self.traffic else ():
+        held = {c for c in plan.drained if state.steps[c].phase in (APPLYING, SOAKING)}
+        for c in (newly | held) & self.serving if self.traffic else ():
             assert any(o != c and o not in plan.drained and (o in self.serving or seen[o].ready)
                        for o in self.placed), f"draining {c} leaves no cluster serving"
         if state.halted and any(s.phase in ACTIVE and s.target == state.last_good
