@@ -155,7 +155,9 @@ async def test_pause_resume_status_and_undo_from_the_command_line(
         env: Environment, clients: Clients, controller: Controller) -> None:
     ns = "t-rollout-cli"
     hub_namespace(env, ns)
-    obj = progressive(ns, traffic=False)
+    # the pause must land within spoke1's soak: the command's start took over 3 s on a busy
+    # machine, and spoke2 had started and rolled out before it
+    obj = progressive(ns, traffic=False, soakSeconds=10)
     ref = f"{ns}/svc"
     try:
         await soaking_revision_2(env, clients, obj)
