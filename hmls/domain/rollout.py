@@ -186,7 +186,8 @@ class Seen:
     """Every item applied and Ready, none of them written by this reconcile (a just-written
     object's status says nothing yet about the new revision)."""
     serving: bool = False
-    """The HeadIngress gave it traffic (effective weight > 0) as last planned."""
+    """The HeadIngress gives it traffic (effective weight > 0) as last written to the
+    ingress cluster."""
     written: bool = False
     """This reconcile wrote some of the cluster's objects: its readiness is looked at again
     shortly (nothing else need happen: an object whose status does not change sends no

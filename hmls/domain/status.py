@@ -172,7 +172,9 @@ class Route:
 
 @dataclass(frozen=True)
 class TrafficStatus:
-    """``status.traffic``: the HeadIngress as planned."""
+    """``status.traffic``: the HeadIngress as the ingress cluster has it: the last plan
+    written there (while a write fails, the routes stay those, and the objects of the new
+    plan are added to the ones kept)."""
 
     ingress_cluster: str
     provider: str

@@ -301,6 +301,9 @@ class Reconciler:
                     finished.seconds)
             requeue_after = min((t for t in (requeue_after, step.requeue_after)
                                  if t is not None), default=None)
+            if routed is not None and routed.status is not None and previous.traffic and (
+                    previous.traffic.serving() - routed.status.serving()) & step.drained:
+                requeue_after = 0.0  # the ingress just dropped a draining cluster: it goes on
         await self._emit(obj, notices)
         converged = not pending and all(i.applied for i in items) and (
             routed is None or routed.condition.status == "True")
@@ -530,7 +533,14 @@ class Reconciler:
                          + "; ".join(f"{r.ref}: {r.message}" for r in failed[:3]))
         before = previous.condition("TrafficReady")
         new = before is None or before.message != cond.message
-        return Routed(plan.status, plan.requeue_after, cond, [
+        # the ingress routes as it was last written: the routes stay those (a rollout's drain
+        # waits for the ingress to drop its cluster, not for the plan to), and the objects
+        # this plan names are kept with the earlier ones (some may have been written)
+        last = previous.traffic if previous.traffic is not None and \
+            previous.traffic.ingress_cluster == plan.status.ingress_cluster else None
+        kept = replace(plan.status, routes=last.routes if last else (), objects=tuple(
+            dict.fromkeys((*(last.objects if last else ()), *plan.status.objects))))
+        return Routed(kept, plan.requeue_after, cond, [
             *applied.notices, *(Notice("Warning", "ApplyFailed",
                                        f"{r.cluster}: {r.ref}: {r.message}")
                                 for r in failed if new)])

@@ -103,7 +103,8 @@ class FakeSpoke:
         return self.objects[(resource.kind, name)]
 
     def owned(self, uid: str, kinds: Any = ()) -> list[Any]:
-        return [(Resource("v1", kind, kind.lower() + "s", namespaced=kind != "Namespace"),
+        return [(Resource(obs.api_version, kind, kind.lower() + "s",
+                          namespaced=kind != "Namespace"),
                  obs.namespace, name) for (kind, name), obs in self.objects.items()
                 if obs.owner_uid == uid]
 
@@ -474,3 +475,65 @@ async def test_the_headingress_apply_reports_its_failures_as_any_apply() -> None
                           for m in failed)
     await w.reconcile(1)
     assert [m for _, r, m in w.hub.events if r == "ApplyFailed"] == failed  # not again
+
+
+def _mlservice_world(**spec: Any) -> World:
+    """An MLService on s1 and s2, both Ready, routed through the ingress cluster "in"."""
+    mls = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
+           "metadata": {"name": "m"}, "spec": {"replicas": 1}}
+    w = World(hyper(mls, traffic={"ingressCluster": "in", "recoverySeconds": 0}, **spec),
+              "s1", "s2", "in")
+    for c in ("s1", "s2"):
+        w.spokes[c].statuses["m"] = {
+            "defaultRelease": "r", "releases": [{"name": "r", "url": f"http://m.demo.ksvc.{c}"}],
+            "conditions": [{"type": "Ready", "status": "True"}]}
+    return w
+
+
+def _weights(status: Status) -> dict[str, int]:
+    assert status.traffic is not None
+    return {r.cluster: r.effective_weight for r in status.traffic.routes}
+
+
+async def test_while_the_ingress_cannot_be_written_the_routes_stay_as_it_routes() -> None:
+    w = _mlservice_world()
+    assert _weights(await w.reconcile()) == {"s1": 50, "s2": 50}
+    w.spokes["in"].fail_all = errors.Unreachable("request timed out")
+    w.spokes["s1"].objects[("MLService", "m")] = replace(
+        w.spokes["s1"].objects[("MLService", "m")], status_json=json.dumps(
+            {"conditions": [{"type": "Ready", "status": "False"}]}))
+    status = await w.reconcile(1)
+    cond = status.condition("TrafficReady")
+    assert cond is not None and cond.reason == "IngressApplyFailed"
+    assert _weights(status) == {"s1": 50, "s2": 50}  # what the ingress still does
+    assert status.traffic is not None and len(status.traffic.objects) == 3
+    w.spokes["in"].fail_all = None
+    assert _weights(await w.reconcile(1)) == {"s1": 0, "s2": 100}
+
+
+async def test_a_drain_waits_for_the_ingress_to_drop_its_cluster() -> None:
+    """A rollout step drains its cluster before applying to it: with the ingress unwritable it
+    must not go on to apply while the live routes still send traffic there (it did: the
+    status recorded the planned routes whether or not they were written)."""
+    rollout = {"strategy": "Progressive", "soakSeconds": 0, "progressDeadlineSeconds": 60}
+    w = _mlservice_world(rollout=rollout)
+    for _ in range(3):
+        status = await w.reconcile(1)
+    assert status.rollout is not None and status.rollout.state.last_good == 1
+    assert _weights(status) == {"s1": 50, "s2": 50}
+    w.spokes["in"].fail_all = errors.Unreachable("request timed out")
+    applied = len(w.spokes["s1"].applied)
+    stored = w.hub.objects[("demo", "svc")]
+    w.edit(workloads=[{**stored["spec"]["workloads"][0], "manifests": [
+        {**stored["spec"]["workloads"][0]["manifests"][0], "spec": {"replicas": 2}}]}])
+    for _ in range(3):
+        status = await w.reconcile(1)
+        assert status.rollout is not None
+        assert status.rollout.state.steps["s1"].phase == "Draining"
+    assert len(w.spokes["s1"].applied) == applied  # revision 2 is not sent to s1
+    w.spokes["in"].fail_all = None
+    outcome = await w.rec.reconcile("demo/svc")  # the ingress drops s1 ...
+    assert outcome.requeue_after == 0  # ... and the drain goes on at once
+    status = await w.reconcile(0)
+    assert status.rollout is not None and status.rollout.state.steps["s1"].phase != "Draining"
+    assert _weights(status) == {"s1": 0, "s2": 100}
