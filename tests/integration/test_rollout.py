@@ -383,3 +383,39 @@ async def test_a_rollout_goes_on_while_its_traffic_cannot_be_routed(
         assert took < 20, f"revision 2 took {took:.1f} s to roll out"
     finally:
         delete(env, ns)
+
+
+async def test_a_drain_waits_while_the_ingress_cluster_is_down(
+        env: Environment, clients: Clients, controller: Controller, ingress: str) -> None:
+    """spoke1's step drains it before revision 2 is applied there.  With the ingress cluster
+    down the live routes still send spoke1 its half of the traffic, so spoke1 keeps revision
+    1 until the ingress has the routes without it (the drain used to end on the plan: spoke1
+    got revision 2 at once while the ingress still routed to it)."""
+    ns = "t-rollout-ingress-down"
+    hub_namespace(env, ns)
+    obj = progressive(ns, soakSeconds=1)
+    try:
+        create(env, obj)
+        await rolled_out(clients, ns, 1)
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+        env.stop_cluster("ingress")
+        try:
+            replace_spec(env, revised(obj))
+            await phase(clients, ns, "spoke1", "Draining")
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 8
+            while loop.time() < until:  # the controller finds the ingress down, and waits
+                assert await replicas(clients, ns) == {"spoke1": 1, "spoke2": 1}
+                await asyncio.sleep(0.5)
+            waiting = await get_hmls(clients["hub"], ns, "svc")
+            steps = {s["cluster"]: s["phase"] for s in
+                     ((waiting or {}).get("status") or {})["rollout"]["clusters"]}
+            assert steps["spoke1"] == "Draining", steps
+            assert condition(waiting, "TrafficReady")["status"] == "False"
+        finally:
+            env.start_cluster("ingress")
+        await rolled_out(clients, ns, 2)
+        assert await replicas(clients, ns) == {"spoke1": 2, "spoke2": 2}
+        await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
+    finally:
+        delete(env, ns)
