@@ -52,10 +52,15 @@ async def routed(clients: Clients, ns: str) -> dict[str, int]:
     return {c: w for c, w in (await route_weights(clients["ingress"], ns) or {}).items() if w}
 
 
+async def created(env: Environment, clients: Clients, obj: Obj) -> Obj:
+    """Create at revision 1 and wait until it is rolled out everywhere."""
+    create(env, obj)
+    return await rolled_out(clients, obj["metadata"]["namespace"], 1)
+
+
 async def soaking_revision_2(env: Environment, clients: Clients, obj: Obj) -> None:
     """Create at revision 1, roll it out, change to revision 2: spoke1 is soaking it."""
-    create(env, obj)
-    await rolled_out(clients, obj["metadata"]["namespace"], 1)
+    await created(env, clients, obj)
     replace_spec(env, revised(obj))
     await phase(clients, obj["metadata"]["namespace"], "spoke1", "Soaking")
 
@@ -66,8 +71,7 @@ async def test_one_cluster_at_a_time_with_traffic_following_each_step(
     hub_namespace(env, ns)
     obj = progressive(ns)
     try:
-        create(env, obj)
-        first = await rolled_out(clients, ns, 1)
+        first = await created(env, clients, obj)
         assert first["status"]["rollout"]["lastGoodRevision"] == 1
         await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
 
@@ -107,8 +111,7 @@ async def test_a_deadline_miss_halts_and_rolls_the_cluster_back(
     hub_namespace(env, ns)
     obj = progressive(ns, progressDeadlineSeconds=4)
     try:
-        create(env, obj)
-        await rolled_out(clients, ns, 1)
+        await created(env, clients, obj)
         replace_spec(env, revised(obj, ready=False))  # a model that never gets Ready
         await phase(clients, ns, "spoke1", "Applying")
         halted = await phase(clients, ns, "spoke1", "RolledBack", timeout=40)
@@ -211,8 +214,7 @@ async def test_moving_to_another_cluster_rolls_out_there_before_claiming_fully_a
     obj = hmls(ns, "svc", (["spoke1"], [mlservice("svc")]),
                rollout={"strategy": "Progressive", "soakSeconds": 1})
     try:
-        create(env, obj)
-        await rolled_out(clients, ns, 1)
+        await created(env, clients, obj)
         moved = copy.deepcopy(obj)
         moved["spec"]["workloads"][0]["clusters"] = ["spoke2"]
 
@@ -248,8 +250,7 @@ async def test_a_fix_after_a_halted_revision_reaches_every_cluster(
     obj = progressive(ns, traffic=False, soakSeconds=1, progressDeadlineSeconds=6,
                       maxConcurrency=1, order=["spoke1", "spoke2"])
     try:
-        create(env, obj)
-        await rolled_out(clients, ns, 1)
+        await created(env, clients, obj)
         replace_spec(env, revised(obj, ready=False))  # revision 2: never Ready
         halted = await phase(clients, ns, "spoke1", "RolledBack", timeout=40)
         cond = condition(halted, "RolledOut")
@@ -370,8 +371,7 @@ async def test_a_rollout_goes_on_while_its_traffic_cannot_be_routed(
     obj = progressive(ns, soakSeconds=3)
     obj["spec"]["traffic"]["ingressCluster"] = "ingress-gone"
     try:
-        create(env, obj)
-        first = await rolled_out(clients, ns, 1)
+        first = await created(env, clients, obj)
         assert condition(first, "TrafficReady")["status"] == "False"
         replace_spec(env, revised(obj))
         loop = asyncio.get_running_loop()
@@ -395,8 +395,7 @@ async def test_a_drain_waits_while_the_ingress_cluster_is_down(
     hub_namespace(env, ns)
     obj = progressive(ns, soakSeconds=1)
     try:
-        create(env, obj)
-        await rolled_out(clients, ns, 1)
+        await created(env, clients, obj)
         await wait_weights(clients, ns, {"spoke1": 50, "spoke2": 50})
         env.stop_cluster("ingress")
         try:

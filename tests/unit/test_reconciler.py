@@ -459,13 +459,23 @@ async def test_a_cluster_dropped_from_the_spec_is_pruned_after_the_status_is_wri
     assert ("Normal", "Pruned", "deleted ConfigMap demo/a from cluster s2") in w.hub.events
 
 
-async def test_the_headingress_apply_reports_its_failures_as_any_apply() -> None:
+def _mlservice_world(*clusters: str, **spec: Any) -> World:
+    """An MLService on ``clusters`` (s1 and s2), each Ready, routed through the ingress
+    cluster "in"."""
+    clusters = clusters or ("s1", "s2")
     mls = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
-           "metadata": {"name": "m"}, "spec": {}}
-    w = World(hyper(mls, clusters=("s1",), traffic={"ingressCluster": "in"}), "s1", "in")
-    w.spokes["s1"].statuses["m"] = {
-        "defaultRelease": "r", "releases": [{"name": "r", "url": "http://m.demo.ksvc.s1"}],
-        "conditions": [{"type": "Ready", "status": "True"}]}
+           "metadata": {"name": "m"}, "spec": {"replicas": 1}}
+    w = World(hyper(mls, clusters=clusters,
+                    traffic={"ingressCluster": "in", "recoverySeconds": 0}, **spec),
+              *clusters, "in")
+    for c in clusters:
+        w.spokes[c].statuses["m"] = {
+            "defaultRelease": "r", "releases": [{"name": "r", "url": f"http://m.demo.ksvc.{c}"}],
+            "conditions": [{"type": "Ready", "status": "True"}]}
+    return w
+
+async def test_the_headingress_apply_reports_its_failures_as_any_apply() -> None:
+    w = _mlservice_world("s1")
     w.spokes["in"].fail_all = errors.Forbidden("serviceentries is forbidden", status=403)
     status = await w.reconcile()
     cond = status.condition("TrafficReady")
@@ -475,19 +485,6 @@ async def test_the_headingress_apply_reports_its_failures_as_any_apply() -> None
                           for m in failed)
     await w.reconcile(1)
     assert [m for _, r, m in w.hub.events if r == "ApplyFailed"] == failed  # not again
-
-
-def _mlservice_world(**spec: Any) -> World:
-    """An MLService on s1 and s2, both Ready, routed through the ingress cluster "in"."""
-    mls = {"apiVersion": "tensorstack.dev/v1beta1", "kind": "MLService",
-           "metadata": {"name": "m"}, "spec": {"replicas": 1}}
-    w = World(hyper(mls, traffic={"ingressCluster": "in", "recoverySeconds": 0}, **spec),
-              "s1", "s2", "in")
-    for c in ("s1", "s2"):
-        w.spokes[c].statuses["m"] = {
-            "defaultRelease": "r", "releases": [{"name": "r", "url": f"http://m.demo.ksvc.{c}"}],
-            "conditions": [{"type": "Ready", "status": "True"}]}
-    return w
 
 
 def _weights(status: Status) -> dict[str, int]:
